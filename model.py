@@ -1,0 +1,149 @@
+"""AlexNet in three widths, laid out like torchvision's ``models/alexnet.py``.
+
+    from model import AlexNet
+    net = AlexNet(num_classes=5, init_weights=True)          # the tutorial's half-width net
+    net = AlexNet(num_classes=1000, arch="torchvision")      # loads torchvision's weights
+    net = AlexNet(num_classes=1000, arch="paper")            # Krizhevsky et al. 2012
+
+The attribute names ``features`` / ``avgpool`` / ``classifier`` and the layer order
+keep the state_dict keys equal to the tutorial's ``AlexNet.pth`` and to
+``torchvision.models.alexnet().state_dict()``.
+"""
+import torch
+from torch import nn
+
+# conv widths (5 layers) and hidden FC width for each variant
+ARCHS: dict[str, tuple[tuple[int, int, int, int, int], int]] = {
+    "tutorial": ((48, 128, 192, 192, 128), 2048),
+    "torchvision": ((64, 192, 384, 256, 256), 4096),
+    "paper": ((96, 256, 384, 384, 256), 4096),
+}
+
+
+def _block(in_ch: int, out_ch: int, kernel: int, lrn: bool, pool: bool, **conv) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel_size=kernel, **conv), nn.ReLU(inplace=True)]
+    if lrn:
+        # paper section 3.3: k=2, n=5, alpha=1e-4, beta=0.75, applied after the ReLU
+        layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+    if pool:
+        layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+    return layers
+
+
+class AlexNet(nn.Module):
+    def __init__(self, num_classes: int = 1000, init_weights: bool = False, arch: str = "tutorial",
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        (c1, c2, c3, c4, c5), hidden = ARCHS[arch]
+        lrn = arch == "paper"
+        self.arch = arch
+        self.features = nn.Sequential(
+            *_block(3, c1, 11, lrn, True, stride=4, padding=2),
+            *_block(c1, c2, 5, lrn, True, padding=2),
+            *_block(c2, c3, 3, False, False, padding=1),
+            *_block(c3, c4, 3, False, False, padding=1),
+            *_block(c4, c5, 3, False, True, padding=1),
+        )
+        # identity for 224 px inputs (6x6 already); lets any input of at least 63 px work
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(c5 * 6 * 6, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )
+        if init_weights:
+            if lrn:
+                self._initialize_paper()
+            else:
+                self._initialize_weights()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+    def _initialize_weights(self) -> None:
+        """The tutorial's initialisation: Kaiming for convolutions, N(0, 0.01) for FC layers."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.constant_(m.bias, 0)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.constant_(m.bias, 0)
+
+    def _initialize_paper(self) -> None:
+        """Paper section 5: all weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the
+        hidden FC layers (to give the ReLUs positive inputs early on), 0 elsewhere."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        ones = {id(m) for m in (convs[1], convs[3], convs[4], linears[0], linears[1])}
+        for m in convs + linears:
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.constant_(m.bias, 1.0 if id(m) in ones else 0.0)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, reported as one line naming the file."""
+
+
+def infer_arch(state_dict: dict) -> str:
+    """Which variant a raw state_dict belongs to, from the width of its first convolution."""
+    first = state_dict.get("features.0.weight")
+    for name, ((c1, *_), _) in ARCHS.items():
+        if first is not None and first.shape[0] == c1:
+            return name
+    raise KeyError("features.0.weight")
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load one of our checkpoints, or a raw state_dict such as the tutorial's ``AlexNet.pth``,
+    as a dict with at least ``model``, ``arch`` and ``num_classes``.
+
+    ``weights_only=True``: a file that would run code when unpickled is refused, not run.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from None
+    except Exception as e:
+        text = str(e)
+        why = ("refused: it holds pickled objects that could run code (only plain weights are loaded)"
+               if "weights_only" in text or "Unsupported global" in text else
+               f"not a readable checkpoint (truncated or corrupt: {text.splitlines()[0][:120] if text else type(e).__name__})")
+        raise CheckpointError(f"{path}: {why}") from None
+    if isinstance(ckpt, dict) and "model" in ckpt and "arch" in ckpt:
+        return ckpt
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        try:
+            return {"model": ckpt, "arch": infer_arch(ckpt), "num_classes": ckpt["classifier.6.weight"].shape[0]}
+        except KeyError as e:
+            raise CheckpointError(f"{path}: a state_dict, but not of an AlexNet (no {e.args[0]})") from None
+    raise CheckpointError(f"{path}: not an AlexNet checkpoint (expected a state_dict or a train.py checkpoint)")
+
+
+def from_checkpoint(ckpt: dict, path: str) -> AlexNet:
+    """Rebuild the model a checkpoint describes and load its weights."""
+    model = AlexNet(num_classes=int(ckpt["num_classes"]), arch=ckpt["arch"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise CheckpointError(f"{path}: weights do not fit AlexNet(arch={ckpt['arch']!r}, "
+                              f"num_classes={ckpt['num_classes']}): {detail[:200]}") from None
+    return model
+
+
+def probabilities(model: nn.Module, logits_input: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """Softmax over classes, averaged over ``views`` consecutive test-time views per image."""
+    probs = model(logits_input).float().softmax(dim=1)
+    return probs.view(-1, views, probs.shape[1]).mean(dim=1) if views > 1 else probs

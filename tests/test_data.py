@@ -1,0 +1,135 @@
+"""data.py: decoding, the cached and per-epoch paths, augmentation, 10-crop, PCA lighting."""
+import os
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+import data
+import train
+from conftest import make_colour_folder, run_train, train_args
+
+
+def build(root, cache_dir, mem_budget, log=print):
+    prepare = lambda im: data.resize_short(im, 73)  # noqa: E731
+    return data.build_split(str(root / "train"), None, prepare, "short73", lambda p: data.cached_size(p, 73),
+                            data.train_augment(64, (0.25, 1.0)), str(cache_dir), mem_budget, "error", log, quiet=True)
+
+
+def test_cached_and_per_epoch_paths_give_the_same_kind_of_batch(colour_data, tmp_path):
+    cached, classes = build(colour_data, tmp_path / "c", 2**30)
+    plain, _ = build(colour_data, tmp_path / "p", 0)
+    assert isinstance(cached, data.CachedImages) and isinstance(plain, data.DecodedImages)
+    assert classes == ["blue", "green", "red"] and cached.targets == plain.targets
+    torch.manual_seed(0)
+    a = torch.stack([cached[i][0] for i in range(8)])
+    torch.manual_seed(0)
+    b = torch.stack([plain[i][0] for i in range(8)])
+    assert a.shape == b.shape == (8, 3, 64, 64) and a.dtype == b.dtype == torch.uint8
+    torch.testing.assert_close(a, b)  # same pixels: the cache only moves the decode
+    x = data.normalize(a, [0.5] * 3, [0.5] * 3)
+    assert x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cache_is_reused_and_rebuilt_when_files_change(colour_data, tmp_path):
+    logs = []
+    build(colour_data, tmp_path / "c", 2**30, logs.append)
+    files = list((tmp_path / "c").glob("*.pt"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    build(colour_data, tmp_path / "c", 2**30, logs.append)
+    assert files[0].stat().st_mtime_ns == stamp  # reused
+    victim = colour_data / "train" / "red" / "red_0.jpg"
+    original = victim.read_bytes()
+    try:
+        Image.new("RGB", (80, 80), (0, 0, 255)).save(victim)
+        os.utime(victim, ns=(time.time_ns(), time.time_ns() + 10**9))
+        ds, _ = build(colour_data, tmp_path / "c", 2**30, logs.append)
+        new = list((tmp_path / "c").glob("*.pt"))
+        assert len(new) == 1 and new[0] != files[0]  # rebuilt, the stale one removed
+        idx = [i for i, (p, _) in enumerate(data.image_folder(str(colour_data / "train")).samples) if p == str(victim)][0]
+        assert ds.images[idx][2].float().mean() > 200  # the new blue picture, not the old red one
+    finally:
+        victim.write_bytes(original)
+
+
+def test_memory_budget_chooses_the_path_and_says_so(colour_data, tmp_path):
+    logs = []
+    build(colour_data, tmp_path / "c", 1000, logs.append)
+    assert "decoded every epoch" in logs[-1] and "budget" in logs[-1]
+    build(colour_data, tmp_path / "c", 2**30, logs.append)
+    assert "cached in memory" in logs[-1]
+
+
+@pytest.mark.parametrize("extra", ["none", "trivialaugment", "colorjitter"])
+def test_augmentations_keep_shape_dtype_and_range(extra):
+    img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
+    aug = data.train_augment(64, (0.08, 1.0), extra)
+    for _ in range(5):
+        out = aug(img)
+        assert out.shape == (3, 64, 64) and out.dtype == torch.uint8
+
+
+def test_eval_transform_resize_crop_and_tutorial_squash():
+    img = torch.randint(0, 256, (3, 100, 200), dtype=torch.uint8)
+    assert data.EvalTransform(64, 73)(img).shape == (3, 64, 64)
+    assert data.EvalTransform(64, 0)(img).shape == (3, 64, 64)
+    solid = torch.full((3, 50, 80), 77, dtype=torch.uint8)
+    assert (data.EvalTransform(32, 40)(solid) == 77).all()
+
+
+def test_ten_crop_gives_ten_views_and_evaluate_averages_them():
+    img = torch.arange(3 * 8 * 10, dtype=torch.uint8).view(3, 8, 10)
+    views = data.ten_crop(img, 6)
+    assert views.shape == (10, 3, 6, 6)
+    assert torch.equal(views[0], img[:, :6, :6]) and torch.equal(views[3], img[:, 2:, 4:])
+    assert torch.equal(views[5], views[0].flip(-1))
+    assert data.EvalTransform(64, 73, tta=True)(torch.zeros(3, 80, 100, dtype=torch.uint8)).shape == (10, 3, 64, 64)
+    from model import probabilities
+
+    class Fixed(torch.nn.Module):  # logits that differ per view
+        def forward(self, x):
+            return torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7]]).repeat(x.shape[0] // 2, 1))
+
+    probs = probabilities(Fixed(), torch.zeros(4, 3, 8, 8), views=2)
+    torch.testing.assert_close(probs, torch.tensor([[0.6, 0.4], [0.6, 0.4]]))
+
+
+def test_pca_lighting_zero_std_is_identity_and_otherwise_shifts_colour():
+    images = [torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8) for _ in range(4)]
+    eigval, eigvec = data.pca_basis(images)
+    assert len(eigval) == 3 and all(v >= 0 for v in eigval)
+    vec = torch.tensor(eigvec)
+    torch.testing.assert_close(vec.T @ vec, torch.eye(3), atol=1e-5, rtol=0)
+    x = torch.rand(5, 3, 8, 8)
+    assert torch.equal(data.Lighting(eigval, eigvec, std=0)(x), x)
+    shifted = data.Lighting(eigval, eigvec, std=0.1)(x)
+    assert shifted.shape == x.shape and shifted.dtype == x.dtype
+    delta = shifted - x
+    torch.testing.assert_close(delta, delta[..., :1, :1].expand_as(delta), atol=1e-6, rtol=0)  # one shift per image, channel
+    assert delta.abs().max() > 0
+
+
+def test_decoders_agree_and_read_odd_modes(tmp_path):
+    base = Image.effect_noise((40, 30), 60).convert("RGB")
+    base.save(tmp_path / "a.jpg", quality=90)
+    assert torch.equal(data.decode_rgb(str(tmp_path / "a.jpg")), data.open_rgb(str(tmp_path / "a.jpg")))
+    Image.new("I;16", (9, 7), 40000).save(tmp_path / "deep.png")
+    base.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    base.convert("RGBA").save(tmp_path / "rgba.png")
+    Image.new("RGB", (1, 1), (5, 6, 7)).save(tmp_path / "dot.png")
+    for name, size in (("deep.png", (7, 9)), ("cmyk.jpg", (30, 40)), ("rgba.png", (30, 40)), ("dot.png", (1, 1))):
+        img = data.decode_rgb(str(tmp_path / name))
+        assert img.dtype == torch.uint8 and img.shape == (3, *size), name
+    assert data.decode_rgb(str(tmp_path / "deep.png")).max() == 40000 // 256
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_reduces_the_loss_in_each_precision(precision, tmp_path):
+    root = make_colour_folder(tmp_path / "d", n_train=6, n_val=2)
+    summary = run_train(train_args(root, tmp_path / "o", "--epochs", "4", "--precision", precision,
+                                   "--lr", "3e-4", "--batch-size", "6", "--clip-grad", "0"))
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert losses[-1] < losses[0], losses

@@ -1,0 +1,181 @@
+"""Faults: signals, kills mid-write, a diverging loss, a second run, bad images, odd paths."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, make_colour_folder, run_train, train_args
+
+
+def start_train(data, out, *extra) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(data, out, *extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"train.py ended early: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(poll)
+
+
+def loads_completely(path) -> bool:
+    ckpt = torch.load(path, weights_only=True)
+    return {"model", "optimizer", "epoch"} <= set(ckpt)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_keeps_last_epoch_and_says_how_to_resume(sig, colour_data, tmp_path):
+    out = tmp_path / "out"
+    proc = start_train(colour_data, out, "--epochs", "50")
+    wait_for(lambda: (out / "last.pth").exists(), proc)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "resume with  python train.py --resume" in stderr and "Traceback" not in stderr
+    last = torch.load(out / "last.pth", weights_only=True)
+    assert 1 <= last["epoch"] < 50 and len(last["metrics"]) == last["epoch"]
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_second_interrupt_quits_at_once_without_damage(colour_data, tmp_path):
+    out = tmp_path / "out"
+    proc = start_train(colour_data, out, "--epochs", "50")
+    wait_for(lambda: (out / "last.pth").exists(), proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert loads_completely(out / "last.pth") and loads_completely(out / "best.pth")
+
+
+def test_sigkill_while_writing_then_resume_matches_an_uninterrupted_run(colour_data, tmp_path):
+    run_train(train_args(colour_data, tmp_path / "full", "--epochs", "4"))
+    out = tmp_path / "killed"
+    proc = start_train(colour_data, out, "--epochs", "4")
+    # kill while a checkpoint is being written, after at least one complete epoch
+    wait_for(lambda: (out / "last.pth").exists() and list(out.glob("*.tmp-*")), proc, poll=0.001)
+    proc.kill()
+    proc.communicate()
+    for name in ("best.pth", "last.pth"):
+        assert loads_completely(out / name), name  # the previous complete file, never a partial one
+    done = torch.load(out / "last.pth", weights_only=True)["epoch"]
+    assert done < 4
+    summary = run_train(["--resume", str(out / "last.pth"), "--quiet", "--workers", "0"])
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
+    assert (out / "metrics.csv").read_text().count("\n") == 5
+    full = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
+    resumed = torch.load(out / "last.pth", weights_only=True)
+    for k, v in full["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=1e-6)
+    assert resumed["best_acc"] == full["best_acc"]
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_best(colour_data, tmp_path):
+    out = tmp_path / "out"
+    run_train(train_args(colour_data, out, "--epochs", "1"))
+    before = (out / "best.pth").read_bytes()
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(
+        colour_data, out, "--overwrite", "--opt", "sgd", "--lr", "1e30", "--clip-grad", "0")],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "loss is nan at epoch 1 step" in proc.stderr or "loss is inf at epoch 1 step" in proc.stderr
+    assert (out / "best.pth").read_bytes() == before
+
+
+def test_a_second_run_in_the_same_folder_is_refused(colour_data, tmp_path):
+    out = tmp_path / "out"
+    first = start_train(colour_data, out, "--epochs", "50")
+    wait_for(lambda: (out / "class_indices.json").exists(), first)
+    second = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(colour_data, out)],
+                            capture_output=True, text=True, cwd=ROOT)
+    first.kill()
+    first.communicate()
+    assert second.returncode == 2
+    assert "another train.py is writing to this folder" in second.stderr
+
+
+def test_a_fresh_run_never_replaces_a_trained_model(trained, colour_data):
+    out, _ = trained
+    before = (out / "best.pth").read_bytes()
+    with pytest.raises(Exception, match="already holds a trained model"):
+        run_train(train_args(colour_data, out))
+    assert (out / "best.pth").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """Every kind of odd file a photo folder collects; four of them are unreadable."""
+    root = make_colour_folder(tmp_path_factory.mktemp("messy"), n_train=6, n_val=2)
+    red, blue = root / "train" / "red", root / "train" / "blue"
+    (red / "empty.jpg").write_bytes(b"")
+    good = (red / "red_1.jpg").read_bytes()
+    (red / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (blue / "notes.jpg").write_text("this is text")
+    Image.new("1", (9500, 9500)).save(blue / "bomb.png")  # over Pillow's 89.5 Mpx limit
+    Image.new("RGB", (70, 70), (220, 40, 40)).convert("CMYK").save(red / "cmyk.jpg")
+    Image.new("I;16", (70, 70), 30000).save(blue / "deep16.png")
+    Image.new("RGBA", (70, 70), (30, 60, 220, 128)).save(blue / "alpha.png")
+    Image.new("RGB", (1, 1), (220, 40, 40)).save(red / "tiny.png")
+    (red / "readme.md").write_text("not an image extension")
+    (red / ".DS_Store").write_bytes(b"\0\1")
+    return root
+
+
+def test_bad_images_are_all_reported_before_training(messy, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(messy, out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "4 unreadable image(s)" in proc.stderr and "--bad-images skip" in proc.stderr
+    for name in ("empty.jpg", "truncated.jpg", "notes.jpg", "bomb.png"):
+        assert name in proc.stderr
+    assert "decompression-bomb" in proc.stderr
+    for fine in ("cmyk.jpg", "deep16.png", "alpha.png", "tiny.png", "readme.md", ".DS_Store"):
+        assert fine not in proc.stderr
+    assert "epoch" not in proc.stdout and not (out / "last.pth").exists()
+
+
+def test_skip_trains_on_the_readable_ones(messy, tmp_path):
+    summary = run_train(train_args(messy, tmp_path / "out", "--bad-images", "skip", "--epochs", "1"))
+    assert summary["history"][0]["epoch"] == 1
+    ckpt = torch.load(tmp_path / "out" / "last.pth", weights_only=True)
+    assert ckpt["classes"] == ["blue", "green", "red"]
+
+
+def test_paths_with_spaces_and_chinese(tmp_path):
+    root = make_colour_folder(tmp_path / "我的 数据", n_train=4, n_val=2)
+    (root / "train" / "red").rename(root / "train" / "红色 red")
+    (root / "val" / "red").rename(root / "val" / "红色 red")
+    out = tmp_path / "输出 out"
+    run_train(train_args(root, out, "--epochs", "1"))
+    assert torch.load(out / "best.pth", weights_only=True)["classes"][2] == "红色 red"
+    img = next((root / "val" / "红色 red").iterdir())
+    proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(img), "--weights", str(out / "best.pth"),
+                           "--no-show"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "红色 red" in proc.stdout
+
+
+def test_resume_on_data_with_other_classes_is_refused(trained, tmp_path):
+    out, _ = trained
+    other = make_colour_folder(tmp_path / "other", n_train=2, n_val=1)
+    (other / "train" / "red").rename(other / "train" / "pink")
+    (other / "val" / "red").rename(other / "val" / "pink")
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "last.pth").write_bytes((out / "last.pth").read_bytes())
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(copy / "last.pth"),
+                           "--data", str(other), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "trained on classes" in proc.stderr

@@ -1,0 +1,119 @@
+"""predict.py as a user runs it: formats, folders, the tutorial's weights, bad input."""
+import json
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import COLOURS, run_script
+from test_model import TutorialAlexNet
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """One image of each awkward kind Pillow can read."""
+    d = tmp_path_factory.mktemp("photos")
+    red = Image.new("RGB", (90, 70), COLOURS["red"])
+    red.save(d / "red.jpg")
+    red.convert("RGBA").save(d / "red_rgba.png")
+    Image.new("RGB", (80, 80), COLOURS["green"]).convert("L").save(d / "grey.jpg")
+    red.convert("P").save(d / "palette.png")
+    red.convert("CMYK").save(d / "cmyk.jpg")
+    Image.new("RGB", (40, 120), COLOURS["blue"]).save(d / "tall blue 蓝色.jpg")
+    return d
+
+
+def test_predicts_a_photo_with_the_tutorials_output(trained, photos):
+    out, _ = trained
+    r = run_script("predict.py", str(photos / "red.jpg"), "--weights", str(out / "best.pth"), "--no-show")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"{photos / 'red.jpg'}: red ")
+    assert float(lines[0].split()[-1]) > 0.5
+    listed = [ln.split()[0] for ln in lines[1:4]]
+    assert sorted(listed) == sorted(COLOURS) and listed[0] == "red"
+    assert abs(sum(float(ln.split()[-1]) for ln in lines[1:4]) - 1) < 0.01
+
+
+def test_odd_formats_a_folder_topk_tta_and_saved_figure(trained, photos, tmp_path):
+    out, _ = trained
+    fig = tmp_path / "fig.png"
+    r = run_script("predict.py", str(photos), "--weights", str(out / "best.pth"), "--topk", "1", "--tta",
+                   "--save", str(fig), "--no-show")
+    assert r.returncode == 0, r.stderr
+    heads = [ln for ln in r.stdout.splitlines() if not ln.startswith(" ") and ln.endswith(tuple("0123456789"))]
+    assert len(heads) == 6
+    top = {ln.rsplit(":", 1)[0].rsplit("/", 1)[-1]: ln.rsplit(":", 1)[1].split()[0] for ln in heads}
+    assert top["red_rgba.png"] == top["palette.png"] == top["cmyk.jpg"] == "red"
+    assert top["tall blue 蓝色.jpg"] == "blue"
+    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("    ")]) == 6  # --topk 1
+    assert fig.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_display_never_blocks(trained, photos):
+    out, _ = trained
+    r = run_script("predict.py", str(photos / "grey.jpg"), "--weights", str(out / "best.pth"))
+    assert r.returncode == 0, r.stderr
+    assert "no display" in r.stdout
+
+
+def test_tutorial_weights_with_class_indices(tmp_path, photos):
+    torch.save(TutorialAlexNet(num_classes=5).state_dict(), tmp_path / "AlexNet.pth")
+    r = run_script("predict.py", str(photos / "red.jpg"), "--model_path", str(tmp_path / "AlexNet.pth"),
+                   "--no-show")  # class_indices.json from the working directory, as in the tutorial
+    assert r.returncode == 0, r.stderr
+    assert {ln.split()[0] for ln in r.stdout.splitlines()[1:]} == {"daisy", "dandelion", "roses", "sunflowers", "tulips"}
+    (tmp_path / "three.json").write_text(json.dumps({"0": "a", "1": "b", "2": "c"}))
+    r = run_script("predict.py", str(photos / "red.jpg"), "--model_path", str(tmp_path / "AlexNet.pth"),
+                   "--class_indices", str(tmp_path / "three.json"), "--no-show")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {tmp_path / 'three.json'}: lists 3 classes, but {tmp_path / 'AlexNet.pth'} has 5 outputs"
+
+
+def test_some_bad_inputs_the_rest_still_predicted(trained, photos, tmp_path):
+    out, _ = trained
+    (tmp_path / "notes.jpg").write_text("not an image")
+    r = run_script("predict.py", str(photos / "red.jpg"), str(tmp_path / "notes.jpg"), str(tmp_path / "missing.jpg"),
+                   "--weights", str(out / "best.pth"), "--no-show")
+    assert r.returncode == 1
+    assert r.stdout.startswith(f"{photos / 'red.jpg'}: red")
+    assert f"error: {tmp_path / 'notes.jpg'}: not a readable image (not an image file)" in r.stderr
+    assert f"error: {tmp_path / 'missing.jpg'}: no such file or folder" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("case", ["truncated", "garbage", "malicious", "missing", "disagreeing", "malformed_json"])
+def test_unusable_weights_are_one_line_errors(case, trained, photos, tmp_path):
+    out, _ = trained
+    weights, extra = tmp_path / "w.pth", []
+    marker = tmp_path / "pwned"
+    if case == "truncated":
+        blob = (out / "best.pth").read_bytes()
+        weights.write_bytes(blob[: len(blob) // 2])
+    elif case == "garbage":
+        weights.write_text("hello")
+    elif case == "malicious":
+        class Exploit:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+        torch.save({"model": Exploit()}, weights)
+        assert not marker.exists()
+    elif case == "missing":
+        weights = tmp_path / "nope.pth"
+    else:
+        weights = out / "best.pth"
+        bad = tmp_path / "ci.json"
+        bad.write_text('{"0": "red", "1": "green", "2": "blue"}' if case == "disagreeing" else '{"0": "red",')
+        extra = ["--class-indices", str(bad)]
+    r = run_script("predict.py", str(photos / "red.jpg"), "--weights", str(weights), "--no-show", *extra)
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    named = extra[1] if extra else str(weights)
+    assert f"{named}: " in err
+    expected = {"truncated": "not a readable checkpoint", "garbage": "not a readable checkpoint",
+                "malicious": "refused", "missing": "checkpoint not found", "disagreeing": "disagree",
+                "malformed_json": "malformed JSON"}[case]
+    assert expected in err
+    assert not marker.exists()  # the pickle's payload never ran

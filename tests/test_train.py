@@ -1,0 +1,93 @@
+"""train.py end to end on tiny generated folders: outputs, accuracy, seeds, resume, recipes."""
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+import data
+import train
+from conftest import COLOURS, make_colour_folder, run_script, run_train, train_args
+
+
+def test_training_writes_every_output_and_learns(trained):
+    out, summary = trained
+    for name in ("best.pth", "last.pth", "class_indices.json", "metrics.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "class_indices.json").read_text()) == {str(i): c for i, c in enumerate(sorted(COLOURS))}
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert {"train_loss", "val_loss", "val_top1", "val_top3", "lr", "seconds"} <= set(rows[0])
+    assert summary["best_acc"] >= 0.75  # 3 classes: chance is 0.33
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoint_is_one_self_describing_plain_dict(trained):
+    out, summary = trained
+    ckpt = torch.load(out / "best.pth", weights_only=True)  # plain types only, or this raises
+    assert ckpt["arch"] == "tutorial" and ckpt["num_classes"] == 3
+    assert ckpt["classes"] == sorted(COLOURS)
+    assert ckpt["best_acc"] == summary["best_acc"] and ckpt["epoch"] == summary["best_epoch"]
+    assert {"model", "optimizer", "config", "metrics", "rng", "mean", "std", "eval"} <= set(ckpt)
+    assert ckpt["config"]["epochs"] == 4 and ckpt["config"]["img_size"] == 64
+    last = torch.load(out / "last.pth", weights_only=True)
+    assert last["epoch"] == 4 and len(last["metrics"]) == 4
+
+
+def test_same_seed_same_loss_curve(colour_data, tmp_path):
+    runs = [run_train(train_args(colour_data, tmp_path / name, "--epochs", "2", "--seed", "3"))
+            for name in ("a", "b")]
+    assert [r["train_loss"] for r in runs[0]["history"]] == [r["train_loss"] for r in runs[1]["history"]]
+    assert [r["val_loss"] for r in runs[0]["history"]] == [r["val_loss"] for r in runs[1]["history"]]
+
+
+def test_tutorial_recipe_is_the_tutorials_settings():
+    args = train.resolve(train.get_args_parser().parse_args(["--recipe", "tutorial"]))
+    assert (args.epochs, args.batch_size, args.opt, args.lr, args.wd, args.sched) == (10, 32, "adam", 2e-4, 0.0, "constant")
+    assert (args.img_size, args.crop_scale, args.val_resize, args.label_smoothing) == (224, [0.08, 1.0], 0, 0.0)
+    assert (args.arch, args.init, args.aug, args.lighting, args.clip_grad) == ("tutorial", "arch", "none", 0.0, 0.0)
+    assert args.data == "data_set/flower_data"
+
+
+def test_command_line_beats_the_recipe():
+    args = train.resolve(train.get_args_parser().parse_args(["--recipe", "paper", "--lr", "0.05", "--epochs", "3"]))
+    assert (args.lr, args.epochs, args.opt, args.wd, args.lighting) == (0.05, 3, "sgd", 5e-4, 0.1)
+
+
+def test_missing_data_folder_says_how_to_get_data(tmp_path):
+    r = run_script("train.py", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and "nowhere" in line and "data folder not found" in line
+    assert "data_set/download.py" in line and "--demo" in line
+
+
+def test_empty_class_and_mismatched_classes(tmp_path):
+    root = make_colour_folder(tmp_path / "d", n_train=2, n_val=1)
+    for part in ("train", "val"):
+        (root / part / "yellow").mkdir()
+    (root / "val" / "yellow" / "y.jpg").write_bytes((root / "val" / "red" / "red_0.jpg").read_bytes())
+    with pytest.raises(data.DataError, match=r"train/yellow: class folder has no images"):
+        run_train(train_args(root, tmp_path / "o1"))
+    shutil.rmtree(root / "val" / "yellow")
+    (root / "train" / "yellow").rmdir()
+    shutil.rmtree(root / "val" / "red")
+    with pytest.raises(data.DataError, match=r"val: classes \['blue', 'green'\] differ"):
+        run_train(train_args(root, tmp_path / "o2"))
+
+
+def test_demo_data_is_a_five_class_image_folder(tmp_path):
+    root = data.make_shapes(str(tmp_path / "shapes"), train_per_class=3, val_per_class=2, size=64)
+    assert data.find_classes(f"{root}/train") == sorted(data.SHAPES)
+    assert len(list((tmp_path / "shapes" / "val").rglob("*.jpg"))) == 10
+    assert data.decode_rgb(str(next((tmp_path / "shapes" / "train" / "star").iterdir()))).shape == (3, 64, 64)
+
+
+def test_demo_flag_sets_the_demo_settings():
+    args = train.resolve(train.get_args_parser().parse_args(["--demo"]))
+    assert args.data == train.DEMO_DATA
+    assert all(getattr(args, k) == v for k, v in train.DEMO.items())
+    args = train.resolve(train.get_args_parser().parse_args(["--demo", "--epochs", "1"]))
+    assert args.epochs == 1
