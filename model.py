@@ -103,14 +103,15 @@ def infer_arch(state_dict: dict) -> str:
     raise KeyError("features.0.weight")
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, mmap: bool = False) -> dict:
     """Load one of our checkpoints, or a raw state_dict such as the tutorial's ``AlexNet.pth``,
     as a dict with at least ``model``, ``arch`` and ``num_classes``.
 
     ``weights_only=True``: a file that would run code when unpickled is refused, not run.
+    ``mmap=True`` reads only the tensors used (predict.py skips the optimizer state).
     """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except IsADirectoryError:

@@ -136,7 +136,7 @@ def show_figure(results: list[tuple[str, str, float]], save: str | None, show: b
 
 
 def main(args) -> int:
-    ckpt = load_checkpoint(args.weights)
+    ckpt = load_checkpoint(args.weights, mmap=True)
     names = class_names(ckpt, args)
     device = torch.device(args.device)
     model = from_checkpoint(ckpt, args.weights).to(device, memory_format=torch.channels_last).eval()

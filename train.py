@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 import data
-from model import ARCHS, AlexNet, CheckpointError, infer_arch, load_checkpoint, probabilities
+from model import ARCHS, AlexNet, CheckpointError, load_checkpoint, probabilities
 
 FLOWERS = "data_set/flower_data"
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DEMO_DATA = "data_set/demo_shapes"
 
 # Each recipe fills the options left unset on the command line. `tutorial` is the seed
@@ -53,32 +54,41 @@ DEMO = dict(img_size=112, epochs=12, batch_size=64, lr=1e-3, crop_scale=[0.6, 1.
 RUNTIME_KEYS = ("device", "workers", "output_dir", "cache_dir", "cache_mem", "quiet", "resume", "compile", "overwrite")
 
 
+class _Help(argparse.HelpFormatter):
+    """Show a default only where there is one (recipe options have None until resolved)."""
+
+    def _get_help_string(self, action):
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        return f"{action.help} (default: %(default)s)" if shown else action.help
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train AlexNet on an ImageFolder.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Train AlexNet on an ImageFolder. Options marked [recipe] "
+                                "default to the --recipe's value.", formatter_class=_Help)
     a = p.add_argument
     a("--data", default=None, help=f"folder with train/ and val/ class folders (default {FLOWERS})")
     a("--demo", action="store_true", help=f"generate a synthetic 5-class shapes set into {DEMO_DATA} and train on it")
     a("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help="preset for the options below left unset")
     a("--arch", choices=list(ARCHS), default="tutorial", help="network width: tutorial (half), torchvision, paper (+LRN)")
-    a("--epochs", type=int, help="total epochs")
-    a("--batch-size", type=int, help="images per step (per GPU with torchrun)")
-    a("--opt", choices=["adam", "adamw", "sgd"], help="optimizer (sgd: momentum 0.9, as in the paper)")
-    a("--lr", type=float, help="peak learning rate")
+    a("--epochs", type=int, help="total epochs [recipe]")
+    a("--batch-size", type=int, help="images per step (per GPU with torchrun) [recipe]")
+    a("--opt", choices=["adam", "adamw", "sgd"], help="optimizer (sgd: momentum 0.9, as in the paper) [recipe]")
+    a("--lr", type=float, help="peak learning rate [recipe]")
     a("--momentum", type=float, default=0.9, help="SGD momentum")
-    a("--wd", type=float, help="weight decay")
-    a("--sched", choices=["constant", "cosine", "plateau"], help="LR schedule (plateau: /10 when val top-1 stalls)")
+    a("--wd", type=float, help="weight decay [recipe]")
+    a("--sched", choices=["constant", "cosine", "plateau"], help="LR schedule (plateau: /10 when val top-1 stalls) [recipe]")
     a("--patience", type=int, default=3, help="plateau: epochs without improvement before dividing the LR by 10")
-    a("--warmup-epochs", type=float, help="linear LR warmup")
-    a("--label-smoothing", type=float, help="cross-entropy label smoothing")
-    a("--aug", choices=["none", "trivialaugment", "colorjitter"], help="extra augmentation after crop + flip")
-    a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range")
-    a("--lighting", type=float, help="PCA colour augmentation std (paper: 0.1; 0 = off)")
-    a("--val-resize", type=int, help="validation: short side before the centre crop; 0 = squash to size")
+    a("--warmup-epochs", type=float, help="linear LR warmup [recipe]")
+    a("--label-smoothing", type=float, help="cross-entropy label smoothing [recipe]")
+    a("--aug", choices=["none", "trivialaugment", "colorjitter"], help="extra augmentation after crop + flip [recipe]")
+    a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range [recipe]")
+    a("--lighting", type=float, help="PCA colour augmentation std (paper: 0.1; 0 = off) [recipe]")
+    a("--val-resize", type=int, help="validation: short side before the centre crop; 0 = squash to size [recipe]")
     a("--tta", action="store_true", help="validate on 10 crops (corners, centre, mirrored) per image")
-    a("--clip-grad", type=float, help="clip the gradient norm (0 = off)")
+    a("--clip-grad", type=float, help="clip the gradient norm (0 = off) [recipe]")
     a("--img-size", type=int, help="crop size fed to the network, >= 63 (default 224)")
-    a("--dropout", type=float, default=0.5)
-    a("--init", choices=["arch", "default"], help="arch: the tutorial's / paper's init; default: PyTorch's")
+    a("--dropout", type=float, default=0.5, help="dropout before the two hidden FC layers")
+    a("--init", choices=["arch", "default"], help="arch: the tutorial's / paper's init; default: PyTorch's [recipe]")
     a("--topk", type=int, default=5, help="also report top-k accuracy (capped at the class count)")
     a("--weights", help="start from a torchvision AlexNet state_dict (e.g. ImageNet), new head")
     a("--freeze-features", action="store_true", help="with --weights: train only the classifier")
@@ -257,6 +267,14 @@ class Stop:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
+    def requested(self, ctx) -> bool:
+        """With torchrun, every rank stops at the same step, or the others hang in all-reduce."""
+        if ctx["world"] == 1:
+            return self.signal is not None
+        flag = torch.tensor([float(self.signal is not None)], device=ctx["device"])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return flag.item() > 0
+
     def handle(self, sig, frame):
         if self.signal is not None:
             os._exit(128 + sig)
@@ -304,7 +322,7 @@ def train_one_epoch(model, loader, optimizer, scaler, args, ctx, epoch: int, sto
         correct += (logits.argmax(1) == y).sum().item()
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{args.lr * scale:.2e}", refresh=False)
-        if stop.signal is not None:
+        if stop.requested(ctx):
             raise TrainingStopped(f"interrupted at epoch {epoch + 1} step {i + 1}", 130)
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"], "images": seen}
@@ -422,13 +440,9 @@ def output_lock(out: Path, fresh: bool):
 
 # ---------------------------------------------------------------- setup
 def init_model(args, num_classes: int, resume: dict | None, log) -> AlexNet:
+    torch.manual_seed(args.seed)
     if args.weights and not resume:
-        pretrained = load_checkpoint(args.weights)["model"]
-        args.arch = infer_arch(pretrained)
-        model = AlexNet(num_classes, arch=args.arch, dropout=args.dropout)
-        head = {k for k in pretrained if k.startswith("classifier.6.")}
-        model.load_state_dict({k: v for k, v in pretrained.items() if k not in head}, strict=False)
-        log(f"initialised from {args.weights} (arch {args.arch}); new {num_classes}-class head")
+        model = pretrained_model(args, num_classes, log)
     else:
         model = AlexNet(num_classes, init_weights=args.init == "arch", arch=args.arch, dropout=args.dropout)
     if resume:
@@ -436,6 +450,25 @@ def init_model(args, num_classes: int, resume: dict | None, log) -> AlexNet:
     if args.freeze_features:
         for p in model.features.parameters():
             p.requires_grad_(False)
+    return model
+
+
+def pretrained_model(args, num_classes: int, log) -> AlexNet:
+    """--weights: every layer from the file except the last, which is new and sized for our classes."""
+    ckpt = load_checkpoint(args.weights)
+    args.arch = ckpt["arch"]
+    # torchvision's ImageNet weights expect ImageNet statistics; our own checkpoints record theirs
+    args.mean, args.std = ckpt.get("mean", IMAGENET_MEAN), ckpt.get("std", IMAGENET_STD)
+    model = AlexNet(num_classes, arch=args.arch, dropout=args.dropout)
+    body = {k: v for k, v in ckpt["model"].items() if not k.startswith("classifier.6.")}
+    try:
+        missing, unexpected = model.load_state_dict(body, strict=False)
+    except RuntimeError:
+        missing, unexpected = [], ["(shapes differ)"]
+    if unexpected or set(missing) != {"classifier.6.weight", "classifier.6.bias"}:
+        raise CheckpointError(f"{args.weights}: does not fit AlexNet(arch={args.arch!r}) "
+                              f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+    log(f"initialised from {args.weights} (arch {args.arch}); new {num_classes}-class head")
     return model
 
 
@@ -486,12 +519,9 @@ def fit(args, resume: dict | None, rank: int, world: int, local_rank: int, out: 
     train_loader, val_loader, classes, gen = load_data(args, device, rank, world, log)
     if resume and resume["classes"] != classes:
         raise CheckpointError(f"{args.resume}: trained on classes {resume['classes']}, but {args.data} has {classes}")
-    if getattr(args, "mean", None) is None:
-        imagenet = args.weights is not None  # torchvision's weights expect ImageNet statistics
-        args.mean = [0.485, 0.456, 0.406] if imagenet else [0.5, 0.5, 0.5]
-        args.std = [0.229, 0.224, 0.225] if imagenet else [0.5, 0.5, 0.5]
-    torch.manual_seed(args.seed)
     model = init_model(args, len(classes), resume, log).to(device, memory_format=torch.channels_last)
+    if getattr(args, "mean", None) is None:
+        args.mean, args.std = [0.5] * 3, [0.5] * 3  # the tutorial's Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     basis = resume.get("lighting") if resume else None
     if args.lighting and basis is None:
         basis = lighting_basis(train_loader.dataset)
@@ -533,8 +563,13 @@ def fit(args, resume: dict | None, rank: int, world: int, local_rank: int, out: 
 
 
 def load_data(args, device: torch.device, rank: int, world: int, log):
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()  # rank 0 decodes into the cache first; the others then load it
     try:
-        return build_loaders(args, device, rank, world, log)
+        loaders = build_loaders(args, device, rank, world, log)
+        if world > 1 and rank == 0:
+            torch.distributed.barrier()
+        return loaders
     except data.DataError as e:
         if os.path.isdir(args.data):
             raise
@@ -562,6 +597,7 @@ def run_epoch(train_model, model, train_loader, val_loader, optimizer, scaler, a
     train_s = time.perf_counter() - t0
     stats.update(evaluate(model, val_loader, args, ctx))
     seconds = time.perf_counter() - t0
+    n_val = len(val_loader.dataset) * ctx["world"]
     top1 = stats["val_top1"]
     improved = top1 > ctx["best_acc"]
     if improved:
@@ -575,7 +611,8 @@ def run_epoch(train_model, model, train_loader, val_loader, optimizer, scaler, a
     row = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": round(stats["train_loss"], 5),
            "train_acc": round(stats["train_acc"], 5), "val_loss": round(stats["val_loss"], 5),
            "val_top1": round(top1, 5), f"val_top{k}": round(stats[f"val_top{k}"], 5),
-           "seconds": round(seconds, 2), "train_images_per_s": round(stats["images"] * ctx["world"] / train_s, 1)}
+           "seconds": round(seconds, 2), "train_images_per_s": round(stats["images"] * ctx["world"] / train_s, 1),
+           "val_images_per_s": round(n_val / max(seconds - train_s, 1e-9), 1)}
     history.append(row)
     log(f"epoch {epoch + 1}/{args.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
         f"val top-1 {top1:.4f}  top-{k} {row[f'val_top{k}']:.4f}  {seconds:.1f}s"

@@ -1,14 +1,17 @@
 """train.py end to end on tiny generated folders: outputs, accuracy, seeds, resume, recipes."""
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import data
 import train
-from conftest import COLOURS, make_colour_folder, run_script, run_train, train_args
+from conftest import COLOURS, ROOT, make_colour_folder, run_script, run_train, train_args
 
 
 def test_training_writes_every_output_and_learns(trained):
@@ -91,3 +94,55 @@ def test_demo_flag_sets_the_demo_settings():
     assert all(getattr(args, k) == v for k, v in train.DEMO.items())
     args = train.resolve(train.get_args_parser().parse_args(["--demo", "--epochs", "1"]))
     assert args.epochs == 1
+
+
+def test_torchrun_two_processes_share_the_work(colour_data, tmp_path):
+    """DistributedDataParallel over gloo on the CPU: the code path several GPUs take."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "train.py"), *train_args(colour_data, out, "--epochs", "2", "--device", "cpu")],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("done: best val top-1") == 1  # logging on rank 0 only
+    assert "30 train / 12 val images" in proc.stdout and "batch 8 x 2" in proc.stdout
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path):
+    import torchvision
+
+    tv = torchvision.models.alexnet(weights=None).state_dict()
+    torch.save(tv, tmp_path / "alexnet-imagenet.pth")
+    args = train.resolve(train.get_args_parser().parse_args(["--weights", str(tmp_path / "alexnet-imagenet.pth"),
+                                                             "--freeze-features"]))
+    model = train.init_model(args, num_classes=5, resume=None, log=lambda *a: None)
+    assert args.arch == "torchvision" and args.mean == train.IMAGENET_MEAN
+    ours = model.state_dict()
+    for k, v in tv.items():
+        if k.startswith("classifier.6."):
+            assert ours[k].shape[0] == 5
+        else:
+            assert torch.equal(ours[k], v), k
+    assert not any(p.requires_grad for p in model.features.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+
+
+def test_fine_tuning_end_to_end_keeps_frozen_features(colour_data, tmp_path):
+    from model import AlexNet
+
+    start = AlexNet(num_classes=1000, init_weights=True).state_dict()
+    torch.save(start, tmp_path / "start.pth")
+    run_train(train_args(colour_data, tmp_path / "out", "--epochs", "1", "--weights", str(tmp_path / "start.pth"),
+                         "--freeze-features"))
+    ckpt = torch.load(tmp_path / "out" / "best.pth", weights_only=True)
+    assert ckpt["num_classes"] == 3 and ckpt["mean"] == train.IMAGENET_MEAN
+    assert all(torch.equal(ckpt["model"][k], v) for k, v in start.items() if k.startswith("features."))
+    assert not torch.equal(ckpt["model"]["classifier.1.weight"], start["classifier.1.weight"])
+
+
+def test_weights_that_do_not_fit_are_refused(colour_data, tmp_path):
+    torch.save({"features.0.weight": torch.zeros(48, 3, 11, 11)}, tmp_path / "odd.pth")
+    with pytest.raises(Exception, match="odd.pth: "):
+        run_train(train_args(colour_data, tmp_path / "out", "--weights", str(tmp_path / "odd.pth")))

@@ -1,0 +1,340 @@
+"""Measure the tutorial's pipeline and ours side by side, on the same images, model and batch.
+
+    python bench.py                                            # generated 320-500 px JPEG photos
+    python bench.py --data /tmp/flowers --repeats 3            # any folder with train/ and val/
+    python bench.py --device cuda --json                       # on a GPU, machine-readable
+
+Prints, as medians over --repeats:
+  1. the tutorial-equivalent path (PIL ImageFolder + Compose transforms, fp32, NCHW, its
+     worker count, validation at batch 4): training and validation images/s;
+  2. the default path (train.py itself: decode-once cache, channels_last, the precision
+     train.py picks, validation at batch 256 under inference_mode): the same two figures;
+  3. the model step alone on a synthetic batch, fp32 and default precision, and a
+     2048^3 matmul's GFLOP/s in fp32 and bf16, so the training rate can be read as a
+     fraction of what the machine's matmul peak allows;
+  4. predict.py on one image, whole process, against the tutorial's predict.py.
+"""
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import data
+import train
+from model import AlexNet
+
+HERE = Path(__file__).resolve().parent
+
+# The tutorial's predict.py, as published (comments translated), plus the model it imports.
+TUTORIAL_PREDICT = '''
+import os
+import json
+import argparse
+import torch
+from PIL import Image
+from torchvision import transforms
+import matplotlib.pyplot as plt
+from model import AlexNet
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="predict")
+    parser.add_argument("img_path")
+    parser.add_argument("--model_path", default="./AlexNet.pth")
+    parser.add_argument("--class_indices", default="./class_indices.json")
+    return parser.parse_args()
+
+def load_image(img_path, transform):
+    img = Image.open(img_path)
+    img = transform(img)
+    return torch.unsqueeze(img, dim=0)
+
+def load_model(model_path, device, num_classes=5):
+    model = AlexNet(num_classes=num_classes).to(device)
+    model.load_state_dict(torch.load(model_path))
+    return model
+
+def predict_image(img, model, class_indict, device):
+    model.eval()
+    with torch.no_grad():
+        output = torch.squeeze(model(img.to(device))).cpu()
+        probabilities = torch.softmax(output, dim=0)
+        predicted_class = torch.argmax(probabilities).numpy()
+    return predicted_class, probabilities
+
+def main():
+    args = parse_args()
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    transform = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
+                                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    img = load_image(args.img_path, transform)
+    with open(args.class_indices, "r") as f:
+        class_indict = json.load(f)
+    model = load_model(args.model_path, device)
+    predicted_class, probabilities = predict_image(img, model, class_indict, device)
+    print("class: {} prob: {:.3}".format(class_indict[str(predicted_class)], probabilities[predicted_class].numpy()))
+    for i in range(len(probabilities)):
+        print("class: {:10} prob: {:.3}".format(class_indict[str(i)], probabilities[i].numpy()))
+    plt.imshow(Image.open(args.img_path))
+    plt.title("{}".format(class_indict[str(predicted_class)]))
+    plt.show()
+
+if __name__ == '__main__':
+    main()
+'''
+
+
+def make_photos(root: Path, train_per_class: int, val_per_class: int, seed: int = 0) -> Path:
+    """JPEGs of the sizes real photos come in (320-500 px a side), five classes."""
+    rng = random.Random(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for shape in data.SHAPES:
+            folder = root / split / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = rng.randint(320, 500), rng.randint(320, 500)
+                data.draw_shape(shape, 256, rng).resize((w, h)).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- 1. the tutorial's pipeline
+def tutorial_loaders(root: Path, batch_size: int):
+    from torchvision import datasets, transforms
+
+    norm = transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                                   transforms.ToTensor(), norm])
+    val_tf = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(), norm])
+    nw = min([os.cpu_count(), batch_size if batch_size > 1 else 0, 8])
+    train_ds = datasets.ImageFolder(str(root / "train"), transform=train_tf)
+    val_ds = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+    return (torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=nw),
+            torch.utils.data.DataLoader(val_ds, batch_size=4, shuffle=False, num_workers=nw), nw)
+
+
+def tutorial_epochs(root: Path, batch_size: int, repeats: int, device: torch.device) -> tuple[list, list, int]:
+    """The tutorial's train_one_epoch and validate loops, timed over whole epochs."""
+    train_loader, val_loader, nw = tutorial_loaders(root, batch_size)
+    net = AlexNet(num_classes=len(train_loader.dataset.classes), init_weights=True).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.0002)
+    loss_function = nn.CrossEntropyLoss()
+    train_rates, val_rates = [], []
+    for _ in range(repeats):
+        net.train()
+        t0 = time.perf_counter()
+        for images, labels in train_loader:
+            optimizer.zero_grad()
+            loss = loss_function(net(images.to(device)), labels.to(device))
+            loss.backward()
+            optimizer.step()
+            loss.item()
+        sync(device)
+        train_rates.append(len(train_loader.dataset) / (time.perf_counter() - t0))
+        net.eval()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for images, labels in val_loader:
+                torch.eq(torch.max(net(images.to(device)), dim=1)[1], labels.to(device)).sum().item()
+        val_rates.append(len(val_loader.dataset) / (time.perf_counter() - t0))
+    return train_rates, val_rates, nw
+
+
+# ---------------------------------------------------------------- 2. our default path
+def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: Path) -> dict:
+    """train.py's own main(), one warm-up epoch plus --repeats timed ones."""
+    args = train.get_args_parser().parse_args([
+        "--data", str(root), "--output-dir", str(out), "--batch-size", str(batch_size), "--device", device,
+        "--epochs", str(repeats + 1), "--quiet", "--overwrite"])
+    t0 = time.perf_counter()
+    summary = train.main(args)
+    rows = summary["history"][1:]
+    return {"train": [r["train_images_per_s"] for r in rows], "val": [r["val_images_per_s"] for r in rows],
+            "first_epoch_s": summary["history"][0]["seconds"], "total_s": time.perf_counter() - t0,
+            "precision": train.pick_precision("auto", train.pick_device(device, 0))}
+
+
+# ---------------------------------------------------------------- 3. the machine
+def model_step_rate(batch_size: int, precision: str, channels_last: bool, device: torch.device, steps: int) -> float:
+    net = AlexNet(num_classes=5, init_weights=True).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+    x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 5, (batch_size,), device=device)
+    dtype = train.AMP_DTYPES.get(precision)
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        if i >= 2:  # the first steps pick kernels
+            times.append(time.perf_counter() - t0)
+    return batch_size / statistics.median(times)
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 7) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def train_flops_per_image() -> float:
+    """Forward + backward FLOPs of one 224 px image, counted by PyTorch itself."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = AlexNet(num_classes=5)
+    x = torch.randn(1, 3, 224, 224)
+    with FlopCounterMode(display=False) as counter:
+        net(x).sum().backward()
+    return counter.get_total_flops()
+
+
+# ---------------------------------------------------------------- 4. predict.py
+def predict_walls(image: Path, repeats: int, work: Path) -> tuple[list, list]:
+    """Wall time of a whole `python predict.py img --no-show`, ours and the tutorial's."""
+    tut = work / "tutorial"
+    tut.mkdir()
+    (tut / "predict.py").write_text(TUTORIAL_PREDICT)
+    shutil.copy(HERE / "model.py", tut / "model.py")
+    shutil.copy(HERE / "class_indices.json", tut / "class_indices.json")
+    net = AlexNet(num_classes=5, init_weights=True)
+    torch.save(net.state_dict(), tut / "AlexNet.pth")
+    ckpt = work / "best.pth"  # one of ours: weights, optimizer state and all
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.randn(1, 3, 224, 224)).sum().backward()
+    optimizer.step()
+    torch.save({"model": net.state_dict(), "arch": "tutorial", "num_classes": 5,
+                "classes": ["daisy", "dandelion", "roses", "sunflowers", "tulips"], "optimizer": optimizer.state_dict(),
+                "eval": {"size": 224, "resize": 256}, "mean": [0.5] * 3, "std": [0.5] * 3}, ckpt)
+    env = {**os.environ, "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
+    ours_cmd = [sys.executable, str(HERE / "predict.py"), str(image), "--weights", str(ckpt), "--no-show"]
+    tut_cmd = [sys.executable, "predict.py", str(image)]
+    ours, theirs = [], []
+    for _ in range(repeats):  # interleaved, so both see the same machine state
+        for cmd, cwd, times in ((ours_cmd, HERE, ours), (tut_cmd, tut, theirs)):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+    return ours, theirs
+
+
+def peak_rss_mib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def run(args) -> dict:
+    device = train.pick_device(args.device, 0)
+    work = Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
+    try:
+        root = Path(args.data) if args.data else make_photos(work / "photos", args.train_per_class, args.val_per_class)
+        n_train = len(list((root / "train").rglob("*.*")))
+        print(f"bench: {root} ({n_train} training images), device {device}, batch {args.batch_size}, "
+              f"{args.repeats} repeats, {torch.get_num_threads()} threads", file=sys.stderr)
+        res: dict = {"device": str(device), "batch_size": args.batch_size, "repeats": args.repeats, "data": str(root)}
+        t_train, t_val, nw = tutorial_epochs(root, args.batch_size, args.repeats, device)
+        res["tutorial"] = {"train": t_train, "val": t_val, "workers": nw}
+        rss_before = peak_rss_mib()
+        res["default"] = default_epochs(root, args.batch_size, args.repeats, args.device, work / "run")
+        res["peak_rss_mib"] = {"after_tutorial": rss_before, "after_default": peak_rss_mib()}
+        precision = res["default"]["precision"]
+        res["model_step"] = {
+            "fp32_nchw": model_step_rate(args.batch_size, "fp32", False, device, args.steps),
+            f"{precision}_channels_last": model_step_rate(args.batch_size, precision, True, device, args.steps)}
+        res["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32, device), "bf16": matmul_gflops(torch.bfloat16, device)}
+        res["train_gflop_per_image"] = train_flops_per_image() / 1e9
+        if device.type == "cpu":
+            image = next((root / "val").rglob("*.jpg"))
+            ours, theirs = predict_walls(image, args.repeats + 2, work)
+            res["predict_wall_s"] = {"ours": ours, "tutorial": theirs}
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(res: dict) -> None:
+    med = statistics.median
+    t, d = res["tutorial"], res["default"]
+    prec = d["precision"]
+    peak = res["matmul_gflops"]["bf16" if prec == "bf16" else "fp32"]
+    limit = peak / res["train_gflop_per_image"]
+    rows = [
+        ("training epoch, images/s", med(t["train"]), med(d["train"])),
+        ("validation, images/s", med(t["val"]), med(d["val"])),
+    ]
+    print(f"\n{'':34}{'tutorial':>12}{'default':>12}{'ratio':>8}")
+    for name, a, b in rows:
+        print(f"{name:34}{a:12.1f}{b:12.1f}{b / a:7.2f}x")
+    print(f"  (tutorial: fp32 NCHW, {t['workers']} workers, PIL decode every epoch, val batch 4; "
+          f"default: {prec}, channels_last, decode-once cache, val batch 256)")
+    print(f"  default first epoch incl. decoding into the cache: {d['first_epoch_s']:.1f} s")
+    ms = res["model_step"]
+    print("\nmodel step alone (synthetic batch), images/s:")
+    for name, v in ms.items():
+        print(f"  {name:32}{v:10.1f}")
+    mm = res["matmul_gflops"]
+    print(f"matmul 2048^3: fp32 {mm['fp32']:.0f} GFLOP/s, bf16 {mm['bf16']:.0f} GFLOP/s")
+    print(f"training step: {res['train_gflop_per_image']:.2f} GFLOP per image (forward + backward)")
+    print(f"limit at the {prec} matmul peak: {limit:.0f} images/s; default training reaches "
+          f"{med(d['train']) / limit:.0%} of it (model step alone: {ms[f'{prec}_channels_last'] / limit:.0%})")
+    if prec != "bf16":
+        bf16_limit = mm["bf16"] / res["train_gflop_per_image"]
+        print(f"  (against the bf16 matmul peak, {bf16_limit:.0f} images/s: {med(d['train']) / bf16_limit:.0%}; "
+              f"bf16 is not faster than fp32 on this CPU, so train.py trains in fp32)")
+    rss = res["peak_rss_mib"]
+    print(f"peak memory (RSS): {rss['after_tutorial']:.0f} MiB after the tutorial path, "
+          f"{rss['after_default']:.0f} MiB after the cached default path")
+    if "predict_wall_s" in res:
+        p = res["predict_wall_s"]
+        print(f"\npredict.py, one image, whole process (--no-show): ours {med(p['ours']):.2f} s, "
+              f"tutorial {med(p['tutorial']):.2f} s, ratio {med(p['ours']) / med(p['tutorial']):.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Tutorial pipeline vs ours, side by side.")
+    p.add_argument("--data", help="folder with train/ and val/ (default: generated 320-500 px photos)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32, help="the tutorial's 32 by default, for both paths")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs per path (medians are reported)")
+    p.add_argument("--steps", type=int, default=8, help="timed steps for the model-step figures")
+    p.add_argument("--train-per-class", type=int, default=80)
+    p.add_argument("--val-per-class", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    args = p.parse_args(argv)
+    res = run(args)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        report(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
