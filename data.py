@@ -59,23 +59,21 @@ def _check_header(path: str) -> Image.Image:
 
 def _reason(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if os.path.isfile(text.strip("'\"")) or "cannot identify image file" in text:
-        return "not an image file"
-    return text[:160]
+    return "not an image file" if "cannot identify image file" in text else text[:160]
 
 
 def open_rgb(path: str) -> torch.Tensor:
     """Decode any image Pillow reads (CMYK, 16-bit, palette, RGBA, greyscale) to uint8 RGB CHW."""
     with _check_header(path) as img:
         try:
-            if img.mode == "I;16" or img.mode.startswith("I"):
+            if img.mode.startswith("I"):
                 # 16-bit greyscale: Pillow's convert("RGB") clips instead of scaling
                 img = img.point(lambda v: v / 256).convert("L")
             rgb = img.convert("RGB")
         except (OSError, ValueError, SyntaxError) as e:
             raise DataError(f"{path}: not a readable image ({_reason(e)})") from None
-    data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
 
 
 def decode_rgb(path: str) -> torch.Tensor:
@@ -269,7 +267,7 @@ def decode_all(paths: Sequence[str], prepare: Callable[[torch.Tensor], torch.Ten
                                                      disable=quiet, leave=False)):
                 images.append(img)
                 if err:
-                    bad.append((path, err.split(": ", 1)[1] if err.startswith(path) else err))
+                    bad.append((path, err[len(path) + 2:] if err.startswith(f"{path}: ") else err))
     finally:
         torch.set_num_threads(torch_threads)
     return images, bad
@@ -389,9 +387,11 @@ def report_bad(bad: list[tuple[str, str]], policy: str, log: Callable[[str], Non
     lines = [f"  {p}: {why}" for p, why in bad]
     if policy == "skip":
         log(f"skipping {len(bad)} unreadable image(s):\n" + "\n".join(lines))
-        return
-    raise DataError(f"{len(bad)} unreadable image(s); fix or remove them, or pass --bad-images skip:\n"
-                    + "\n".join(lines))
+    elif len(bad) == 1:
+        raise DataError(f"{bad[0][0]}: {bad[0][1]}; fix or remove it, or pass --bad-images skip")
+    else:
+        raise DataError(f"{len(bad)} unreadable image(s); fix or remove them, or pass --bad-images skip:\n"
+                        + "\n".join(lines))
 
 
 # ---------------------------------------------------------------- synthetic shapes (the demo)

@@ -23,6 +23,7 @@ import data
 from model import CheckpointError, from_checkpoint, load_checkpoint, probabilities
 
 DEFAULT_WEIGHTS = "runs/best.pth"
+MAX_SHOWN = 16  # images in the figure; all of them are printed
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -117,6 +118,9 @@ def show_figure(results: list[tuple[str, str, float]], save: str | None, show: b
     import matplotlib.pyplot as plt
     from PIL import Image
 
+    if len(results) > MAX_SHOWN:
+        print(f"(the figure shows the first {MAX_SHOWN} of {len(results)} images)")
+        results = results[:MAX_SHOWN]
     cols = min(4, len(results))
     rows = -(-len(results) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)

@@ -1,7 +1,7 @@
 """Train AlexNet on an ImageFolder (default: the flower photos in data_set/flower_data).
 
     python train.py --demo                          # no download: synthetic shapes, ~2 min on a CPU
-    python train.py                                 # data_set/flower_data/{train,val}, default recipe
+    python train.py                                 # data_set/flower_data/{train,val}, the `fast` recipe
     python train.py --recipe tutorial              # the tutorial's exact settings
     python train.py --data my_photos --epochs 30    # your own <class>/<image> folders
     python train.py --resume runs/last.pth          # continue an interrupted run
@@ -35,18 +35,22 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DEMO_DATA = "data_set/demo_shapes"
 
 # Each recipe fills the options left unset on the command line. `tutorial` is the seed
-# code exactly; `paper` follows Krizhevsky et al. 2012, section 5; `fast` is measured best.
+# code exactly; `paper` follows Krizhevsky et al. 2012, section 5 (SGD, momentum 0.9,
+# weight decay 5e-4, lr 0.01 divided by 10 when validation stalls, PCA lighting 0.1,
+# 10-crop testing, batch 128, ~90 epochs); `fast` uses the modern options.
 RECIPES: dict[str, dict] = {
     "tutorial": dict(epochs=10, batch_size=32, opt="adam", lr=2e-4, wd=0.0, sched="constant",
                      warmup_epochs=0, label_smoothing=0.0, aug="none", crop_scale=[0.08, 1.0],
-                     lighting=0.0, val_resize=0, clip_grad=0.0, init="arch"),
+                     lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch"),
     "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau",
                   warmup_epochs=0, label_smoothing=0.0, aug="none", crop_scale=[0.08, 1.0],
-                  lighting=0.1, val_resize=256, clip_grad=0.0, init="arch"),
-    "fast": dict(epochs=10, batch_size=64, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
+                  lighting=0.1, val_resize=256, tta=True, clip_grad=0.0, init="arch"),
+    "fast": dict(epochs=10, batch_size=32, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
                  warmup_epochs=1, label_smoothing=0.1, aug="none", crop_scale=[0.25, 1.0],
-                 lighting=0.0, val_resize=256, clip_grad=1.0, init="arch"),
+                 lighting=0.0, val_resize=256, tta=False, clip_grad=1.0, init="arch"),
 }
+# `fast` beat `tutorial` at the tutorial's 10 epochs in both same-machine comparisons
+# (README, "Accuracy"), so it is the default; --recipe tutorial restores the seed's settings.
 DEFAULT_RECIPE = "fast"
 # --demo: small synthetic images, so a laptop CPU reaches >90% in about two minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=[0.5, 1.0], label_smoothing=0.0, val_resize=0)
@@ -68,7 +72,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--data", default=None, help=f"folder with train/ and val/ class folders (default {FLOWERS})")
     a("--demo", action="store_true", help=f"generate a synthetic 5-class shapes set into {DEMO_DATA} and train on it")
-    a("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help="preset for the options below left unset")
+    a("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help="preset for the options marked [recipe]")
     a("--arch", choices=list(ARCHS), default="tutorial", help="network width: tutorial (half), torchvision, paper (+LRN)")
     a("--epochs", type=int, help="total epochs [recipe]")
     a("--batch-size", type=int, help="images per step (per GPU with torchrun) [recipe]")
@@ -84,7 +88,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range [recipe]")
     a("--lighting", type=float, help="PCA colour augmentation std (paper: 0.1; 0 = off) [recipe]")
     a("--val-resize", type=int, help="validation: short side before the centre crop; 0 = squash to size [recipe]")
-    a("--tta", action="store_true", help="validate on 10 crops (corners, centre, mirrored) per image")
+    a("--tta", action="store_true", default=None, help="validate on 10 crops (corners, centre, mirrored) per image [recipe]")
     a("--clip-grad", type=float, help="clip the gradient norm (0 = off) [recipe]")
     a("--img-size", type=int, help="crop size fed to the network, >= 63 (default 224)")
     a("--dropout", type=float, default=0.5, help="dropout before the two hidden FC layers")
@@ -96,7 +100,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="autocast precision")
     a("--compile", action="store_true", help="torch.compile the model")
     a("--workers", type=int, default=-1, help="DataLoader workers (-1: auto)")
-    a("--val-batch-size", type=int, default=256)
+    a("--val-batch-size", type=int, default=0, help="0: 32 on a CPU (its fastest here), 256 on a GPU")
     a("--seed", type=int, default=0, help="seed for weights, order and augmentation (repeatable on CPU)")
     a("--output-dir", help="where checkpoints, metrics and plots go (default runs/; with --resume, the checkpoint's folder)")
     a("--resume", metavar="PATH", help="continue from a checkpoint (e.g. runs/last.pth)")
@@ -135,7 +139,10 @@ def pick_device(name: str, local_rank: int) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)  # torchrun: one GPU per process
+    return device
 
 
 def cpu_has_bf16() -> bool:
@@ -206,7 +213,8 @@ def build_loaders(args, device: torch.device, rank: int, world: int, log):
                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
     train_loader = torch.utils.data.DataLoader(train_ds, args.batch_size, sampler=sampler, drop_last=len(train_ds) > args.batch_size,
                                                generator=gen, **loader_kw)
-    val_loader = torch.utils.data.DataLoader(val_ds, args.val_batch_size, shuffle=False, **loader_kw)
+    val_batch = args.val_batch_size or (32 if device.type == "cpu" else 256)
+    val_loader = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **loader_kw)
     return train_loader, val_loader, classes, gen
 
 
@@ -232,11 +240,13 @@ def build_optimizer(args, model: nn.Module) -> torch.optim.Optimizer:
     decay = [p for p in params if p.dim() > 1]  # no weight decay on biases
     rest = [p for p in params if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": args.wd}, {"params": rest, "weight_decay": 0.0}]
+    # one fused kernel per step instead of a loop over tensors: +20% images/s on a 2-core CPU
+    fused = {"fused": True} if params[0].device.type in ("cpu", "cuda") else {}
     if args.opt == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum)
+        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, **fused)
     if args.opt == "adamw":
-        return torch.optim.AdamW(groups, lr=args.lr)
-    return torch.optim.Adam(groups, lr=args.lr)
+        return torch.optim.AdamW(groups, lr=args.lr, **fused)
+    return torch.optim.Adam(groups, lr=args.lr, **fused)
 
 
 def lr_factor(args, step: int, steps_per_epoch: int) -> float:
@@ -366,7 +376,7 @@ def checkpoint(model, optimizer, scaler, args, ctx, epoch: int, history: list) -
             "classes": ctx["classes"], "epoch": epoch, "best_acc": ctx["best_acc"], "best_epoch": ctx["best_epoch"],
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "plateau": dict(ctx["plateau"]),
             "config": {k: v for k, v in vars(args).items()}, "metrics": history,
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate())},
             "lighting": ctx["lighting_basis"], "eval": {"size": args.img_size, "resize": args.val_resize},
             "mean": list(args.mean), "std": list(args.std)}
 
@@ -536,6 +546,9 @@ def fit(args, resume: dict | None, rank: int, world: int, local_rank: int, out: 
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         start, history = resume["epoch"], list(resume["metrics"])
+        # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
+        torch.set_rng_state(resume["rng"]["torch"])
+        random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in resume["rng"]["python"]))
         ctx.update(best_acc=resume["best_acc"], best_epoch=resume["best_epoch"], plateau=dict(resume["plateau"]))
         log(f"resumed from {args.resume}: epoch {start} done, best top-1 {ctx['best_acc']:.4f}")
     train_model = model

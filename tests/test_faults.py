@@ -179,3 +179,14 @@ def test_resume_on_data_with_other_classes_is_refused(trained, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(copy / "last.pth"),
                            "--data", str(other), "--quiet"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "trained on classes" in proc.stderr
+
+
+def test_one_truncated_image_is_one_line_naming_it(tmp_path):
+    root = make_colour_folder(tmp_path / "d", n_train=3, n_val=1)
+    victim = root / "val" / "green" / "green_0.jpg"
+    victim.write_bytes(victim.read_bytes()[:300])
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(root, tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {victim}: ")
+    assert "--bad-images skip" in proc.stderr

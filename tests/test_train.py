@@ -47,15 +47,21 @@ def test_same_seed_same_loss_curve(colour_data, tmp_path):
 
 def test_tutorial_recipe_is_the_tutorials_settings():
     args = train.resolve(train.get_args_parser().parse_args(["--recipe", "tutorial"]))
+    assert args.tta is False
     assert (args.epochs, args.batch_size, args.opt, args.lr, args.wd, args.sched) == (10, 32, "adam", 2e-4, 0.0, "constant")
     assert (args.img_size, args.crop_scale, args.val_resize, args.label_smoothing) == (224, [0.08, 1.0], 0, 0.0)
     assert (args.arch, args.init, args.aug, args.lighting, args.clip_grad) == ("tutorial", "arch", "none", 0.0, 0.0)
     assert args.data == "data_set/flower_data"
 
 
+def test_default_recipe_is_fast():
+    args = train.resolve(train.get_args_parser().parse_args([]))
+    assert args.recipe == "fast" and (args.opt, args.lr, args.batch_size, args.sched) == ("adamw", 1e-3, 32, "cosine")
+
+
 def test_command_line_beats_the_recipe():
     args = train.resolve(train.get_args_parser().parse_args(["--recipe", "paper", "--lr", "0.05", "--epochs", "3"]))
-    assert (args.lr, args.epochs, args.opt, args.wd, args.lighting) == (0.05, 3, "sgd", 5e-4, 0.1)
+    assert (args.lr, args.epochs, args.opt, args.wd, args.lighting, args.tta) == (0.05, 3, "sgd", 5e-4, 0.1, True)
 
 
 def test_missing_data_folder_says_how_to_get_data(tmp_path):
@@ -90,7 +96,7 @@ def test_demo_data_is_a_five_class_image_folder(tmp_path):
 
 def test_demo_flag_sets_the_demo_settings():
     args = train.resolve(train.get_args_parser().parse_args(["--demo"]))
-    assert args.data == train.DEMO_DATA
+    assert args.data == train.DEMO_DATA and args.recipe == "fast"
     assert all(getattr(args, k) == v for k, v in train.DEMO.items())
     args = train.resolve(train.get_args_parser().parse_args(["--demo", "--epochs", "1"]))
     assert args.epochs == 1
