@@ -375,8 +375,8 @@ def checkpoint(model, optimizer, scaler, args, ctx, epoch: int, history: list) -
     return {"model": raw.state_dict(), "arch": args.arch, "num_classes": len(ctx["classes"]),
             "classes": ctx["classes"], "epoch": epoch, "best_acc": ctx["best_acc"], "best_epoch": ctx["best_epoch"],
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "plateau": dict(ctx["plateau"]),
-            "config": {k: v for k, v in vars(args).items()}, "metrics": history,
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate())},
+            "config": dict(vars(args)), "metrics": history,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             "lighting": ctx["lighting_basis"], "eval": {"size": args.img_size, "resize": args.val_resize},
             "mean": list(args.mean), "std": list(args.std)}
 
@@ -548,7 +548,7 @@ def fit(args, resume: dict | None, rank: int, world: int, local_rank: int, out: 
         start, history = resume["epoch"], list(resume["metrics"])
         # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
         torch.set_rng_state(resume["rng"]["torch"])
-        random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in resume["rng"]["python"]))
+        random.setstate(resume["rng"]["python"])
         ctx.update(best_acc=resume["best_acc"], best_epoch=resume["best_epoch"], plateau=dict(resume["plateau"]))
         log(f"resumed from {args.resume}: epoch {start} done, best top-1 {ctx['best_acc']:.4f}")
     train_model = model

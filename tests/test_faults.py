@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, make_colour_folder, run_train, train_args
+from conftest import ROOT, make_colour_folder, run_script, run_train, train_args
 
 
 def start_train(data, out, *extra) -> subprocess.Popen:
@@ -86,9 +86,8 @@ def test_non_finite_loss_stops_and_keeps_the_best(colour_data, tmp_path):
     out = tmp_path / "out"
     run_train(train_args(colour_data, out, "--epochs", "1"))
     before = (out / "best.pth").read_bytes()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(
-        colour_data, out, "--overwrite", "--opt", "sgd", "--lr", "1e30", "--clip-grad", "0")],
-        capture_output=True, text=True, cwd=ROOT)
+    proc = run_script("train.py", *train_args(colour_data, out, "--overwrite", "--opt", "sgd", "--lr", "1e30",
+                                             "--clip-grad", "0"))
     assert proc.returncode == 1
     assert "loss is nan at epoch 1 step" in proc.stderr or "loss is inf at epoch 1 step" in proc.stderr
     assert (out / "best.pth").read_bytes() == before
@@ -98,8 +97,7 @@ def test_a_second_run_in_the_same_folder_is_refused(colour_data, tmp_path):
     out = tmp_path / "out"
     first = start_train(colour_data, out, "--epochs", "50")
     wait_for(lambda: (out / "class_indices.json").exists(), first)
-    second = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(colour_data, out)],
-                            capture_output=True, text=True, cwd=ROOT)
+    second = run_script("train.py", *train_args(colour_data, out))
     first.kill()
     first.communicate()
     assert second.returncode == 2
@@ -135,8 +133,7 @@ def messy(tmp_path_factory):
 
 def test_bad_images_are_all_reported_before_training(messy, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(messy, out)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = run_script("train.py", *train_args(messy, out))
     assert proc.returncode == 2
     assert "4 unreadable image(s)" in proc.stderr and "--bad-images skip" in proc.stderr
     for name in ("empty.jpg", "truncated.jpg", "notes.jpg", "bomb.png"):
@@ -162,8 +159,7 @@ def test_paths_with_spaces_and_chinese(tmp_path):
     run_train(train_args(root, out, "--epochs", "1"))
     assert torch.load(out / "best.pth", weights_only=True)["classes"][2] == "红色 red"
     img = next((root / "val" / "红色 red").iterdir())
-    proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(img), "--weights", str(out / "best.pth"),
-                           "--no-show"], capture_output=True, text=True, cwd=ROOT)
+    proc = run_script("predict.py", str(img), "--weights", str(out / "best.pth"), "--no-show")
     assert proc.returncode == 0, proc.stderr
     assert "红色 red" in proc.stdout
 
@@ -176,8 +172,7 @@ def test_resume_on_data_with_other_classes_is_refused(trained, tmp_path):
     copy = tmp_path / "run"
     copy.mkdir()
     (copy / "last.pth").write_bytes((out / "last.pth").read_bytes())
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(copy / "last.pth"),
-                           "--data", str(other), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    proc = run_script("train.py", "--resume", str(copy / "last.pth"), "--data", str(other), "--quiet")
     assert proc.returncode == 2 and "trained on classes" in proc.stderr
 
 
@@ -185,8 +180,7 @@ def test_one_truncated_image_is_one_line_naming_it(tmp_path):
     root = make_colour_folder(tmp_path / "d", n_train=3, n_val=1)
     victim = root / "val" / "green" / "green_0.jpg"
     victim.write_bytes(victim.read_bytes()[:300])
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(root, tmp_path / "out")],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = run_script("train.py", *train_args(root, tmp_path / "out"))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {victim}: ")
     assert "--bad-images skip" in proc.stderr
