@@ -3,6 +3,7 @@
     python bench.py                                            # generated 320-500 px JPEG photos
     python bench.py --data /tmp/flowers --repeats 3            # any folder with train/ and val/
     python bench.py --device cuda --json                       # on a GPU, machine-readable
+    python bench.py --compile                                  # also the model step under torch.compile
 
 Prints, as medians over --repeats:
   1. the tutorial-equivalent path (PIL ImageFolder + Compose transforms, fp32, NCHW, its
@@ -170,12 +171,15 @@ def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: 
 
 
 # ---------------------------------------------------------------- 3. the machine
-def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.device, steps: int) -> float:
-    """One training step on a synthetic batch: the tutorial's way, or ours (channels_last, fused Adam)."""
+def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.device, steps: int,
+                    compile: bool = False) -> float:
+    """One training step on a synthetic batch: the tutorial's way, or ours (channels_last, fused
+    Adam), optionally through torch.compile (its compilation happens in the untimed first steps)."""
     net = AlexNet(num_classes=5, init_weights=True).to(device)
     fmt = torch.channels_last if ours else torch.contiguous_format
     net = net.to(memory_format=fmt)
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-4, **({"fused": True} if ours else {}))
+    step_net = torch.compile(net) if compile else net
     x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 5, (batch_size,), device=device)
     dtype = train.AMP_DTYPES.get(precision)
@@ -183,7 +187,7 @@ def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.d
     for i in range(steps + 2):
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(net(x), y)
+            loss = nn.functional.cross_entropy(step_net(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -270,6 +274,9 @@ def run(args) -> dict:
         res["model_step"] = {
             "fp32_nchw": model_step_rate(args.batch_size, "fp32", False, device, args.steps),
             f"{precision}_channels_last_fused": model_step_rate(args.batch_size, precision, True, device, args.steps)}
+        if args.compile:
+            res["model_step"][f"{precision}_channels_last_fused_compiled"] = model_step_rate(
+                args.batch_size, precision, True, device, args.steps, compile=True)
         res["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32, device), "bf16": matmul_gflops(torch.bfloat16, device)}
         res["train_gflop_per_image"] = train_flops_per_image() / 1e9
         if device.type == "cpu":
@@ -328,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=8, help="timed steps for the model-step figures")
     p.add_argument("--train-per-class", type=int, default=80)
     p.add_argument("--val-per-class", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="also time the model step under torch.compile")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = p.parse_args(argv)
     res = run(args)

@@ -188,7 +188,8 @@ def pca_basis(images: Iterable[torch.Tensor], pixels_per_image: int = 4096) -> t
 
 
 def train_augment(size: int, scale: tuple[float, float], extra: str = "none") -> Callable:
-    """RandomResizedCrop + flip on uint8 tensors, optionally TrivialAugment or colour jitter."""
+    """RandomResizedCrop + flip on uint8 tensors, optionally TrivialAugment or colour jitter.
+    The crop comes first, so ``set_crop_size`` can change the output size between epochs."""
     from torchvision.transforms import v2
 
     ops = [v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()]
@@ -199,6 +200,11 @@ def train_augment(size: int, scale: tuple[float, float], extra: str = "none") ->
     elif extra != "none":
         raise ValueError(f"unknown augmentation {extra!r}")
     return v2.Compose(ops)
+
+
+def set_crop_size(augment: Callable, size: int) -> None:
+    """Make a ``train_augment`` pipeline crop to ``size`` from now on (progressive resizing)."""
+    augment.transforms[0].size = (size, size)
 
 
 # ---------------------------------------------------------------- folders

@@ -112,6 +112,20 @@ def test_pca_lighting_zero_std_is_identity_and_otherwise_shifts_colour():
     assert delta.abs().max() > 0
 
 
+def test_normalize_is_the_textbook_formula_with_and_without_lighting():
+    batch = torch.randint(0, 256, (4, 3, 9, 7), dtype=torch.uint8)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(data.normalize(batch, mean, std), (batch / 255 - m) / s)
+    lighting = data.Lighting([0.2, 0.02, 0.002], torch.eye(3).tolist(), std=0.1)
+    torch.manual_seed(0)
+    expected = (lighting(batch / 255) - m) / s
+    torch.manual_seed(0)
+    torch.testing.assert_close(data.normalize(batch, mean, std, lighting), expected)
+    views = data.normalize(batch.view(2, 2, 3, 9, 7), mean, std)  # ten-crop batches: N x views x CHW
+    assert views.shape == (4, 3, 9, 7) and views.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_decoders_agree_and_read_odd_modes(tmp_path):
     base = Image.effect_noise((40, 30), 60).convert("RGB")
     base.save(tmp_path / "a.jpg", quality=90)

@@ -45,18 +45,48 @@ def test_same_seed_same_loss_curve(colour_data, tmp_path):
     assert [r["val_loss"] for r in runs[0]["history"]] == [r["val_loss"] for r in runs[1]["history"]]
 
 
+def test_progressive_resizing_grows_the_crops_to_the_full_size(colour_data, tmp_path):
+    result = run_train(train_args(colour_data, tmp_path, "--img-size", "96", "--img-size-start", "64", "--epochs", "4",
+                                  "--workers", "1", "--val-resize", "112"))
+    assert [r["train_size"] for r in result["history"]] == [64, 80, 96, 96]  # as the loader worker cropped them
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert ckpt["eval"] == {"size": 96, "resize": 112}  # validation and predict.py use the full size
+    image = colour_data / "val" / "red" / "red_0.jpg"
+    out = run_script("predict.py", str(image), "--weights", str(tmp_path / "best.pth"), "--no-show")
+    assert out.returncode == 0 and out.stdout.startswith(f"{image}: red "), out.stderr
+    assert max(r["val_top1"] for r in result["history"]) > 0.5
+
+
+def test_mixup_and_cutmix_give_soft_labels_and_still_learn(colour_data, tmp_path):
+    args = train.resolve(train.get_args_parser().parse_args(["--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"]))
+    mix = train.batch_mixing(args, 3)
+    x, y = mix(torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert x.shape == (6, 3, 16, 16) and y.shape == (6, 3)
+    torch.testing.assert_close(y.sum(1), torch.ones(6))
+    assert train.batch_mixing(train.resolve(train.get_args_parser().parse_args([])), 3) is None
+    result = run_train(train_args(colour_data, tmp_path, "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0", "--epochs", "4"))
+    assert max(r["val_top1"] for r in result["history"]) > 0.5
+
+
 def test_tutorial_recipe_is_the_tutorials_settings():
     args = train.resolve(train.get_args_parser().parse_args(["--recipe", "tutorial"]))
     assert args.tta is False
     assert (args.epochs, args.batch_size, args.opt, args.lr, args.wd, args.sched) == (10, 32, "adam", 2e-4, 0.0, "constant")
     assert (args.img_size, args.crop_scale, args.val_resize, args.label_smoothing) == (224, [0.08, 1.0], 0, 0.0)
     assert (args.arch, args.init, args.aug, args.lighting, args.clip_grad) == ("tutorial", "arch", "none", 0.0, 0.0)
+    assert not args.img_size_start and not args.mixup_alpha and not args.cutmix_alpha
     assert args.data == "data_set/flower_data"
 
 
 def test_default_recipe_is_fast():
     args = train.resolve(train.get_args_parser().parse_args([]))
     assert args.recipe == "fast" and (args.opt, args.lr, args.batch_size, args.sched) == ("adamw", 1e-3, 32, "cosine")
+
+
+def test_long_recipe_is_fast_for_longer_with_small_crops_first():
+    args = train.resolve(train.get_args_parser().parse_args(["--recipe", "long"]))
+    assert (args.opt, args.lr, args.sched, args.label_smoothing) == ("adamw", 1e-3, "cosine", 0.1)
+    assert (args.epochs, args.img_size_start, args.img_size, args.lighting) == (90, 128, 224, 0.1)
 
 
 def test_command_line_beats_the_recipe():
