@@ -43,15 +43,15 @@ RECIPES: dict[str, dict] = {
     "tutorial": dict(epochs=10, batch_size=32, opt="adam", lr=2e-4, wd=0.0, sched="constant",
                      warmup_epochs=0, label_smoothing=0.0, aug="none", crop_scale=[0.08, 1.0],
                      lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch",
-                     img_size_start=0, mixup_alpha=0.0, cutmix_alpha=0.0),
+                     img_size_start=0),
     "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau",
                   warmup_epochs=0, label_smoothing=0.0, aug="none", crop_scale=[0.08, 1.0],
                   lighting=0.1, val_resize=256, tta=True, clip_grad=0.0, init="arch",
-                  img_size_start=0, mixup_alpha=0.0, cutmix_alpha=0.0),
+                  img_size_start=0),
     "fast": dict(epochs=10, batch_size=32, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
                  warmup_epochs=1, label_smoothing=0.1, aug="none", crop_scale=[0.25, 1.0],
                  lighting=0.0, val_resize=256, tta=False, clip_grad=1.0, init="arch",
-                 img_size_start=0, mixup_alpha=0.0, cutmix_alpha=0.0),
+                 img_size_start=0),
 }
 # the best longer run measured (README, "Accuracy"): `fast` for 90 epochs, small crops first
 RECIPES["long"] = RECIPES["fast"] | dict(epochs=90, img_size_start=128, lighting=0.1)
@@ -91,9 +91,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--warmup-epochs", type=float, help="linear LR warmup [recipe]")
     a("--label-smoothing", type=float, help="cross-entropy label smoothing [recipe]")
     a("--aug", choices=["none", "trivialaugment", "colorjitter"], help="extra augmentation after crop + flip [recipe]")
-    a("--mixup-alpha", type=float, help="MixUp: blend pairs of images and labels, Beta(alpha, alpha) (0 = off) [recipe]")
-    a("--cutmix-alpha", type=float, help="CutMix: paste a patch of another image, labels by area (0 = off); "
-      "with both, each batch gets one of the two [recipe]")
+    a("--mixup-alpha", type=float, default=0.0, help="MixUp: blend pairs of images and labels, Beta(alpha, alpha) (0 = off)")
+    a("--cutmix-alpha", type=float, default=0.0, help="CutMix: paste a patch of another image, labels by area (0 = off); "
+      "with both, each batch gets one of the two")
     a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range [recipe]")
     a("--lighting", type=float, help="PCA colour augmentation std (paper: 0.1; 0 = off) [recipe]")
     a("--val-resize", type=int, help="validation: short side before the centre crop; 0 = squash to size [recipe]")
@@ -222,8 +222,8 @@ def build_loaders(args, device: torch.device, rank: int, world: int, log):
     else:
         sampler = torch.utils.data.RandomSampler(train_ds, generator=gen)
     # progressive resizing changes the crop size each epoch: workers must start afresh to see it
-    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda",
-                     persistent_workers=workers > 0 and not args.img_size_start, prefetch_factor=4 if workers > 0 else None)
+    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None,
+                     persistent_workers=workers > 0 and not args.img_size_start)
     train_loader = torch.utils.data.DataLoader(train_ds, args.batch_size, sampler=sampler, drop_last=len(train_ds) > args.batch_size,
                                                generator=gen, **loader_kw)
     val_batch = args.val_batch_size or (32 if device.type == "cpu" else 256)
@@ -664,8 +664,8 @@ def run_epoch(train_model, model, train_loader, val_loader, optimizer, scaler, a
             p.update(scale=p["scale"] / 10, bad_epochs=0)
     k = ctx["topk"]
     row = {"epoch": epoch + 1, "lr": stats["lr"], "train_size": stats["size"],
-           "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5), "val_loss": round(stats["val_loss"], 5),
-           "val_top1": round(top1, 5), f"val_top{k}": round(stats[f"val_top{k}"], 5),
+           "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
+           "val_loss": round(stats["val_loss"], 5), "val_top1": round(top1, 5), f"val_top{k}": round(stats[f"val_top{k}"], 5),
            "seconds": round(seconds, 2), "train_images_per_s": round(stats["images"] * ctx["world"] / train_s, 1),
            "val_images_per_s": round(n_val / max(seconds - train_s, 1e-9), 1)}
     history.append(row)
