@@ -68,6 +68,31 @@ def test_mixup_and_cutmix_give_soft_labels_and_still_learn(colour_data, tmp_path
     assert max(r["val_top1"] for r in result["history"]) > 0.5
 
 
+def test_ema_validates_the_average_leaves_training_alone_and_resumes(colour_data, tmp_path):
+    common = ("--sched", "constant", "--epochs", "3")  # no schedule tied to --epochs: a 2-epoch run is a prefix
+    plain = run_train(train_args(colour_data, tmp_path / "plain", *common))
+    ema = run_train(train_args(colour_data, tmp_path / "ema", *common, "--ema", "0.9"))
+    assert all(0 <= r["raw_val_top1"] <= 1 for r in ema["history"])
+    assert max(r["val_top1"] for r in ema["history"]) > 0.5
+    # the raw weights train exactly as without EMA; the validated (and saved) ones are their average
+    assert [r["train_loss"] for r in ema["history"]] == [r["train_loss"] for r in plain["history"]]
+    assert [r["raw_val_top1"] for r in ema["history"]] == [r["val_top1"] for r in plain["history"]]
+    full = torch.load(tmp_path / "ema" / "last.pth", weights_only=True)
+    without = torch.load(tmp_path / "plain" / "last.pth", weights_only=True)
+    weight = "classifier.6.weight"
+    torch.testing.assert_close(full["raw_model"][weight], without["model"][weight])
+    assert not torch.equal(full["model"][weight], full["raw_model"][weight])
+    part = tmp_path / "part"
+    run_train(train_args(colour_data, part, "--sched", "constant", "--epochs", "2", "--ema", "0.9"))
+    run_train(["--resume", str(part / "last.pth"), "--epochs", "3", "--quiet", "--workers", "0"])
+    resumed = torch.load(part / "last.pth", weights_only=True)
+    for key in ("model", "raw_model"):
+        torch.testing.assert_close(resumed[key][weight], full[key][weight], rtol=0, atol=1e-6)
+    image = colour_data / "val" / "red" / "red_0.jpg"
+    out = run_script("predict.py", str(image), "--weights", str(tmp_path / "ema" / "best.pth"), "--no-show")
+    assert out.returncode == 0 and out.stdout.startswith(f"{image}: "), out.stderr
+
+
 def test_tutorial_recipe_is_the_tutorials_settings():
     args = train.resolve(train.get_args_parser().parse_args(["--recipe", "tutorial"]))
     assert args.tta is False
@@ -86,7 +111,7 @@ def test_default_recipe_is_fast():
 def test_long_recipe_is_fast_for_longer_with_small_crops_first():
     args = train.resolve(train.get_args_parser().parse_args(["--recipe", "long"]))
     assert (args.opt, args.lr, args.sched, args.label_smoothing) == ("adamw", 1e-3, "cosine", 0.1)
-    assert (args.epochs, args.img_size_start, args.img_size, args.lighting) == (90, 128, 224, 0.1)
+    assert (args.epochs, args.img_size_start, args.img_size, args.lighting) == (70, 128, 224, 0.1)
 
 
 def test_command_line_beats_the_recipe():
