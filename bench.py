@@ -19,7 +19,6 @@ Prints, as medians over --repeats:
 import argparse
 import json
 import os
-import random
 import resource
 import shutil
 import statistics
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import data
+import shapes
 import train
 from model import AlexNet
 
@@ -94,19 +93,6 @@ def main():
 if __name__ == '__main__':
     main()
 '''
-
-
-def make_photos(root: Path, train_per_class: int, val_per_class: int, seed: int = 0) -> Path:
-    """JPEGs of the sizes real photos come in (320-500 px a side), five classes."""
-    rng = random.Random(seed)
-    for split, n in (("train", train_per_class), ("val", val_per_class)):
-        for shape in data.SHAPES:
-            folder = root / split / shape
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                w, h = rng.randint(320, 500), rng.randint(320, 500)
-                data.draw_shape(shape, 256, rng).resize((w, h)).save(folder / f"{i}.jpg", quality=90)
-    return root
 
 
 def sync(device: torch.device) -> None:
@@ -211,6 +197,14 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, reps:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether the hardware has bf16 matmuls; emulated ones on an AVX2-only CPU run at
+    under 1 GFLOP/s and would take minutes to time."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and train.cpu_has_bf16()
+
+
 def train_flops_per_image() -> float:
     """Forward + backward FLOPs of one 224 px image, counted by PyTorch itself."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -228,7 +222,8 @@ def predict_walls(image: Path, repeats: int, work: Path) -> tuple[list, list]:
     tut = work / "tutorial"
     tut.mkdir()
     (tut / "predict.py").write_text(TUTORIAL_PREDICT)
-    shutil.copy(HERE / "model.py", tut / "model.py")
+    for name in ("model.py", "errors.py"):  # the tutorial imports our model.py, which imports errors.py
+        shutil.copy(HERE / name, tut / name)
     shutil.copy(HERE / "class_indices.json", tut / "class_indices.json")
     net = AlexNet(num_classes=5, init_weights=True)
     torch.save(net.state_dict(), tut / "AlexNet.pth")
@@ -260,7 +255,8 @@ def run(args) -> dict:
     device = train.pick_device(args.device, 0)
     work = Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
     try:
-        root = Path(args.data) if args.data else make_photos(work / "photos", args.train_per_class, args.val_per_class)
+        root = Path(args.data) if args.data else Path(shapes.make_shapes(
+            work / "photos", args.train_per_class, args.val_per_class, size=256, photo_sides=(320, 500)))
         n_train = len(list((root / "train").rglob("*.*")))
         print(f"bench: {root} ({n_train} training images), device {device}, batch {args.batch_size}, "
               f"{args.repeats} repeats, {torch.get_num_threads()} threads", file=sys.stderr)
@@ -277,11 +273,12 @@ def run(args) -> dict:
         if args.compile:
             res["model_step"][f"{precision}_channels_last_fused_compiled"] = model_step_rate(
                 args.batch_size, precision, True, device, args.steps, compile=True)
-        res["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32, device), "bf16": matmul_gflops(torch.bfloat16, device)}
+        res["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32, device),
+                                "bf16": matmul_gflops(torch.bfloat16, device) if bf16_supported(device) else None}
         res["train_gflop_per_image"] = train_flops_per_image() / 1e9
         if device.type == "cpu":
             image = next((root / "val").rglob("*.jpg"))
-            ours, theirs = predict_walls(image, args.repeats + 2, work)
+            ours, theirs = predict_walls(image, args.predict_runs, work)
             res["predict_wall_s"] = {"ours": ours, "tutorial": theirs}
         return res
     finally:
@@ -292,7 +289,7 @@ def report(res: dict) -> None:
     med = statistics.median
     t, d = res["tutorial"], res["default"]
     prec = d["precision"]
-    peak = res["matmul_gflops"]["bf16" if prec == "bf16" else "fp32"]
+    peak = res["matmul_gflops"]["bf16" if prec == "bf16" else "fp32"]  # train.py picks bf16 only where it exists
     limit = peak / res["train_gflop_per_image"]
     rows = [
         ("training epoch, images/s", med(t["train"]), med(d["train"])),
@@ -309,11 +306,12 @@ def report(res: dict) -> None:
     for name, v in ms.items():
         print(f"  {name:32}{v:10.1f}")
     mm = res["matmul_gflops"]
-    print(f"matmul 2048^3: fp32 {mm['fp32']:.0f} GFLOP/s, bf16 {mm['bf16']:.0f} GFLOP/s")
+    bf16 = f"bf16 {mm['bf16']:.0f} GFLOP/s" if mm["bf16"] else "bf16 not supported by this hardware (not timed)"
+    print(f"matmul 2048^3: fp32 {mm['fp32']:.0f} GFLOP/s, {bf16}")
     print(f"training step: {res['train_gflop_per_image']:.2f} GFLOP per image (forward + backward)")
     print(f"limit at the {prec} matmul peak: {limit:.0f} images/s; default training reaches "
           f"{med(d['train']) / limit:.0%} of it (model step alone: {ms[f'{prec}_channels_last_fused'] / limit:.0%})")
-    if prec != "bf16":
+    if prec != "bf16" and mm["bf16"]:
         bf16_limit = mm["bf16"] / res["train_gflop_per_image"]
         print(f"  (against the bf16 matmul peak, {bf16_limit:.0f} images/s: {med(d['train']) / bf16_limit:.0%}; "
               f"bf16 is not faster than fp32 on this CPU, so train.py trains in fp32)")
@@ -333,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32, help="the tutorial's 32 by default, for both paths")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per path (medians are reported)")
     p.add_argument("--steps", type=int, default=8, help="timed steps for the model-step figures")
+    p.add_argument("--predict-runs", type=int, default=5, help="whole-process predict.py runs of each script")
     p.add_argument("--train-per-class", type=int, default=80)
     p.add_argument("--val-per-class", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the model step under torch.compile")

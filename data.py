@@ -1,6 +1,5 @@
-"""The data pipeline: image decoding, the bad-image scan, the decode-once cache,
-augmentation, the evaluation transform shared by validation and prediction, and the
-synthetic shapes data set behind ``python train.py --demo``.
+"""The data pipeline: decoding, the bad-image scan, the decode-once cache, augmentation,
+and the evaluation transform shared by validation, evaluate.py and predict.py.
 
 Training images are decoded once (torchvision's libjpeg-turbo decoder), shrunk so the
 short side is ``cache_size`` px, and kept in memory as uint8; each epoch only crops,
@@ -8,40 +7,40 @@ flips and normalises them. The cache is also saved to disk, keyed by the files' 
 sizes and modification times, so a second run starts at once and a changed file
 rebuilds it. Data that does not fit the memory budget is decoded per epoch instead.
 
+Every decoder applies the EXIF orientation (phone photos store their rotation there),
+so training, validation and prediction all see the same upright pixels.
+
 This module imports only torch and Pillow at the top: ``predict.py`` uses it and
 should not pay the second it takes to import torchvision.
 """
 import hashlib
 import math
 import os
-import random
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageOps
 
-# torchvision.datasets.folder.IMG_EXTENSIONS, repeated to keep torchvision out of predict.py
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-CACHE_VERSION = 1
+import folders
+import outputs
+from errors import DataError
+
+TUTORIAL_MEAN = TUTORIAL_STD = (0.5, 0.5, 0.5)  # the tutorial's Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# A resized image keeps at most this long side / short side: a 1 x 10000 px strip would
+# otherwise grow to 256 x 2,560,000 px. No crop of ours reaches beyond its centre part.
+MAX_ASPECT = 4.0
+CACHE_VERSION = 2
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; until they go, they are
 # the fastest here, and decode_rgb falls back to Pillow (bit-identical output) without them.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
 # _check_header turns Pillow's bomb warning into an error itself (catch_warnings is not thread-safe)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-class DataError(Exception):
-    """A problem with the user's files, reported as one line without a traceback."""
-
-
-def is_image_file(path: str) -> bool:
-    name = os.path.basename(path)
-    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
 # ---------------------------------------------------------------- decoding
@@ -62,85 +61,168 @@ def _reason(e: BaseException) -> str:
     return "not an image file" if "cannot identify image file" in text else text[:160]
 
 
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB Pillow image as uint8 CHW."""
+    pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return pixels.view(img.height, img.width, 3).permute(2, 0, 1).contiguous()
+
+
+def rgb_from_pil(img: Image.Image, name: str) -> torch.Tensor:
+    """Any image Pillow reads (CMYK, 16-bit, palette, RGBA, greyscale), upright (EXIF), as uint8 RGB CHW."""
+    try:
+        img = ImageOps.exif_transpose(img)
+        if img.mode.startswith("I"):
+            # 16-bit greyscale: Pillow's convert("RGB") clips instead of scaling
+            img = img.point(lambda v: v / 256).convert("L")
+        return pil_to_tensor(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{name}: not a readable image ({_reason(e)})") from None
+
+
 def open_rgb(path: str) -> torch.Tensor:
-    """Decode any image Pillow reads (CMYK, 16-bit, palette, RGBA, greyscale) to uint8 RGB CHW."""
+    """Decode with Pillow (the path predict.py takes: no torchvision import)."""
     with _check_header(path) as img:
-        try:
-            if img.mode.startswith("I"):
-                # 16-bit greyscale: Pillow's convert("RGB") clips instead of scaling
-                img = img.point(lambda v: v / 256).convert("L")
-            rgb = img.convert("RGB")
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(f"{path}: not a readable image ({_reason(e)})") from None
-    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+        return rgb_from_pil(img, path)
 
 
 def decode_rgb(path: str) -> torch.Tensor:
     """torchvision's decoder for 8-bit JPEG/PNG (bit-identical to Pillow's, about 1.7x faster),
-    Pillow for everything else."""
+    Pillow for everything else and for file names that are not valid UTF-8."""
     try:
         from torchvision.io import ImageReadMode, decode_image, read_file
     except ImportError:
         return open_rgb(path)
     with _check_header(path) as img:
         fast = img.format in ("JPEG", "PNG") and img.mode in ("RGB", "L", "RGBA", "LA", "P")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        fast = False
     if not fast:
         return open_rgb(path)
     try:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
+        return decode_image(read_file(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError:
         return open_rgb(path)  # raises a DataError naming the file if Pillow cannot read it either
 
 
 # ---------------------------------------------------------------- tensor transforms
 def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize of a uint8 CHW (or NCHW) image, as transforms.v2.Resize does."""
+    """Antialiased bilinear resize of a uint8 CHW (or NCHW) image, as ``transforms.v2.Resize``:
+    on the CPU torch resizes uint8 directly, elsewhere through float32 (tests/test_data.py
+    compares both with torchvision)."""
     batch = img if img.dim() == 4 else img[None]
-    out = F.interpolate(batch.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    out = out.round_().clamp_(0, 255).to(torch.uint8)
+    if tuple(batch.shape[-2:]) == tuple(size):
+        return img
+    direct = batch.device.type == "cpu"
+    out = F.interpolate(batch if direct else batch.float(), size=size, mode="bilinear", antialias=True,
+                        align_corners=False)
+    if not direct:
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
     return out if img.dim() == 4 else out[0]
 
 
+def resized_sides(h: int, w: int, short: int) -> tuple[int, int, int, int]:
+    """(height, width) to keep from the centre of an h x w image and the (height, width)
+    to resize that to, so the short side becomes ``short`` and the long side is at most
+    MAX_ASPECT times it."""
+    keep_h, keep_w = min(h, math.floor(w * MAX_ASPECT)), min(w, math.floor(h * MAX_ASPECT))
+    if keep_h <= keep_w:  # the long side as torchvision computes it: int(short * long / short_side)
+        return keep_h, keep_w, short, int(short * keep_w / keep_h)
+    return keep_h, keep_w, int(short * keep_h / keep_w), short
+
+
 def resize_short(img: torch.Tensor, short: int) -> torch.Tensor:
+    """Resize so the short side is ``short`` px (torchvision's ``Resize(short)``); a very
+    elongated image first loses the ends of its long side beyond MAX_ASPECT."""
     h, w = img.shape[-2:]
-    scale = short / min(h, w)
-    return resize(img, (max(short, round(h * scale)), max(short, round(w * scale))))
+    keep_h, keep_w, new_h, new_w = resized_sides(h, w, short)
+    return resize(center_crop_hw(img, keep_h, keep_w), (new_h, new_w))
+
+
+def center_crop_hw(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The centre h x w px, placed as ``transforms.v2.CenterCrop`` places it (the image is at least that big)."""
+    top, left = int(round((img.shape[-2] - h) / 2.0)), int(round((img.shape[-1] - w) / 2.0))
+    return img[..., top:top + h, left:left + w]
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    return center_crop_hw(img, size, size)
+
+
+def five_crop(img: torch.Tensor, size: int) -> list[torch.Tensor]:
     h, w = img.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[..., top:top + size, left:left + size]
+    return [img[..., :size, :size], img[..., :size, w - size:], img[..., h - size:, :size],
+            img[..., h - size:, w - size:], center_crop(img, size)]
 
 
 def ten_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """The paper's test-time views: four corners and the centre, and their mirror images."""
-    h, w = img.shape[-2:]
-    crops = [img[..., :size, :size], img[..., :size, w - size:], img[..., h - size:, :size],
-             img[..., h - size:, w - size:], center_crop(img, size)]
-    crops += [c.flip(-1) for c in crops]
-    return torch.stack(crops)
+    """The paper's test-time views: four corners and the centre, of the image and of its
+    mirror image (``transforms.v2.TenCrop``'s views, stacked)."""
+    return torch.stack(five_crop(img, size) + five_crop(img.flip(-1), size))
+
+
+def eval_resize(size: int) -> int:
+    """The short side to resize to before a centre crop of ``size``: 256 for 224, as
+    torchvision's classification presets do."""
+    return round(size * 256 / 224)
 
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Validation and prediction preprocessing, one definition for both.
+    """Validation and prediction preprocessing, one definition for every entry point.
 
     ``resize=0`` is the tutorial's ``Resize((size, size))``, which squashes the aspect
     ratio; otherwise the short side goes to ``resize`` and the centre ``size`` px are
-    kept (or all ten crops with ``tta``). Returns uint8 [3,H,W], or [10,3,H,W] with tta.
+    kept. ``tta`` keeps all ten crops instead (of a squashed ``eval_resize(size)`` square
+    when ``resize=0``, so the ten views differ). Returns uint8 [3,H,W], or [10,3,H,W].
     """
     size: int = 224
     resize: int = 256
     tta: bool = False
 
+    @property
+    def views(self) -> int:
+        return 10 if self.tta else 1
+
+    @property
+    def key(self) -> str:
+        return repr(self)
+
+    def cached_bytes(self, path: str) -> int:
+        return 3 * self.size * self.size * self.views
+
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if not self.resize:
-            img = resize(img, (self.size, self.size))
+            side = eval_resize(self.size) if self.tta else self.size
+            img = resize(img, (side, side))
             return ten_crop(img, self.size) if self.tta else img
         img = resize_short(img, max(self.resize, self.size))
         return ten_crop(img, self.size) if self.tta else center_crop(img, self.size).contiguous()
+
+
+@dataclass(frozen=True)
+class ShortSide:
+    """The decode-time step of training images: short side to ``short`` px (picklable, so
+    DataLoader workers started with ``spawn`` on Windows and macOS can receive it)."""
+    short: int
+
+    @property
+    def key(self) -> str:
+        return f"short{self.short}"
+
+    def cached_bytes(self, path: str) -> int:
+        """Bytes the image takes in the cache, from its header alone (0 if unreadable)."""
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return 0
+        _, _, new_h, new_w = resized_sides(h, w, self.short)
+        return 3 * new_h * new_w
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return resize_short(img, self.short)
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -189,7 +271,7 @@ def pca_basis(images: Iterable[torch.Tensor], pixels_per_image: int = 4096) -> t
 
 def train_augment(size: int, scale: tuple[float, float], extra: str = "none") -> Callable:
     """RandomResizedCrop + flip on uint8 tensors, optionally TrivialAugment or colour jitter.
-    The crop comes first, so ``set_crop_size`` can change the output size between epochs."""
+    The crop comes first, so ``set_train_crop_size`` can change the output size between epochs."""
     from torchvision.transforms import v2
 
     ops = [v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()]
@@ -202,41 +284,27 @@ def train_augment(size: int, scale: tuple[float, float], extra: str = "none") ->
     return v2.Compose(ops)
 
 
-def set_crop_size(augment: Callable, size: int) -> None:
+def set_train_crop_size(augment: Callable, size: int) -> None:
     """Make a ``train_augment`` pipeline crop to ``size`` from now on (progressive resizing)."""
     augment.transforms[0].size = (size, size)
 
 
-# ---------------------------------------------------------------- folders
-def find_classes(root: str) -> list[str]:
-    """Class folders of an ImageFolder root, skipping hidden ones (.ipynb_checkpoints, ...)."""
-    if not os.path.isdir(root):
-        raise DataError(f"{root}: data folder not found")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class folders inside (expected {root}/<class>/<image>.jpg)")
-    return classes
+# ---------------------------------------------------------------- scanning and caching
+class Preparation(Protocol):
+    """What is done to an image once, at decode time (ShortSide, EvalTransform)."""
+    key: str
+
+    def cached_bytes(self, path: str) -> int: ...
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor: ...
 
 
-def image_folder(root: str, classes: list[str] | None = None):
-    """torchvision's ImageFolder over ``root``, with our class list and file filter, and a
-    one-line error for an empty class folder."""
-    from torchvision import datasets
-
-    class _Folder(datasets.ImageFolder):
-        def find_classes(self, directory):
-            names = classes or find_classes(directory)
-            return names, {c: i for i, c in enumerate(names)}
-
-    folder = _Folder(root, loader=decode_rgb, is_valid_file=is_image_file, allow_empty=True)
-    counts = [0] * len(folder.classes)
-    for _, target in folder.samples:
-        counts[target] += 1
-    empty = [c for c, n in zip(folder.classes, counts) if n == 0]
-    if empty:
-        raise DataError(f"{os.path.join(root, empty[0])}: class folder has no images "
-                        f"({', '.join(IMG_EXTENSIONS)})")
-    return folder
+@dataclass(frozen=True)
+class CachePolicy:
+    folder: str | None  # where the decoded images are saved between runs (None: not saved)
+    mem_budget: int  # bytes of RAM the decoded images may take; 0: decode every epoch
+    bad_images: str = "error"  # unreadable images: "error" (refuse) or "skip"
+    quiet: bool = False
 
 
 def fingerprint(paths: Sequence[str], *extra: object) -> str:
@@ -244,14 +312,12 @@ def fingerprint(paths: Sequence[str], *extra: object) -> str:
     h = hashlib.sha256(repr((CACHE_VERSION, extra)).encode())
     for p in paths:
         st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- scanning and caching
 def decode_all(paths: Sequence[str], prepare: Callable[[torch.Tensor], torch.Tensor], keep: bool,
-               desc: str, threads: int = 0, quiet: bool = False
-               ) -> tuple[list[torch.Tensor | None], list[tuple[str, str]]]:
+               desc: str, quiet: bool = False) -> tuple[list[torch.Tensor | None], list[tuple[str, str]]]:
     """Decode every file once (in threads: the decoders release the GIL). Returns the
     prepared images (None where unreadable, or for all if not ``keep``) and the bad files."""
     from tqdm import tqdm
@@ -263,14 +329,13 @@ def decode_all(paths: Sequence[str], prepare: Callable[[torch.Tensor], torch.Ten
             return None, str(e)
         return (img if keep else None), None
 
-    threads = threads or min(8, os.cpu_count() or 1)
     images, bad = [], []
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one image per thread beats one image on all threads
     try:
-        with ThreadPoolExecutor(threads) as pool:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             for path, (img, err) in zip(paths, tqdm(pool.map(work, paths), total=len(paths), desc=desc,
-                                                     disable=quiet, leave=False)):
+                                                     disable=True if quiet else None, leave=False)):
                 images.append(img)
                 if err:
                     bad.append((path, err[len(path) + 2:] if err.startswith(f"{path}: ") else err))
@@ -283,17 +348,6 @@ def _identity(img: torch.Tensor) -> torch.Tensor:
     return img
 
 
-def cached_size(path: str, short: int) -> int:
-    """Bytes the image takes in the cache after its short side is brought to ``short`` px."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return 0
-    scale = short / min(w, h)
-    return 3 * max(short, round(w * scale)) * max(short, round(h * scale))
-
-
 def load_cache(path: Path, key: str) -> dict | None:
     if not path.is_file():
         return None
@@ -302,20 +356,6 @@ def load_cache(path: Path, key: str) -> dict | None:
     except Exception:  # a cache file is disposable: any damage just means rebuild
         return None
     return blob if isinstance(blob, dict) and blob.get("key") == key else None
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a reader or a crash never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class CachedImages(torch.utils.data.Dataset):
@@ -348,43 +388,66 @@ class DecodedImages(torch.utils.data.Dataset):
         return (self.transform(img) if self.transform else img), target
 
 
-def build_split(root: str, classes: list[str] | None, prepare: Callable, prepare_key: str,
-                item_bytes: Callable[[str], int], transform: Callable | None, cache_dir: str | None,
-                mem_budget: int, bad_images: str, log: Callable[[str], None], quiet: bool = False):
-    """One split (train or val) as a Dataset, cached when it fits ``mem_budget`` bytes.
+@dataclass
+class Split:
+    """One split (train, val or a test folder), ready for a DataLoader."""
+    dataset: CachedImages | DecodedImages
+    samples: list[tuple[str, int]]  # (path, class index) of every image in the data set, in order
+    classes: list[str]
+
+
+def build_split(root: str, classes: list[str], prepare: Preparation, transform: Callable | None,
+                policy: CachePolicy, log: Callable[[str], None]) -> Split:
+    """One split as a Dataset, cached when it fits the policy's memory budget.
 
     Every file is decoded before training starts, so unreadable images are all reported
     at once; with ``bad_images="skip"`` they are left out, else a DataError lists them.
     """
-    folder = image_folder(root, classes)
-    paths = [p for p, _ in folder.samples]
-    key = fingerprint(paths, prepare_key)
+    samples, listing = folders.class_samples(root, classes)
     name = os.path.basename(os.path.normpath(root))
-    stem = f"{name}-{hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:8]}"
-    cache_file = Path(cache_dir) / f"{stem}-{key}.pt" if cache_dir else None
-    need = sum(item_bytes(p) for p in paths) if mem_budget > 0 else math.inf
-    keep = need <= mem_budget
-    blob = load_cache(cache_file, key) if cache_file else None
-    if blob is None or (keep and blob["images"] is None):
-        images, bad = decode_all(paths, prepare if keep else _identity, keep, f"decoding {name}", quiet=quiet)
-        blob = {"key": key, "bad": [list(b) for b in bad],
-                "images": [i for i in images if i is not None] if keep else None}
-        if cache_file:
-            for old in cache_file.parent.glob(f"{stem}-*.pt"):
-                old.unlink()
-            save_atomic(blob, cache_file)
+    if folders.describe_skipped(listing):
+        log(f"{name}: {folders.describe_skipped(listing)}")
+    paths = [p for p, _ in samples]
+    need = sum(prepare.cached_bytes(p) for p in paths) if policy.mem_budget > 0 else math.inf
+    keep = need <= policy.mem_budget
+    blob = load_or_decode(root, paths, prepare, keep, policy)
     bad = [tuple(b) for b in blob["bad"]]
-    report_bad(bad, bad_images, log)
+    report_bad(bad, policy.bad_images, log)
     bad_paths = {p for p, _ in bad}
-    samples = [s for s in folder.samples if s[0] not in bad_paths]
+    samples = [s for s in samples if s[0] not in bad_paths]
+    left = {t for _, t in samples}
+    for index, cls in enumerate(classes):
+        if index not in left:
+            raise DataError(f"{os.path.join(root, cls)}: no readable images left in this class after skipping")
     if keep:
         dataset = CachedImages(blob["images"], [t for _, t in samples], transform)
         log(f"{name}: {len(dataset)} images cached in memory ({need / 2**20:.0f} MiB)")
     else:
         dataset = DecodedImages(samples, prepare, transform)
-        why = "caching off" if mem_budget <= 0 else f"needs {need / 2**30:.1f} GiB > budget {mem_budget / 2**30:.1f} GiB"
+        why = "caching off" if policy.mem_budget <= 0 else \
+            f"needs {need / 2**30:.1f} GiB > budget {policy.mem_budget / 2**30:.1f} GiB"
         log(f"{name}: {len(dataset)} images decoded every epoch ({why})")
-    return dataset, folder.classes
+    return Split(dataset, samples, classes)
+
+
+def load_or_decode(root: str, paths: list[str], prepare: Preparation, keep: bool, policy: CachePolicy) -> dict:
+    """{"bad": [(path, why)], "images": decoded images or None}: from the cache file when it
+    matches these files and this preparation, else decoded now (and saved)."""
+    name = os.path.basename(os.path.normpath(root))
+    key = fingerprint(paths, prepare.key)
+    stem = f"{name}-{hashlib.sha256(os.path.abspath(root).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    cache_file = Path(policy.folder) / f"{stem}-{key}.pt" if policy.folder else None
+    blob = load_cache(cache_file, key) if cache_file else None
+    if blob is not None and (blob["images"] is not None or not keep):
+        return blob
+    images, bad = decode_all(paths, prepare if keep else _identity, keep, f"decoding {name}", policy.quiet)
+    blob = {"key": key, "bad": [list(b) for b in bad], "images": [i for i in images if i is not None] if keep else None}
+    if cache_file:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        for old in cache_file.parent.glob(f"{stem}-*.pt"):
+            old.unlink()
+        outputs.save_torch(blob, cache_file)
+    return blob
 
 
 def report_bad(bad: list[tuple[str, str]], policy: str, log: Callable[[str], None]) -> None:
@@ -398,72 +461,3 @@ def report_bad(bad: list[tuple[str, str]], policy: str, log: Callable[[str], Non
     else:
         raise DataError(f"{len(bad)} unreadable image(s); fix or remove them, or pass --bad-images skip:\n"
                         + "\n".join(lines))
-
-
-# ---------------------------------------------------------------- synthetic shapes (the demo)
-SHAPES = ("circle", "cross", "square", "star", "triangle")
-
-
-def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    if shape == "square":
-        pts = [(1, 1), (-1, 1), (-1, -1), (1, -1)]
-        pts = [(x * r * 0.75, y * r * 0.75) for x, y in pts]
-    elif shape == "triangle":
-        pts = [(r * math.cos(a), r * math.sin(a)) for a in (math.pi / 2 + k * 2 * math.pi / 3 for k in range(3))]
-    elif shape == "star":
-        pts = [((r if k % 2 == 0 else r * 0.4) * math.cos(k * math.pi / 5),
-                (r if k % 2 == 0 else r * 0.4) * math.sin(k * math.pi / 5)) for k in range(10)]
-    else:  # cross
-        a, b = r, r * 0.3
-        pts = [(b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b), (-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b)]
-    c, s = math.cos(angle), math.sin(angle)
-    return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
-
-
-def draw_shape(shape: str, size: int, rng: random.Random) -> Image.Image:
-    """One photo-like picture of a shape: random hue, size, position and rotation on a
-    random gradient background, with clutter, blur and noise. The shape always stands out
-    in brightness, as objects in photos do, so a small network learns it in minutes."""
-    light = rng.random() < 0.5
-
-    def colour(lo: int, hi: int) -> tuple[int, int, int]:
-        return tuple(rng.randrange(lo, hi) for _ in range(3))
-
-    bg = (0, 110) if light else (145, 256)
-    # a gradient at a random angle: rotate one twice the size and keep its middle, so no corner shows
-    img = Image.linear_gradient("L").resize((2 * size, 2 * size)).rotate(rng.uniform(0, 360))
-    img = img.crop((size // 2, size // 2, size // 2 + size, size // 2 + size))
-    img = Image.composite(Image.new("RGB", (size, size), colour(*bg)), Image.new("RGB", (size, size), colour(*bg)), img)
-    draw = ImageDraw.Draw(img)
-    for _ in range(rng.randrange(3)):  # distractor lines
-        draw.line([(rng.uniform(0, size), rng.uniform(0, size)) for _ in range(2)], fill=colour(0, 256),
-                  width=max(1, size // 64))
-    r = rng.uniform(0.22, 0.4) * size
-    cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
-    fill = colour(*((150, 256) if light else (0, 105)))
-    if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    else:
-        draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=fill)
-    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.0)))
-    noise = Image.effect_noise((size, size), rng.uniform(5, 25)).convert("RGB")
-    return Image.blend(img, noise, 0.1)
-
-
-def make_shapes(root: str, train_per_class: int = 200, val_per_class: int = 50, size: int = 128,
-                seed: int = 0) -> str:
-    """Write a 5-class ImageFolder of shapes to ``root/{train,val}/<shape>/*.jpg``; kept
-    if already complete (a ``.done`` marker), so it is generated once."""
-    marker = Path(root) / ".done"
-    spec = f"v2 {train_per_class} {val_per_class} {size} {seed}"
-    if marker.is_file() and marker.read_text() == spec:
-        return root
-    rng = random.Random(seed)
-    for split, n in (("train", train_per_class), ("val", val_per_class)):
-        for shape in SHAPES:
-            folder = Path(root) / split / shape
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                draw_shape(shape, size, rng).save(folder / f"{shape}_{i:04d}.jpg", quality=90)
-    marker.write_text(spec)
-    return root

@@ -9,8 +9,13 @@ The attribute names ``features`` / ``avgpool`` / ``classifier`` and the layer or
 keep the state_dict keys equal to the tutorial's ``AlexNet.pth`` and to
 ``torchvision.models.alexnet().state_dict()``.
 """
+import os
+import zipfile
+
 import torch
 from torch import nn
+
+from errors import CheckpointError
 
 # conv widths (5 layers) and hidden FC width for each variant
 ARCHS: dict[str, tuple[tuple[int, int, int, int, int], int]] = {
@@ -90,17 +95,17 @@ class AlexNet(nn.Module):
             nn.init.constant_(m.bias, 1.0 if id(m) in ones else 0.0)
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used, reported as one line naming the file."""
-
-
-def infer_arch(state_dict: dict) -> str:
+def infer_arch(state_dict: dict, path: str) -> str:
     """Which variant a raw state_dict belongs to, from the width of its first convolution."""
     first = state_dict.get("features.0.weight")
+    if first is None:
+        raise CheckpointError(f"{path}: a state_dict, but not of an AlexNet (no features.0.weight)")
     for name, ((c1, *_), _) in ARCHS.items():
-        if first is not None and first.shape[0] == c1:
+        if first.shape[0] == c1:
             return name
-    raise KeyError("features.0.weight")
+    known = ", ".join(f"{c1} ({name})" for name, ((c1, *_), _) in ARCHS.items())
+    raise CheckpointError(f"{path}: features.0.weight has {first.shape[0]} filters of shape {list(first.shape[1:])}; "
+                          f"the AlexNet widths known here start with {known}")
 
 
 def load_checkpoint(path: str, mmap: bool = False) -> dict:
@@ -108,8 +113,11 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
     as a dict with at least ``model``, ``arch`` and ``num_classes``.
 
     ``weights_only=True``: a file that would run code when unpickled is refused, not run.
-    ``mmap=True`` reads only the tensors used (predict.py skips the optimizer state).
+    ``mmap=True`` reads only the tensors used (predict.py skips the optimizer state); files
+    in the legacy (pre-1.6, non-zip) format cannot be mapped and are read whole.
     """
+    if mmap and not zipfile.is_zipfile(path) and os.path.isfile(path):
+        mmap = False
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
@@ -125,10 +133,10 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
     if isinstance(ckpt, dict) and "model" in ckpt and "arch" in ckpt:
         return ckpt
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        try:
-            return {"model": ckpt, "arch": infer_arch(ckpt), "num_classes": ckpt["classifier.6.weight"].shape[0]}
-        except KeyError as e:
-            raise CheckpointError(f"{path}: a state_dict, but not of an AlexNet (no {e.args[0]})") from None
+        arch = infer_arch(ckpt, path)
+        if "classifier.6.weight" not in ckpt:
+            raise CheckpointError(f"{path}: a state_dict, but not of an AlexNet (no classifier.6.weight)")
+        return {"model": ckpt, "arch": arch, "num_classes": ckpt["classifier.6.weight"].shape[0]}
     raise CheckpointError(f"{path}: not an AlexNet checkpoint (expected a state_dict or a train.py checkpoint)")
 
 
@@ -144,7 +152,8 @@ def from_checkpoint(ckpt: dict, path: str) -> AlexNet:
     return model
 
 
-def probabilities(model: nn.Module, logits_input: torch.Tensor, views: int = 1) -> torch.Tensor:
-    """Softmax over classes, averaged over ``views`` consecutive test-time views per image."""
-    probs = model(logits_input).float().softmax(dim=1)
+def probabilities(model: nn.Module, images: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """Softmax over classes of normalised ``images``, averaged over ``views`` consecutive
+    test-time views per image."""
+    probs = model(images).float().softmax(dim=1)
     return probs.view(-1, views, probs.shape[1]).mean(dim=1) if views > 1 else probs

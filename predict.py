@@ -8,19 +8,22 @@
 Prints the top class and its probability, then each class's probability, and shows
 the image(s) titled with the prediction. Exit code 0: all predicted; 1: some files
 could not be read (the others are still predicted); 2: unusable weights or arguments.
-Only torch and Pillow are imported up front (no torchvision); matplotlib only when a
-figure is shown or saved, so a one-image prediction starts fast.
+Only torch and Pillow are imported (no torchvision), and matplotlib only when a figure
+is shown or saved, so a one-image prediction starts fast.
+
+``load_classifier`` and ``predict_files`` are the prediction path of every front end:
+this script, evaluate.py's per-image report and app.py's web page.
 """
 import argparse
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
-import torch
-
-import data
-from model import CheckpointError, from_checkpoint, load_checkpoint, probabilities
+import folders
+import outputs
+from errors import ArgumentError, CheckpointError, DataError, UserError
 
 DEFAULT_WEIGHTS = "runs/best.pth"
 MAX_SHOWN = 16  # images in the figure; all of them are printed
@@ -36,7 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, help="list only the k most likely classes (default: all)")
     p.add_argument("--tta", action="store_true", help="average the 10 crops (corners, centre, mirrored)")
     p.add_argument("--device", default="cpu", help="cpu (fastest start for a few images), cuda, mps")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (1-1024)")
     p.add_argument("--save", metavar="FIG.png", help="write the figure to this file")
     p.add_argument("--no-show", action="store_true", help="do not open a window")
     return p
@@ -46,8 +49,12 @@ def read_class_indices(path: str) -> list[str]:
     try:
         mapping = json.loads(Path(path).read_text(encoding="utf-8"))
         names = [mapping[str(i)] for i in range(len(mapping))]
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError
     except FileNotFoundError:
         raise CheckpointError(f"{path}: class index file not found (pass --class-indices)") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a class index file") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
     except (KeyError, AttributeError, TypeError, UnicodeDecodeError):
@@ -55,51 +62,100 @@ def read_class_indices(path: str) -> list[str]:
     return names
 
 
-def class_names(ckpt: dict, args) -> list[str]:
-    """The checkpoint's own names; a class_indices.json must agree with them."""
-    own = ckpt.get("classes")
-    path = args.class_indices or (None if own else "class_indices.json")
-    names = read_class_indices(path) if path else own
-    if len(names) != ckpt["num_classes"]:
-        raise CheckpointError(f"{path}: lists {len(names)} classes, but {args.weights} has {ckpt['num_classes']} outputs")
-    if own and names != own:
-        raise CheckpointError(f"{path}: classes {names} disagree with {args.weights}: {own}")
+def class_names(own: list[str] | None, num_classes: int, class_indices: str | None, weights: str) -> list[str]:
+    """The model file's own class names; a class_indices.json must agree with them. A raw
+    state_dict has none: then the file given, or ./class_indices.json as in the tutorial."""
+    path = class_indices or (None if own else "class_indices.json")
+    names = read_class_indices(path) if path else list(own)
+    if len(names) != num_classes:
+        raise CheckpointError(f"{path}: lists {len(names)} classes, but {weights} has {num_classes} outputs")
+    if own and names != list(own):
+        raise CheckpointError(f"{path}: classes {names} disagree with {weights}: {list(own)}")
     return names
 
 
-def expand(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Files as given, folders as their image files (sorted, recursive); plus errors."""
-    files, errors = [], []
+class TorchClassifier:
+    """A train.py checkpoint or a raw state_dict, run by PyTorch on ``device``."""
+
+    def __init__(self, weights: str, device: str, tta: bool, class_indices: str | None):
+        import torch
+
+        import data
+        from model import from_checkpoint, load_checkpoint
+        from train import pick_device
+
+        self.torch, self.data = torch, data
+        ckpt = load_checkpoint(weights, mmap=True)
+        self.names = class_names(ckpt.get("classes"), int(ckpt["num_classes"]), class_indices, weights)
+        self.device = pick_device(device)
+        self.model = from_checkpoint(ckpt, weights).to(self.device, memory_format=torch.channels_last).eval()
+        ev = ckpt.get("eval", {"size": 224, "resize": 0})  # a raw state_dict: the tutorial's Resize((224, 224))
+        self.transform = data.EvalTransform(ev["size"], ev["resize"], tta)
+        self.mean, self.std = ckpt.get("mean", data.TUTORIAL_MEAN), ckpt.get("std", data.TUTORIAL_STD)
+        self.card = model_card(ckpt, weights, self.names)
+
+    def load(self, path: str):
+        """One image file, preprocessed (uint8 views); DataError names the file if unreadable."""
+        return self.transform(self.data.open_rgb(path))
+
+    def prepare_pil(self, img, name: str):
+        """An image already open in Pillow (app.py's uploads), preprocessed like ``load``."""
+        return self.transform(self.data.rgb_from_pil(img, name))
+
+    def probabilities(self, batch: list) -> list[list[float]]:
+        from model import probabilities
+
+        x = self.data.normalize(self.torch.stack(batch).to(self.device), self.mean, self.std)
+        with self.torch.inference_mode():
+            return probabilities(self.model, x, self.transform.views).cpu().tolist()
+
+
+def model_card(ckpt: dict, weights: str, names: list[str]) -> dict:
+    """What a user wants to know about a model file: shown by app.py, written by export.py."""
+    config = ckpt.get("config") or {}
+    return {"weights": str(weights), "arch": ckpt.get("arch"), "classes": names, "best_acc": ckpt.get("best_acc"),
+            "epoch": ckpt.get("epoch"), "data": config.get("data"), "eval": ckpt.get("eval")}
+
+
+def load_classifier(weights: str, device: str = "cpu", tta: bool = False, class_indices: str | None = None):
+    """The model behind --weights, ready to classify."""
+    if os.path.isdir(weights):
+        raise CheckpointError(f"{weights}: is a folder, not a model file")
+    return TorchClassifier(weights, device, tta, class_indices)
+
+
+def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
+    """Files as given, folders as their image files (sorted, recursive); plus errors, and
+    a line saying which files the folders held that are not images."""
+    files, errors, listing, seen = [], [], folders.Listing(), set()
     for p in paths:
         if os.path.isdir(p):
-            found = sorted(str(f) for f in Path(p).rglob("*") if f.is_file() and data.is_image_file(str(f)))
-            files += found
-            if not found:
-                errors.append(f"{p}: folder has no images")
+            found = folders.list_images(p, seen)
+            files += found.files
+            listing.add(found)
+            if not found.files:
+                errors.append(f"{p}: folder has no images ({', '.join(folders.IMG_EXTENSIONS)})")
         elif os.path.exists(p):
             files.append(p)
         else:
             errors.append(f"{p}: no such file or folder")
-    return files, errors
+    return files, errors, folders.describe_skipped(listing)
 
 
-def predict(model, files: list[str], transform, mean, std, device, batch_size: int):
-    """Yield (path, probabilities or None, error or None), batching readable images."""
-    views = 10 if transform.tta else 1
-    batch: list[tuple[str, torch.Tensor]] = []
+def predict_files(classifier, files: list[str], batch_size: int) -> Iterator[tuple[str, list[float] | None, str | None]]:
+    """(path, probabilities or None, error or None) for each file, batching readable images."""
+    batch: list[tuple[str, object]] = []
 
     def flush():
-        x = data.normalize(torch.stack([img for _, img in batch]).to(device), mean, std)
-        with torch.inference_mode():
-            probs = probabilities(model, x, views).cpu()
+        probs = classifier.probabilities([x for _, x in batch])
         out = [(path, p, None) for (path, _), p in zip(batch, probs)]
         batch.clear()
         return out
 
     for path in files:
         try:
-            batch.append((path, transform(data.open_rgb(path))))
-        except data.DataError as e:
+            batch.append((path, classifier.load(path)))
+        except DataError as e:
             yield path, None, str(e)
         if len(batch) == batch_size:
             yield from flush()
@@ -116,7 +172,7 @@ def show_figure(results: list[tuple[str, str, float]], save: str | None, show: b
     if not show:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     if len(results) > MAX_SHOWN:
         print(f"(the figure shows the first {MAX_SHOWN} of {len(results)} images)")
@@ -128,41 +184,48 @@ def show_figure(results: list[tuple[str, str, float]], save: str | None, show: b
         ax.axis("off")
     for ax, (path, name, p) in zip(axes.flat, results):
         with Image.open(path) as img:
-            ax.imshow(img.convert("RGB"))
-        ax.set_title(f"{name} {p:.3f}\n{os.path.basename(path)}", fontsize=10)
+            img.thumbnail((1024, 1024))  # a figure cell needs no more; keeps memory small for huge photos
+            ax.imshow(ImageOps.exif_transpose(img).convert("RGB"))
+        ax.set_title(f"{name} {p:.3f}\n{folders.printable(os.path.basename(path))}", fontsize=10)
     fig.tight_layout()
     if save:
-        fig.savefig(save, dpi=100)
+        outputs.save_figure(fig, save)
         print(f"figure saved to {save}")
     if show:
         plt.show()
     plt.close(fig)
 
 
+def check_args(args) -> None:
+    if args.topk is not None and args.topk < 1:
+        raise ArgumentError(f"--topk {args.topk}: must be at least 1")
+    if not 1 <= args.batch_size <= 1024:
+        raise ArgumentError(f"--batch-size {args.batch_size}: must be in 1..1024")
+    if args.save:
+        outputs.check_writable_file(args.save, "--save")
+
+
 def main(args) -> int:
-    ckpt = load_checkpoint(args.weights, mmap=True)
-    names = class_names(ckpt, args)
-    device = torch.device(args.device)
-    model = from_checkpoint(ckpt, args.weights).to(device, memory_format=torch.channels_last).eval()
-    ev = ckpt.get("eval", {"size": 224, "resize": 0})  # a raw state_dict: the tutorial's Resize((224, 224))
-    transform = data.EvalTransform(ev["size"], ev["resize"], args.tta)
-    mean, std = ckpt.get("mean", [0.5] * 3), ckpt.get("std", [0.5] * 3)
-    files, errors = expand(args.paths)
+    check_args(args)
+    classifier = load_classifier(args.weights, args.device, args.tta, args.class_indices)
+    names = classifier.names
+    files, errors, skipped = expand(args.paths)
+    if skipped:
+        print(skipped)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     k = min(args.topk or len(names), len(names))
     shown = []
-    for path, probs, err in predict(model, files, transform, mean, std, device, args.batch_size):
+    for path, probs, err in predict_files(classifier, files, args.batch_size):
         if err:
             errors.append(err)
             print(f"error: {err}", file=sys.stderr)
             continue
-        top = probs.topk(k)
-        best = top.indices[0].item()
-        print(f"{path}: {names[best]} {probs[best]:.3f}")
-        for p, i in zip(top.values.tolist(), top.indices.tolist()):
-            print(f"    {names[i]:<16} {p:.3f}")
-        shown.append((path, names[best], probs[best].item()))
+        order = sorted(range(len(probs)), key=lambda i: -probs[i])[:k]
+        print(f"{path}: {names[order[0]]} {probs[order[0]]:.3f}")
+        for i in order:
+            print(f"    {names[i]:<16} {probs[i]:.3f}")
+        shown.append((path, names[order[0]], probs[order[0]]))
     show = not args.no_show and has_display()
     if shown and (args.save or show):
         show_figure(shown, args.save, show)
@@ -175,10 +238,11 @@ def main(args) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    folders.printable_console()
     args = get_args_parser().parse_args(argv)
     try:
         return main(args)
-    except (CheckpointError, data.DataError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -11,47 +11,55 @@
 Writes into --output-dir (default runs/): best.pth (on improvement), last.pth (every
 epoch), class_indices.json, metrics.csv and curves.png. Each checkpoint is one dict of
 plain types, so ``predict.py`` rebuilds the model from it alone.
+
+Reading order: ``Config`` (every setting, resolved once by ``resolve_config``), then
+``fit()``: setup (``setup_machine``, ``load_data``, ``build_trainer``) -> restore
+(``restore_state``) -> the epoch loop (``run_epoch``, ``finish_epoch``) -> ``summarize``.
 """
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 import data
-from model import ARCHS, AlexNet, CheckpointError, load_checkpoint, probabilities
+import outputs
+from data import TUTORIAL_MEAN, TUTORIAL_STD, EvalTransform
+from errors import ArgumentError, CheckpointError, DataError, OutputError, UserError
+from model import ARCHS, AlexNet, load_checkpoint, probabilities
 
 FLOWERS = "data_set/flower_data"
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DEMO_DATA = "data_set/demo_shapes"
 
 # Each recipe fills the options left unset on the command line. `tutorial` is the seed
 # code exactly; `paper` follows Krizhevsky et al. 2012, section 5 (SGD, momentum 0.9,
 # weight decay 5e-4, lr 0.01 divided by 10 when validation stalls, PCA lighting 0.1,
-# 10-crop testing, batch 128, ~90 epochs); `fast` uses the modern options.
+# 10-crop testing, batch 128, ~90 epochs); `fast` uses the modern options. A recipe
+# without `val_resize` resizes validation images to 256/224 of --img-size.
 RECIPES: dict[str, dict] = {
     "tutorial": dict(epochs=10, batch_size=32, opt="adam", lr=2e-4, wd=0.0, sched="constant",
-                     warmup_epochs=0, label_smoothing=0.0, aug="none", crop_scale=[0.08, 1.0],
-                     lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch",
-                     img_size_start=0),
+                     warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
+                     lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch", img_size_start=0),
     "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau",
-                  warmup_epochs=0, label_smoothing=0.0, aug="none", crop_scale=[0.08, 1.0],
-                  lighting=0.1, val_resize=256, tta=True, clip_grad=0.0, init="arch",
-                  img_size_start=0),
+                  warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
+                  lighting=0.1, tta=True, clip_grad=0.0, init="arch", img_size_start=0),
     "fast": dict(epochs=10, batch_size=32, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
-                 warmup_epochs=1, label_smoothing=0.1, aug="none", crop_scale=[0.25, 1.0],
-                 lighting=0.0, val_resize=256, tta=False, clip_grad=1.0, init="arch",
-                 img_size_start=0),
+                 warmup_epochs=1.0, label_smoothing=0.1, aug="none", crop_scale=(0.25, 1.0),
+                 lighting=0.0, tta=False, clip_grad=1.0, init="arch", img_size_start=0),
 }
 # the longer run that fits 30 minutes on a 2-core CPU (README, "Accuracy"): `fast`, small crops first
 RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting=0.1)
@@ -59,108 +67,303 @@ RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting
 # tied the third (README, "Accuracy"), so it is the default; --recipe tutorial restores the seed's settings.
 DEFAULT_RECIPE = "fast"
 # --demo: small synthetic images, so a laptop CPU reaches >90% in about two minutes
-DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=[0.5, 1.0], label_smoothing=0.0, val_resize=0)
-# settings of the machine, not of the experiment: --resume takes them from the command line
-RUNTIME_KEYS = ("device", "workers", "output_dir", "cache_dir", "cache_mem", "quiet", "resume", "compile", "overwrite")
+DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+MIN_IMG_SIZE, MAX_IMG_SIZE = 63, 1024  # AlexNet's smallest input; a batch of 32 at 1024 px needs ~10 GiB to train
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run. ``resolve_config`` builds it once (defaults < recipe < demo
+    < command line, or the checkpoint's own with --resume); nothing changes it afterwards,
+    and it is what a checkpoint's ``config`` holds. The defaults here are the plain
+    settings a recipe starts from; an option added later is off in older checkpoints."""
+    # data and augmentation
+    data: str = FLOWERS
+    demo: bool = False
+    img_size: int = 224
+    img_size_start: int = 0  # progressive resizing: first epoch's crop size (0 = off)
+    val_resize: int = 256  # short side before the validation centre crop; 0 = squash to img_size
+    tta: bool = False
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    aug: str = "none"
+    lighting: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mean: tuple[float, ...] = TUTORIAL_MEAN
+    std: tuple[float, ...] = TUTORIAL_STD
+    bad_images: str = "error"
+    # model
+    recipe: str = DEFAULT_RECIPE
+    arch: str = "tutorial"
+    init: str = "arch"
+    dropout: float = 0.5
+    weights: str | None = None
+    freeze_features: bool = False
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 32
+    opt: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    wd: float = 0.0
+    sched: str = "constant"
+    patience: int = 3
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    clip_grad: float = 0.0
+    ema: float = 0.0
+    topk: int = 5
+    seed: int = 0
+    # the machine: taken from the command line, also on --resume
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    workers: int = -1
+    val_batch_size: int = 0
+    output_dir: str = "runs"
+    cache_dir: str = ""
+    cache_mem: float = -1.0
+    quiet: bool = False
+    overwrite: bool = False
+    resume: str | None = None
+
+    @property
+    def eval_transform(self) -> EvalTransform:
+        return EvalTransform(self.img_size, self.val_resize, self.tta)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+MACHINE_KEYS = ("device", "precision", "compile", "workers", "val_batch_size", "output_dir", "cache_dir",
+                "cache_mem", "quiet", "overwrite", "resume")
+RESUME_MAY_CHANGE = ("data", "epochs", "bad_images", "topk")  # a longer run, data that moved, reporting
 
 
 class _Help(argparse.HelpFormatter):
-    """Show a default only where there is one (recipe options have None until resolved)."""
+    """Show each option's plain default; recipe options say so instead."""
 
     def _get_help_string(self, action):
-        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
-        return f"{action.help} (default: %(default)s)" if shown else action.help
+        if action.dest in RECIPES[DEFAULT_RECIPE] or action.dest not in FIELDS:
+            return action.help
+        default = FIELDS[action.dest].default
+        return action.help if default in (None, False, "") else f"{action.help} (default: {default})"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """Every option defaults to None, meaning "not given": ``resolve_config`` fills it."""
     p = argparse.ArgumentParser(description="Train AlexNet on an ImageFolder. Options marked [recipe] "
-                                "default to the --recipe's value.", formatter_class=_Help)
+                                "default to the --recipe's value.", formatter_class=_Help, argument_default=None)
     a = p.add_argument
-    a("--data", default=None, help=f"folder with train/ and val/ class folders (default {FLOWERS})")
-    a("--demo", action="store_true", help=f"generate a synthetic 5-class shapes set into {DEMO_DATA} and train on it")
-    a("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help="preset for the options marked [recipe]")
-    a("--arch", choices=list(ARCHS), default="tutorial", help="network width: tutorial (half), torchvision, paper (+LRN)")
+    flag = dict(action="store_true", default=None)
+    a("--data", help="folder with train/ and val/ class folders")
+    a("--demo", **flag, help=f"generate a synthetic 5-class shapes set into {DEMO_DATA} and train on it")
+    a("--recipe", choices=sorted(RECIPES), help="preset for the options marked [recipe]")
+    a("--arch", choices=list(ARCHS), help="network width: tutorial (half), torchvision, paper (+LRN)")
     a("--epochs", type=int, help="total epochs [recipe]")
     a("--batch-size", type=int, help="images per step (per GPU with torchrun) [recipe]")
     a("--opt", choices=["adam", "adamw", "sgd"], help="optimizer (sgd: momentum 0.9, as in the paper) [recipe]")
     a("--lr", type=float, help="peak learning rate [recipe]")
-    a("--momentum", type=float, default=0.9, help="SGD momentum")
+    a("--momentum", type=float, help="SGD momentum")
     a("--wd", type=float, help="weight decay [recipe]")
     a("--sched", choices=["constant", "cosine", "plateau"], help="LR schedule (plateau: /10 when val top-1 stalls) [recipe]")
-    a("--patience", type=int, default=3, help="plateau: epochs without improvement before dividing the LR by 10")
+    a("--patience", type=int, help="plateau: epochs without improvement before dividing the LR by 10")
     a("--warmup-epochs", type=float, help="linear LR warmup [recipe]")
     a("--label-smoothing", type=float, help="cross-entropy label smoothing [recipe]")
     a("--aug", choices=["none", "trivialaugment", "colorjitter"], help="extra augmentation after crop + flip [recipe]")
-    a("--mixup-alpha", type=float, default=0.0, help="MixUp: blend pairs of images and labels, Beta(alpha, alpha) (0 = off)")
-    a("--cutmix-alpha", type=float, default=0.0, help="CutMix: paste a patch of another image, labels by area (0 = off); "
+    a("--mixup-alpha", type=float, help="MixUp: blend pairs of images and labels, Beta(alpha, alpha) (0 = off)")
+    a("--cutmix-alpha", type=float, help="CutMix: paste a patch of another image, labels by area (0 = off); "
       "with both, each batch gets one of the two")
-    a("--ema", type=float, default=0.0, help="validate and save an exponential moving average of the weights, "
+    a("--ema", type=float, help="validate and save an exponential moving average of the weights, "
       "updated every step with this decay, e.g. 0.998 (0 = off); metrics.csv keeps the raw weights' top-1 too")
     a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range [recipe]")
     a("--lighting", type=float, help="PCA colour augmentation std (paper: 0.1; 0 = off) [recipe]")
-    a("--val-resize", type=int, help="validation: short side before the centre crop; 0 = squash to size [recipe]")
-    a("--tta", action="store_true", default=None, help="validate on 10 crops (corners, centre, mirrored) per image [recipe]")
+    a("--val-resize", type=int, help="validation: short side before the centre crop; 0 = squash to size "
+      "[recipe; default 256/224 of --img-size]")
+    a("--tta", action=argparse.BooleanOptionalAction, help="validate on 10 crops (corners, centre, mirrored) "
+      "per image [recipe]")
     a("--clip-grad", type=float, help="clip the gradient norm (0 = off) [recipe]")
-    a("--img-size", type=int, help="crop size fed to the network, >= 63 (default 224)")
+    a("--img-size", type=int, help=f"crop size fed to the network, {MIN_IMG_SIZE}-{MAX_IMG_SIZE}")
     a("--img-size-start", type=int, help="progressive resizing: training crops grow from this size at the first "
       "epoch to --img-size at 3/4 of the epochs; small early epochs run several times faster (0 = off) [recipe]")
-    a("--dropout", type=float, default=0.5, help="dropout before the two hidden FC layers")
+    a("--dropout", type=float, help="dropout before the two hidden FC layers")
     a("--init", choices=["arch", "default"], help="arch: the tutorial's / paper's init; default: PyTorch's [recipe]")
-    a("--topk", type=int, default=5, help="also report top-k accuracy (capped at the class count)")
-    a("--weights", help="start from a torchvision AlexNet state_dict (e.g. ImageNet), new head")
-    a("--freeze-features", action="store_true", help="with --weights: train only the classifier")
-    a("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    a("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="autocast precision")
-    a("--compile", action="store_true", help="torch.compile the model")
-    a("--workers", type=int, default=-1, help="DataLoader workers (-1: auto)")
-    a("--val-batch-size", type=int, default=0, help="0: 32 on a CPU (its fastest here), 256 on a GPU")
-    a("--seed", type=int, default=0, help="seed for weights, order and augmentation (repeatable on CPU)")
-    a("--output-dir", help="where checkpoints, metrics and plots go (default runs/; with --resume, the checkpoint's folder)")
+    a("--topk", type=int, help="also report top-k accuracy (capped at the class count)")
+    a("--weights", help="start from a torchvision AlexNet state_dict (e.g. ImageNet) or a checkpoint, new head")
+    a("--freeze-features", **flag, help="with --weights: train only the classifier")
+    a("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    a("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="autocast precision")
+    a("--compile", **flag, help="torch.compile the model")
+    a("--workers", type=int, help="DataLoader workers (-1: auto)")
+    a("--val-batch-size", type=int, help="0: 32 on a CPU (its fastest here), 256 on a GPU")
+    a("--seed", type=int, help="seed for weights, order and augmentation (repeatable on CPU)")
+    a("--output-dir", help="where checkpoints, metrics and plots go (with --resume: the checkpoint's folder)")
     a("--resume", metavar="PATH", help="continue from a checkpoint (e.g. runs/last.pth)")
-    a("--overwrite", action="store_true", help="start afresh in an output folder that holds a trained model")
-    a("--cache-dir", default=None, help="decoded-image cache (default OUTPUT_DIR/.cache)")
-    a("--cache-mem", type=float, default=-1, help="GiB of RAM the decoded images may use (-1: 25%% of RAM; 0: no cache)")
-    a("--bad-images", choices=["error", "skip"], default="error", help="unreadable images: refuse to start, or leave them out")
-    a("--quiet", action="store_true", help="no progress bars")
+    a("--overwrite", **flag, help="start afresh in an output folder that holds a trained model")
+    a("--cache-dir", help="decoded-image cache (default OUTPUT_DIR/.cache)")
+    a("--cache-mem", type=float, help="GiB of RAM the decoded images may use (-1: 25%% of RAM; 0: no cache)")
+    a("--bad-images", choices=["error", "skip"], help="unreadable images: refuse to start, or leave them out")
+    a("--quiet", **flag, help="no progress bars")
     return p
 
 
-def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset options from the recipe (and the demo), so the run's settings are explicit."""
-    # later entries win: recipe, then the plain defaults, then the demo's
-    presets = RECIPES[args.recipe] | {"data": FLOWERS, "img_size": 224, "output_dir": "runs"}
-    presets |= {**DEMO, "data": DEMO_DATA} if args.demo else {}
-    for k, v in presets.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    args.crop_scale = list(args.crop_scale)
-    for name, size in (("--img-size", args.img_size), ("--img-size-start", args.img_size_start or 63)):
-        if size < 63:
-            raise data.DataError(f"{name} {size}: AlexNet needs at least 63 px")
-    return args
+# ---------------------------------------------------------------- settings, resolved once
+def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
+    """The run's Config (and the checkpoint to resume, if any) from the parsed command line."""
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if v is not None}
+    if given.get("resume"):
+        values, resume = resumed_values(given)
+    else:
+        if given.get("demo") and "data" in given:
+            raise ArgumentError(f"--demo trains on its own generated {DEMO_DATA}; it never writes into "
+                                f"--data {given['data']}: drop one of the two")
+        values = RECIPES[given.get("recipe", DEFAULT_RECIPE)] | (DEMO | {"data": DEMO_DATA} if given.get("demo") else {})
+        values, resume = values | given | weights_values(given), None
+    if values.get("val_resize") is None:
+        values["val_resize"] = data.eval_resize(values.get("img_size", FIELDS["img_size"].default))
+    values["cache_dir"] = values.get("cache_dir") or str(Path(values.get("output_dir", "runs")) / ".cache")
+    cfg = Config(**values)
+    check_ranges(cfg)
+    if resume is not None and resume["epoch"] >= cfg.epochs:
+        raise ArgumentError(f"--resume {cfg.resume}: already trained {resume['epoch']} of {cfg.epochs} epochs; "
+                            f"pass a larger --epochs to train on")
+    return cfg, resume
 
 
-# ---------------------------------------------------------------- environment
+def resumed_values(given: dict) -> tuple[dict, dict]:
+    """--resume: the checkpoint's settings, the machine's from the command line, and the few
+    that may change (RESUME_MAY_CHANGE); any other option that differs is refused by name."""
+    path = given["resume"]
+    ckpt = load_checkpoint(path)
+    if "config" not in ckpt or "optimizer" not in ckpt:
+        raise CheckpointError(f"{path}: a bare state_dict cannot be resumed (use --weights to start from it)")
+    saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ckpt["config"].items()
+             if k in FIELDS and k not in MACHINE_KEYS}
+    saved.setdefault("val_resize", ckpt.get("eval", {}).get("resize"))
+    changed = [k for k, v in given.items() if k not in MACHINE_KEYS + RESUME_MAY_CHANGE and saved.get(k) != v]
+    if changed:
+        names = ", ".join("--" + k.replace("_", "-") for k in sorted(changed))
+        raise ArgumentError(f"--resume {path}: {names} cannot change in a resumed run (it continues with the "
+                            f"checkpoint's settings); drop {'them' if len(changed) > 1 else 'it'}, or start a new "
+                            f"run from these weights with --weights {path}")
+    values = saved | {k: v for k, v in given.items() if k in MACHINE_KEYS + RESUME_MAY_CHANGE}
+    values["output_dir"] = given.get("output_dir") or str(Path(path).parent)
+    return values, ckpt
+
+
+def weights_values(given: dict) -> dict:
+    """--weights decides the arch and the input statistics: a checkpoint of ours records
+    its own, torchvision's ImageNet weights expect ImageNet's."""
+    if not given.get("weights"):
+        return {}
+    ckpt = load_checkpoint(given["weights"], mmap=True)
+    if "arch" in given and given["arch"] != ckpt["arch"]:
+        raise ArgumentError(f"--arch {given['arch']}: {given['weights']} holds an AlexNet of arch {ckpt['arch']!r}")
+    return {"arch": ckpt["arch"], "mean": tuple(ckpt.get("mean", data.IMAGENET_MEAN)),
+            "std": tuple(ckpt.get("std", data.IMAGENET_STD))}
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every number the user can give, checked before any work, one line naming the option."""
+    def need(ok: bool, option: str, value: object, allowed: str) -> None:
+        if not ok:
+            raise ArgumentError(f"--{option} {value}: {allowed}")
+
+    fraction = "must be in [0, 1)"
+    for name in ("lr", "momentum", "wd", "warmup_epochs", "label_smoothing", "clip_grad", "ema", "dropout",
+                 "lighting", "mixup_alpha", "cutmix_alpha", "cache_mem"):
+        need(math.isfinite(getattr(cfg, name)), name.replace("_", "-"), getattr(cfg, name), "must be a finite number")
+    need(1 <= cfg.epochs <= 100_000, "epochs", cfg.epochs, "must be at least 1")
+    need(1 <= cfg.batch_size <= 4096, "batch-size", cfg.batch_size, "must be in 1..4096")
+    need(0 <= cfg.val_batch_size <= 4096, "val-batch-size", cfg.val_batch_size, "must be in 0..4096 (0: automatic)")
+    need(0 < cfg.lr <= 10, "lr", cfg.lr, "must be in (0, 10]")
+    need(0 <= cfg.momentum < 1, "momentum", cfg.momentum, fraction)
+    need(0 <= cfg.wd < 1, "wd", cfg.wd, fraction)
+    need(0 <= cfg.warmup_epochs <= cfg.epochs, "warmup-epochs", cfg.warmup_epochs, f"must be in [0, --epochs {cfg.epochs}]")
+    need(0 <= cfg.label_smoothing < 1, "label-smoothing", cfg.label_smoothing, fraction)
+    need(0 <= cfg.dropout < 1, "dropout", cfg.dropout, fraction)
+    need(0 <= cfg.ema < 1, "ema", cfg.ema, "must be in [0, 1) (0 = off, e.g. 0.998)")
+    need(cfg.clip_grad >= 0, "clip-grad", cfg.clip_grad, "must be >= 0 (0 = off)")
+    need(0 <= cfg.lighting <= 1, "lighting", cfg.lighting, "must be in [0, 1] (the paper: 0.1)")
+    need(cfg.mixup_alpha >= 0, "mixup-alpha", cfg.mixup_alpha, "must be >= 0 (0 = off)")
+    need(cfg.cutmix_alpha >= 0, "cutmix-alpha", cfg.cutmix_alpha, "must be >= 0 (0 = off)")
+    lo, hi = cfg.crop_scale
+    need(0 < lo <= hi <= 1, "crop-scale", f"{lo} {hi}", "need 0 < MIN <= MAX <= 1")
+    need(1 <= cfg.topk <= 1000, "topk", cfg.topk, "must be in 1..1000")
+    need(1 <= cfg.patience <= 1000, "patience", cfg.patience, "must be in 1..1000")
+    need(-1 <= cfg.workers <= 64, "workers", cfg.workers, "must be in -1..64 (-1: automatic)")
+    need(cfg.cache_mem >= 0 or cfg.cache_mem == -1, "cache-mem", cfg.cache_mem, "must be >= 0 GiB, or -1 (automatic)")
+    need(0 <= cfg.seed < 2**63, "seed", cfg.seed, "must be in 0..2**63-1")
+    need(MIN_IMG_SIZE <= cfg.img_size <= MAX_IMG_SIZE, "img-size", cfg.img_size,
+         f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE} (AlexNet needs at least {MIN_IMG_SIZE} px)")
+    need(cfg.img_size_start == 0 or MIN_IMG_SIZE <= cfg.img_size_start <= cfg.img_size, "img-size-start",
+         cfg.img_size_start, f"must be 0 (off) or in {MIN_IMG_SIZE}..--img-size {cfg.img_size}")
+    need(cfg.val_resize == 0 or cfg.img_size <= cfg.val_resize <= 4096, "val-resize", cfg.val_resize,
+         f"must be 0 (squash) or in --img-size {cfg.img_size}..4096")
+
+
+# ---------------------------------------------------------------- the machine
+@dataclass(frozen=True)
+class Machine:
+    """Where the run executes: device, precision, and its place under torchrun."""
+    device: torch.device
+    precision: str
+    rank: int = 0
+    world: int = 1
+    quiet: bool = False  # no progress bars
+    owns_process_group: bool = False  # setup_machine created it, so teardown destroys it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        dtype = AMP_DTYPES.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            print(message, flush=True)
+
+
 def dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank); torchrun sets these variables, a plain run has none."""
+    """(rank, world size, local rank): the one place the distributed mode is read. torchrun
+    sets these variables; a plain run has none."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def pick_device(name: str, local_rank: int) -> torch.device:
+def available_devices() -> list[str]:
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def pick_device(name: str, local_rank: int = 0, option: str = "--device") -> torch.device:
+    """auto: CUDA, then Apple MPS, then the CPU; a named device that is not here is one line."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    here = ", ".join(available_devices())
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ArgumentError(f"{option} {name}: not a device name; this machine has: {here}")
+    if device.type == "cuda" and (device.index or local_rank) >= torch.cuda.device_count():
+        raise ArgumentError(f"{option} {name}: no such CUDA device here; this machine has: {here}")
+    if device.type == "mps" and "mps" not in here:
+        raise ArgumentError(f"{option} {name}: Apple MPS is not available here; this machine has: {here}")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)  # torchrun: one GPU per process
     return device
 
 
 def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run at about twice the fp32 rate (x86 Linux only)."""
+    """AVX512-BF16 or AMX: bf16 matmuls can run at about twice the fp32 rate (x86 Linux only)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -195,45 +398,88 @@ def pick_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+def setup_machine(cfg: Config) -> Machine:
+    rank, world, local_rank = dist_info()
+    device = pick_device(cfg.device, local_rank)
+    owns_group = world > 1 and not torch.distributed.is_initialized()
+    if owns_group:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    return Machine(device, pick_precision(cfg.precision, device), rank, world, cfg.quiet, owns_group)
+
+
+def teardown(machine: Machine) -> None:
+    if machine.owns_process_group and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 # ---------------------------------------------------------------- data
-def build_loaders(args, device: torch.device, rank: int, world: int, log):
-    img_size, eval_tf = args.img_size, data.EvalTransform(args.img_size, args.val_resize, args.tta)
-    cache_short = max(args.img_size * 8 // 7, args.val_resize or 0)  # 256 for 224: room for the crop
-    budget = int(args.cache_mem * 2**30) if args.cache_mem >= 0 else default_cache_budget()
-    common = dict(cache_dir=args.cache_dir, mem_budget=budget, bad_images=args.bad_images, log=log, quiet=args.quiet)
-    train_root, val_root = os.path.join(args.data, "train"), os.path.join(args.data, "val")
-    classes = data.find_classes(train_root)
-    val_classes = data.find_classes(val_root)
+@dataclass(frozen=True)
+class Loaders:
+    train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader
+    classes: list[str]
+    generator: torch.Generator  # draws the single-process training order; reseeded each epoch
+
+
+def load_data(cfg: Config, machine: Machine) -> Loaders:
+    """Decode (once, into the cache) and wrap both splits; with torchrun, rank 0 decodes
+    first and the others then read its cache."""
+    if cfg.demo and machine.is_main:
+        import shapes  # only the demo draws pictures (ImageDraw stays out of predict.py)
+
+        machine.log(f"demo data: {shapes.make_shapes(cfg.data)}")
+    if machine.world > 1 and not machine.is_main:
+        torch.distributed.barrier()
+    try:
+        loaders = build_loaders(cfg, machine)
+    except DataError as e:
+        if os.path.isdir(cfg.data):
+            raise
+        raise DataError(f"{e}. Get the flower photos with `python data_set/download.py` (or split your "
+                        f"own with `python data_set/split_data.py SRC`), or try `python train.py --demo`") from None
+    if machine.world > 1 and machine.is_main:
+        torch.distributed.barrier()
+    return loaders
+
+
+def build_loaders(cfg: Config, machine: Machine) -> Loaders:
+    train_root, val_root = os.path.join(cfg.data, "train"), os.path.join(cfg.data, "val")
+    classes = data.folders.find_classes(train_root)
+    val_classes = data.folders.find_classes(val_root)
     if val_classes != classes:
-        raise data.DataError(f"{val_root}: classes {val_classes} differ from {train_root}: {classes}")
-    train_ds, _ = data.build_split(
-        train_root, classes, lambda im: data.resize_short(im, cache_short), f"short{cache_short}",
-        lambda p: data.cached_size(p, cache_short),
-        data.train_augment(img_size, tuple(args.crop_scale), args.aug), **common)
-    views = 10 if args.tta else 1
-    val_ds, _ = data.build_split(val_root, classes, eval_tf, repr(eval_tf), lambda p: 3 * img_size * img_size * views,
-                                 None, **common)
-    workers = args.workers if args.workers >= 0 else auto_workers(device, isinstance(train_ds, data.CachedImages))
-    gen = torch.Generator()
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(train_ds, world, rank, shuffle=True, seed=args.seed)
-        val_ds = torch.utils.data.Subset(val_ds, range(rank, len(val_ds), world))
+        raise DataError(f"{val_root}: classes {val_classes} differ from {train_root}: {classes}")
+    if len(classes) < 2:
+        raise DataError(f"{train_root}: only one class folder ({classes[0]}); a classifier needs at least two")
+    policy = data.CachePolicy(cfg.cache_dir, cache_budget(cfg.cache_mem), cfg.bad_images, quiet=cfg.quiet)
+    cache_short = max(cfg.img_size * 8 // 7, cfg.val_resize)  # 256 for 224: room for the crop
+    train_ds = data.build_split(train_root, classes, data.ShortSide(cache_short),
+                                data.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug), policy, machine.log).dataset
+    val_ds = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log).dataset
+    workers = cfg.workers if cfg.workers >= 0 else auto_workers(machine.device, isinstance(train_ds, data.CachedImages))
+    generator = torch.Generator()
+    if machine.world > 1:
+        sampler = torch.utils.data.DistributedSampler(train_ds, machine.world, machine.rank, shuffle=True, seed=cfg.seed)
+        val_ds = torch.utils.data.Subset(val_ds, range(machine.rank, len(val_ds), machine.world))
     else:
-        sampler = torch.utils.data.RandomSampler(train_ds, generator=gen)
+        sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
     # progressive resizing changes the crop size each epoch: workers must start afresh to see it
-    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None,
-                     persistent_workers=workers > 0 and not args.img_size_start)
-    train_loader = torch.utils.data.DataLoader(train_ds, args.batch_size, sampler=sampler, drop_last=len(train_ds) > args.batch_size,
-                                               generator=gen, **loader_kw)
-    val_batch = args.val_batch_size or (32 if device.type == "cpu" else 256)
-    val_loader = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **loader_kw)
-    return train_loader, val_loader, classes, gen
+    common = dict(num_workers=workers, pin_memory=machine.device.type == "cuda",
+                  prefetch_factor=4 if workers > 0 else None, persistent_workers=workers > 0 and not cfg.img_size_start)
+    # drop a last small batch only when there is a full one: a rank's share may be smaller than a batch
+    train = torch.utils.data.DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
+                                        generator=generator, **common)
+    val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
+    val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
+    return Loaders(train, val, classes, generator)
 
 
-def default_cache_budget() -> int:
+def cache_budget(cache_mem_gib: float) -> int:
+    """Bytes of RAM for decoded images: --cache-mem, or a quarter of the machine's memory."""
+    if cache_mem_gib >= 0:
+        return int(cache_mem_gib * 2**30)
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
     except (AttributeError, ValueError, OSError):
@@ -249,37 +495,203 @@ def auto_workers(device: torch.device, cached: bool) -> int:
     return 0 if cached else min(2, cores - 1)
 
 
-# ---------------------------------------------------------------- optimisation
-def build_optimizer(args, model: nn.Module) -> torch.optim.Optimizer:
+# ---------------------------------------------------------------- what trains
+@dataclass
+class Trainer:
+    """The objects that learn, built once by ``build_trainer``."""
+    model: AlexNet  # the weights being trained; state_dict keys as the tutorial's
+    step_model: nn.Module  # what a training step calls: the model, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    ema: nn.Module | None  # torch's AveragedModel with --ema
+    lighting_basis: list | None  # (eigenvalues, eigenvectors) of the training pixels, with --lighting
+    mix: Callable | None  # MixUp / CutMix
+
+    @property
+    def validated_model(self) -> nn.Module:
+        """What validation, best.pth and predict.py use: the weight average with --ema."""
+        return self.model if self.ema is None else self.ema.module
+
+
+def build_trainer(cfg: Config, machine: Machine, loaders: Loaders, resume: dict | None) -> Trainer:
+    model = init_model(cfg, len(loaders.classes), resume, machine).to(machine.device, memory_format=torch.channels_last)
+    step_model = model
+    if machine.world > 1:
+        step_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[machine.device.index] if machine.device.type == "cuda" else None)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+    optimizer = build_optimizer(cfg, model)
+    basis = resume.get("lighting") if resume else None
+    if cfg.lighting and basis is None:
+        basis = lighting_basis(loaders.train.dataset)
+    return Trainer(model=model, step_model=step_model, optimizer=optimizer,
+                   scaler=torch.amp.GradScaler(machine.device.type, enabled=machine.precision == "fp16"),
+                   criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                   plateau=plateau_schedule(cfg, optimizer), ema=weight_average(cfg, model),
+                   lighting_basis=basis, mix=batch_mixing(cfg, len(loaders.classes)))
+
+
+def init_model(cfg: Config, num_classes: int, resume: dict | None, machine: Machine) -> AlexNet:
+    torch.manual_seed(cfg.seed)
+    if cfg.weights and not resume:
+        model = pretrained_model(cfg, num_classes, machine)
+    else:
+        model = AlexNet(num_classes, init_weights=cfg.init == "arch", arch=cfg.arch, dropout=cfg.dropout)
+    if resume:
+        model.load_state_dict(resume.get("raw_model", resume["model"]))
+    if cfg.freeze_features:
+        for p in model.features.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def pretrained_model(cfg: Config, num_classes: int, machine: Machine) -> AlexNet:
+    """--weights: every layer from the file except the last, which is new and sized for our classes."""
+    ckpt = load_checkpoint(cfg.weights)
+    model = AlexNet(num_classes, arch=cfg.arch, dropout=cfg.dropout)
+    body = {k: v for k, v in ckpt["model"].items() if not k.startswith("classifier.6.")}
+    try:
+        missing, unexpected = model.load_state_dict(body, strict=False)
+    except RuntimeError:
+        missing, unexpected = [], ["(shapes differ)"]
+    if unexpected or set(missing) != {"classifier.6.weight", "classifier.6.bias"}:
+        raise CheckpointError(f"{cfg.weights}: does not fit AlexNet(arch={cfg.arch!r}) "
+                              f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+    machine.log(f"initialised from {cfg.weights} (arch {cfg.arch}); new {num_classes}-class head")
+    return model
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() > 1]  # no weight decay on biases
-    rest = [p for p in params if p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": args.wd}, {"params": rest, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": cfg.wd},
+              {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]  # no weight decay on biases
     # one fused kernel per step instead of a loop over tensors: +20% images/s on a 2-core CPU
     fused = {"fused": True} if params[0].device.type in ("cpu", "cuda") else {}
-    if args.opt == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, **fused)
-    if args.opt == "adamw":
-        return torch.optim.AdamW(groups, lr=args.lr, **fused)
-    return torch.optim.Adam(groups, lr=args.lr, **fused)
+    if cfg.opt == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **fused)
+    return (torch.optim.AdamW if cfg.opt == "adamw" else torch.optim.Adam)(groups, lr=cfg.lr, **fused)
 
 
-def lr_factor(args, step: int, steps_per_epoch: int) -> float:
-    """Warmup, then constant or cosine; the plateau schedule multiplies this by its own scale."""
-    warm = args.warmup_epochs * steps_per_epoch
+def plateau_schedule(cfg: Config, optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """--sched plateau (the paper): LR / 10 after --patience epochs without a better top-1.
+    torch counts an epoch as bad when top-1 is not above the best (threshold 0) and divides
+    on the bad epoch after ``patience`` of them, hence patience - 1."""
+    if cfg.sched != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=cfg.patience - 1,
+                                                      threshold=0.0, threshold_mode="abs")
+
+
+def weight_average(cfg: Config, model: nn.Module) -> nn.Module | None:
+    """--ema: torch's AveragedModel with an exponential moving average of the parameters."""
+    if not cfg.ema:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+
+
+def batch_mixing(cfg: Config, num_classes: int) -> Callable | None:
+    """torchvision's MixUp and/or CutMix on normalised batches (one of them per batch if both)."""
+    from torchvision.transforms import v2
+
+    mixes = [cls(alpha=alpha, num_classes=num_classes) for cls, alpha in
+             ((v2.MixUp, cfg.mixup_alpha), (v2.CutMix, cfg.cutmix_alpha)) if alpha]
+    if len(mixes) == 2:
+        return v2.RandomChoice(mixes)
+    return mixes[0] if mixes else None
+
+
+def lighting_basis(dataset) -> list:
+    """PCA of the training pixels: every cached image, or 500 decoded ones."""
+    if isinstance(dataset, data.CachedImages):
+        return list(data.pca_basis(dataset.images))
+    return list(data.pca_basis(dataset[i][0] for i in range(min(500, len(dataset)))))
+
+
+# ---------------------------------------------------------------- the plan and its schedule
+@dataclass(frozen=True)
+class Plan:
+    """How many epochs, and the training crop size of each."""
+    epochs: int
+    sizes: tuple[int, ...]
+
+
+def make_plan(cfg: Config, epochs: int) -> Plan:
+    """Progressive resizing (--img-size-start): crops grow linearly in steps of 16 px and
+    reach --img-size at 3/4 of the epochs (as in FFCV's ImageNet recipes), so the last
+    quarter trains at the size validation and predict.py use."""
+    if not cfg.img_size_start or cfg.img_size_start >= cfg.img_size:
+        return Plan(epochs, (cfg.img_size,) * epochs)
+    sizes = []
+    for epoch in range(epochs):
+        ramp = min(1.0, epoch / max(1.0, 0.75 * epochs - 1))
+        size = cfg.img_size_start + ramp * (cfg.img_size - cfg.img_size_start)
+        sizes.append(min(cfg.img_size, max(cfg.img_size_start, round(size / 16) * 16)))
+    return Plan(epochs, tuple(sizes))
+
+
+def lr_at(cfg: Config, plan: Plan, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of optimizer step ``step``: linear warmup, then constant or cosine to
+    zero at the plan's last step (--sched plateau: ReduceLROnPlateau owns it after warmup)."""
+    warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
-        return (step + 1) / warm
-    if args.sched == "cosine":
-        total = max(1, args.epochs * steps_per_epoch - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / total)))
-    return 1.0
+        return cfg.lr * (step + 1) / warm
+    if cfg.sched == "cosine":
+        total = max(1.0, plan.epochs * steps_per_epoch - warm)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / total)))
+    return cfg.lr
 
 
+# ---------------------------------------------------------------- run state and restore
+@dataclass
+class RunState:
+    """What changes as the run goes: progress, the best so far, the per-epoch rows."""
+    plan: Plan
+    started: float  # time.monotonic() when the command started, minus the time spent before a resume
+    epoch: int = 0  # epochs completed
+    best_acc: float = 0.0
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def restore_state(cfg: Config, machine: Machine, trainer: Trainer, started: float, resume: dict | None) -> RunState:
+    """A fresh state, or the checkpoint's: weights were loaded by init_model; here the
+    optimizer, GradScaler, LR schedule, weight average, progress and random state."""
+    state = RunState(make_plan(cfg, cfg.epochs), started)
+    if not resume:
+        return state
+    trainer.optimizer.load_state_dict(resume["optimizer"])
+    trainer.scaler.load_state_dict(resume["scaler"])
+    if trainer.ema is not None and "raw_model" in resume:
+        trainer.ema.module.load_state_dict(resume["model"])
+        trainer.ema.n_averaged += 1  # it has averaged before: the next update blends instead of copying
+    if trainer.plateau is not None:
+        saved = resume.get("plateau") or {}
+        if "scale" in saved:  # written before ReduceLROnPlateau: the optimizer's lr already holds the scale
+            trainer.plateau.best, trainer.plateau.num_bad_epochs = resume["best_acc"], saved["bad_epochs"]
+        else:
+            trainer.plateau.load_state_dict(saved)
+    state.epoch, state.history = resume["epoch"], list(resume["metrics"])
+    state.best_acc, state.best_epoch = resume["best_acc"], resume["best_epoch"]
+    state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0
+    # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
+    torch.set_rng_state(resume["rng"]["torch"])
+    random.setstate(resume["rng"]["python"])
+    machine.log(f"resumed from {cfg.resume}: epoch {state.epoch} done, best top-1 {state.best_acc:.4f}")
+    return state
+
+
+# ---------------------------------------------------------------- one epoch
 class Stop:
     """SIGINT/SIGTERM: the first asks the loop to stop after the current step (last.pth
     stays the last complete epoch); a second one exits at once (all writes are atomic)."""
 
-    def __init__(self):
+    def __init__(self, machine: Machine):
+        self.machine = machine
         self.signal: int | None = None
         self.previous = {}
 
@@ -292,11 +704,11 @@ class Stop:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def requested(self, ctx) -> bool:
+    def requested(self) -> bool:
         """With torchrun, every rank stops at the same step, or the others hang in all-reduce."""
-        if ctx["world"] == 1:
+        if self.machine.world == 1:
             return self.signal is not None
-        flag = torch.tensor([float(self.signal is not None)], device=ctx["device"])
+        flag = torch.tensor([float(self.signal is not None)], device=self.machine.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return flag.item() > 0
 
@@ -315,123 +727,182 @@ class TrainingStopped(Exception):
         self.code = code
 
 
-def train_size(args, epoch: int) -> int:
-    """Crop size of an epoch: with --img-size-start, a linear ramp in steps of 16 px that
-    reaches --img-size at 3/4 of the epochs (as in FFCV's ImageNet recipes), so the last
-    quarter trains at full size."""
-    if not args.img_size_start or args.img_size_start >= args.img_size:
-        return args.img_size
-    ramp = min(1.0, epoch / max(1.0, 0.75 * args.epochs - 1))
-    size = args.img_size_start + ramp * (args.img_size - args.img_size_start)
-    return min(args.img_size, max(args.img_size_start, round(size / 16) * 16))
-
-
-def train_one_epoch(model, loader, optimizer, scaler, args, ctx, epoch: int, stop: Stop) -> dict:
-    model.train()
+def start_epoch(cfg: Config, loaders: Loaders, epoch: int, rank: int, crop_size: int) -> None:
+    """Reseed from (--seed, epoch, rank): a resumed run replays exactly the epochs an
+    uninterrupted one would, and under torchrun each rank draws its own crops, flips,
+    dropout masks and mixing pairs (the weights start identical: init_model seeds alone)."""
+    seed = cfg.seed * 1000 + epoch + 1_000_003 * rank
+    torch.manual_seed(seed)
+    random.seed(seed)
+    loaders.generator.manual_seed(seed)
+    if hasattr(loaders.train.sampler, "set_epoch"):
+        loaders.train.sampler.set_epoch(epoch)
     # loader workers see the new size because they start afresh each epoch (build_loaders)
-    data.set_crop_size(loader.dataset.transform, train_size(args, epoch))
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    data.set_train_crop_size(loaders.train.dataset.transform, crop_size)
+
+
+def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, state: RunState, stop: Stop) -> dict:
+    """Train one epoch and validate; returns the epoch's metrics row."""
+    start_epoch(cfg, loaders, state.epoch, machine.rank, state.plan.sizes[state.epoch])
+    t0 = time.perf_counter()
+    stats = train_one_epoch(cfg, machine, trainer, loaders.train, state, stop)
+    train_s = time.perf_counter() - t0
+    k = min(cfg.topk, len(loaders.classes))
+    val = evaluate(trainer.validated_model, loaders.val, machine, cfg, k)
+    val_s = time.perf_counter() - t0 - train_s
+    raw = {"raw_val_top1": round(evaluate(trainer.model, loaders.val, machine, cfg, k)["val_top1"], 5)} if trainer.ema else {}
+    return {"epoch": state.epoch + 1, "lr": stats["lr"], "train_size": stats["size"],
+            "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
+            "val_loss": round(val["val_loss"], 5), "val_top1": round(val["val_top1"], 5),
+            f"val_top{k}": round(val[f"val_top{k}"], 5), **raw,
+            "seconds": round(time.perf_counter() - t0, 2), "elapsed_s": round(time.monotonic() - state.started, 2),
+            "train_images_per_s": round(stats["images"] * machine.world / train_s, 1),
+            "val_images_per_s": round(len(loaders.val.dataset) * machine.world / max(val_s, 1e-9), 1)}
+
+
+def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, state: RunState, stop: Stop) -> dict:
+    trainer.model.train()
     steps = len(loader)
     seen = correct = 0
-    loss_sum = 0.0
-    bar = progress(loader, ctx, f"epoch {epoch + 1}/{args.epochs} train")
-    for i, (images, targets) in enumerate(bar):
-        scale = lr_factor(args, epoch * steps + i, steps) * ctx["plateau"]["scale"]
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * scale
-        x = data.normalize(images.to(ctx["device"], non_blocking=True), args.mean, args.std, ctx["lighting"])
-        y = targets.to(ctx["device"], non_blocking=True)
-        if ctx["mix"] is not None:
-            x, y = ctx["mix"](x, y)  # y becomes soft labels: class probabilities per image
-        with torch.autocast(ctx["device"].type, dtype=ctx["amp_dtype"], enabled=ctx["amp_dtype"] is not None):
-            logits = model(x)
-            loss = criterion(logits, y)
+    loss_sum, lr, size = 0.0, cfg.lr, 0
+    lighting = data.Lighting(*trainer.lighting_basis, std=cfg.lighting) if cfg.lighting else None
+    for i, (images, targets) in enumerate(progress(loader, machine, f"epoch {state.epoch + 1}/{state.plan.epochs} train")):
+        step = state.epoch * steps + i
+        if trainer.plateau is None or step < cfg.warmup_epochs * steps:
+            lr = lr_at(cfg, state.plan, step, steps)
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = lr
+        x = data.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
+        y = targets.to(machine.device, non_blocking=True)
+        if trainer.mix is not None:
+            x, y = trainer.mix(x, y)  # y becomes soft labels: class probabilities per image
+        with machine.autocast():
+            logits = trainer.step_model(x)
+            loss = trainer.criterion(logits, y)
         value = loss.item()
         if not math.isfinite(value):
-            raise TrainingStopped(f"loss is {value} at epoch {epoch + 1} step {i + 1}; stopped "
+            raise TrainingStopped(f"loss is {value} at epoch {state.epoch + 1} step {i + 1}; stopped "
                                   f"(best.pth and last.pth keep the last good epoch). Try a lower --lr.", 1)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if args.clip_grad:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        if ctx["ema"] is not None:
-            ctx["ema"].update_parameters(model)
-        seen += len(y)
+        optimizer_step(cfg, trainer, loss)
+        seen, size = seen + len(y), x.shape[-1]
         loss_sum += value * len(y)
         correct += (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{args.lr * scale:.2e}", refresh=False)
-        if stop.requested(ctx):
-            raise TrainingStopped(f"interrupted at epoch {epoch + 1} step {i + 1}", 130)
+        if stop.requested():
+            raise TrainingStopped(f"interrupted at epoch {state.epoch + 1} step {i + 1}", 130)
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"], "images": seen, "size": x.shape[-1]}
+            "lr": trainer.optimizer.param_groups[0]["lr"], "images": seen, "size": size}
+
+
+def optimizer_step(cfg: Config, trainer: Trainer, loss: torch.Tensor) -> None:
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(loss).backward()
+    if cfg.clip_grad:
+        trainer.scaler.unscale_(trainer.optimizer)
+        nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad)
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    if trainer.ema is not None:
+        trainer.ema.update_parameters(trainer.model)
 
 
 @torch.inference_mode()
-def evaluate(model, loader, args, ctx) -> dict:
-    """Top-1 / top-k accuracy and loss; with --tta the softmax is averaged over the 10 views."""
+def predict_batches(model: nn.Module, loader, machine: Machine, mean, std, desc: str = "validate",
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(probabilities on the CPU, targets) per batch; the softmax of ten-crop batches is
+    averaged over the views. Shared by validation and evaluate.py."""
     model.eval()
-    k = ctx["topk"]
-    totals = torch.zeros(4, dtype=torch.float64)  # count, loss sum, top-1, top-k
-    for images, targets in progress(loader, ctx, "validate"):
+    for images, targets in progress(loader, machine, desc):
         views = images.shape[1] if images.dim() == 5 else 1
-        x = data.normalize(images.to(ctx["device"], non_blocking=True), args.mean, args.std)
-        with torch.autocast(ctx["device"].type, dtype=ctx["amp_dtype"], enabled=ctx["amp_dtype"] is not None):
-            probs = probabilities(model, x, views).cpu()
+        x = data.normalize(images.to(machine.device, non_blocking=True), mean, std)
+        with machine.autocast():
+            yield probabilities(model, x, views).cpu(), targets
+
+
+def evaluate(model: nn.Module, loader, machine: Machine, cfg: Config, k: int) -> dict:
+    """Top-1 / top-k accuracy and the plain cross-entropy (no smoothing) of the validation set."""
+    totals = torch.zeros(4, dtype=torch.float64)  # count, loss sum, top-1, top-k
+    for probs, targets in predict_batches(model, loader, machine, cfg.mean, cfg.std):
         top = probs.topk(k, dim=1).indices
         totals += torch.tensor([len(targets), -probs.gather(1, targets[:, None]).clamp_min(1e-12).log().sum().item(),
                                 (top[:, 0] == targets).sum().item(), (top == targets[:, None]).any(1).sum().item()],
                                dtype=torch.float64)
-    if ctx["world"] > 1:
-        totals = totals.to(ctx["device"])
+    if machine.world > 1:
+        totals = totals.to(machine.device)
         torch.distributed.all_reduce(totals)
         totals = totals.cpu()
     n = max(totals[0].item(), 1)
     return {"val_loss": totals[1].item() / n, "val_top1": totals[2].item() / n, f"val_top{k}": totals[3].item() / n}
 
 
-def progress(iterable, ctx, desc: str):
-    if ctx["quiet"]:
+def progress(iterable, machine: Machine, desc: str):
+    """tqdm bars on a terminal only (disable=None), on rank 0, unless --quiet."""
+    if machine.quiet or not machine.is_main:
         return iterable
     from tqdm import tqdm
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout)
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout, disable=None)
 
 
-# ---------------------------------------------------------------- outputs
-def checkpoint(model, optimizer, scaler, args, ctx, epoch: int, history: list) -> dict:
-    raw = model.module if hasattr(model, "module") else model
-    raw = getattr(raw, "_orig_mod", raw)
+# ---------------------------------------------------------------- after each epoch
+def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, row: dict, classes: list[str]) -> None:
+    """Record the epoch: best so far, the plateau schedule, the log line, and (rank 0) the files."""
+    improved = row["val_top1"] > state.best_acc
+    if improved:
+        state.best_acc, state.best_epoch = row["val_top1"], row["epoch"]
+    if trainer.plateau is not None and row["epoch"] > cfg.warmup_epochs:
+        trainer.plateau.step(row["val_top1"])
+    state.history.append(row)
+    state.epoch = row["epoch"]
+    k = min(cfg.topk, len(classes))
+    raw = f" (raw weights {row['raw_val_top1']:.4f})" if "raw_val_top1" in row else ""
+    machine.log(f"epoch {row['epoch']}/{state.plan.epochs}  train loss {row['train_loss']:.4f}  "
+                f"val loss {row['val_loss']:.4f}  val top-1 {row['val_top1']:.4f}{raw}  top-{k} {row[f'val_top{k}']:.4f}  "
+                f"{row['seconds']:.1f}s  ({row['train_images_per_s']:.0f} img/s){'  *best*' if improved else ''}")
+    if not machine.is_main:
+        return
+    out = Path(cfg.output_dir)
+    ckpt = build_checkpoint(cfg, trainer, state, classes)
+    if improved:
+        outputs.save_torch(ckpt, out / "best.pth")
+    outputs.save_torch(ckpt, out / "last.pth")
+    write_metrics(out / "metrics.csv", state.history)
+    plot_curves(cfg, state.history, out / "curves.png")
+
+
+def build_checkpoint(cfg: Config, trainer: Trainer, state: RunState, classes: list[str]) -> dict:
+    """One dict of plain types: everything predict.py needs, and everything --resume needs."""
     # "model" holds the weights that were validated, so predict.py and --weights need not know about EMA
-    weights = {"model": raw.state_dict()} if ctx["ema"] is None else {"model": ctx["ema"].module.state_dict(),
-                                                                     "raw_model": raw.state_dict()}
-    return {**weights, "arch": args.arch, "num_classes": len(ctx["classes"]),
-            "classes": ctx["classes"], "epoch": epoch, "best_acc": ctx["best_acc"], "best_epoch": ctx["best_epoch"],
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "plateau": dict(ctx["plateau"]),
-            "config": dict(vars(args)), "metrics": history,
+    weights = {"model": trainer.validated_model.state_dict()}
+    if trainer.ema is not None:
+        weights["raw_model"] = trainer.model.state_dict()
+    return {**weights, "arch": cfg.arch, "num_classes": len(classes), "classes": list(classes),
+            "epoch": state.epoch, "best_acc": state.best_acc, "best_epoch": state.best_epoch,
+            "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
+            "plateau": trainer.plateau.state_dict() if trainer.plateau else None,
+            "config": dataclasses.asdict(cfg), "plan": dataclasses.asdict(state.plan), "metrics": state.history,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-            "lighting": ctx["lighting_basis"], "eval": {"size": args.img_size, "resize": args.val_resize},
-            "mean": list(args.mean), "std": list(args.std)}
+            "lighting": trainer.lighting_basis, "eval": {"size": cfg.img_size, "resize": cfg.val_resize},
+            "mean": list(cfg.mean), "std": list(cfg.std)}
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_metrics(out: Path, history: list[dict]) -> None:
+def write_metrics(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     # every column any row has: rows resumed from an older checkpoint may lack the newer ones
     writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
     writer.writeheader()
     writer.writerows(history)
-    write_text_atomic(out / "metrics.csv", buf.getvalue())
+    outputs.write_text(path, buf.getvalue())
 
 
-def plot_curves(out: Path, history: list[dict]) -> None:
+def loss_labels(cfg: Config) -> tuple[str, str]:
+    """Legend labels that say how each loss was measured: the training loss includes label
+    smoothing and mixing and is taken on augmented crops; validation's is plain cross-entropy."""
+    extras = [f"label smoothing {cfg.label_smoothing:g}"] if cfg.label_smoothing else []
+    extras += ["MixUp/CutMix soft labels"] if cfg.mixup_alpha or cfg.cutmix_alpha else []
+    train = "train (augmented crops" + "".join(f", {e}" for e in extras) + ")"
+    return train, "val (plain cross-entropy)"
+
+
+def plot_curves(cfg: Config, history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch; the Agg canvas needs no display and no pyplot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -440,27 +911,81 @@ def plot_curves(out: Path, history: list[dict]) -> None:
     FigureCanvasAgg(fig)
     epochs = [h["epoch"] for h in history]
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
+    train_label, val_label = loss_labels(cfg)
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label=train_label)
+    ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label=val_label)
     ax1.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax2.plot(epochs, [h["train_acc"] for h in history], "o-", label="train top-1")
+    ax2.plot(epochs, [h["train_acc"] for h in history], "o-", label="train top-1 (augmented crops)")
     ax2.plot(epochs, [h["val_top1"] for h in history], "o-", label="val top-1")
     if all("raw_val_top1" in h for h in history):
         ax2.plot(epochs, [h["raw_val_top1"] for h in history], ".--", label="val top-1, raw weights (EMA off)")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out / f"curves.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out / "curves.png")
+    outputs.save_figure(fig, path)
+
+
+def summarize(cfg: Config, machine: Machine, state: RunState) -> dict:
+    out = Path(cfg.output_dir)
+    machine.log(f"done: best val top-1 {state.best_acc:.4f} at epoch {state.best_epoch}; weights in {out / 'best.pth'}")
+    return {"best_acc": state.best_acc, "best_epoch": state.best_epoch, "history": state.history, "output_dir": str(out)}
+
+
+# ---------------------------------------------------------------- the run
+def fit(cfg: Config, resume: dict | None, started: float) -> dict:
+    """setup -> restore -> epochs -> summary."""
+    machine = setup_machine(cfg)
+    try:
+        loaders = load_data(cfg, machine)
+        if resume and resume["classes"] != loaders.classes:
+            raise CheckpointError(f"{cfg.resume}: trained on classes {resume['classes']}, "
+                                  f"but {cfg.data} has {loaders.classes}")
+        trainer = build_trainer(cfg, machine, loaders, resume)
+        state = restore_state(cfg, machine, trainer, started, resume)
+        announce(cfg, machine, loaders, state)
+        train_epochs(cfg, machine, trainer, loaders, state)
+        return summarize(cfg, machine, state)
+    finally:
+        teardown(machine)
+
+
+def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, state: RunState) -> None:
+    """The loop, until the plan's last epoch or a stop (Ctrl-C, SIGTERM, a loss that is not a number)."""
+    with Stop(machine) as stop:
+        try:
+            while state.epoch < state.plan.epochs:
+                row = run_epoch(cfg, machine, trainer, loaders, state, stop)
+                finish_epoch(cfg, machine, trainer, state, row, loaders.classes)
+        except TrainingStopped as e:
+            if state.epoch:
+                last = Path(cfg.output_dir) / "last.pth"
+                e.args = (f"{e.args[0]}; last.pth holds epoch {state.epoch}: resume with  python train.py --resume {last}",)
+            raise
+
+
+def announce(cfg: Config, machine: Machine, loaders: Loaders, state: RunState) -> None:
+    kept = (cfg.img_size / cfg.val_resize) ** 2 if cfg.val_resize else 1.0
+    if kept < 0.5:
+        machine.log(f"warning: validation keeps the centre {cfg.img_size} px of images resized to {cfg.val_resize} px, "
+                    f"{kept:.0%} of their area, while training crops cover {cfg.crop_scale[0]:.0%}-"
+                    f"{cfg.crop_scale[1]:.0%}; lower --val-resize")
+    machine.log(f"{machine.device} {machine.precision}, arch {cfg.arch}, recipe {cfg.recipe}, {len(loaders.classes)} "
+                f"classes, {len(loaders.train.dataset)} train / {len(loaders.val.dataset) * machine.world} val images, "
+                f"{state.plan.epochs} epochs of batch {cfg.batch_size}{f' x {machine.world}' if machine.world > 1 else ''}")
+    if machine.is_main:
+        outputs.write_text(Path(cfg.output_dir) / "class_indices.json",
+                           json.dumps({str(i): c for i, c in enumerate(loaders.classes)}, indent=4, ensure_ascii=False))
 
 
 @contextmanager
 def output_lock(out: Path, fresh: bool):
     """Refuse a second train.py in the same folder (the OS drops the lock if we die), and
-    a fresh run over a folder that holds a trained model, unless --overwrite."""
+    a fresh run over a folder that holds a trained model, unless --overwrite. A folder this
+    run created is removed again if the run ends before writing a checkpoint."""
+    outputs.check_writable_folder(out, "--output-dir")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handle = open(out / ".lock", "a+")
     try:
@@ -472,247 +997,38 @@ def output_lock(out: Path, fresh: bool):
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
     except OSError:
         handle.close()
-        raise data.DataError(f"{out}: another train.py is writing to this folder (lock {out / '.lock'}); "
-                             f"wait for it or pass another --output-dir") from None
-    if fresh and any((out / f).exists() for f in ("best.pth", "last.pth")):
-        handle.close()
-        raise data.DataError(f"{out}: already holds a trained model (best.pth/last.pth); continue it with "
-                             f"--resume {out / 'last.pth'}, replace it with --overwrite, or pick another --output-dir")
-    for stale in out.glob("*.tmp-*"):  # left by a run killed mid-write; the real files are intact
-        stale.unlink()
+        raise OutputError(f"{out}: another train.py is writing to this folder (lock {out / '.lock'}); "
+                          f"wait for it or pass another --output-dir") from None
     try:
+        if fresh and any((out / f).exists() for f in ("best.pth", "last.pth")):
+            raise OutputError(f"{out}: already holds a trained model (best.pth/last.pth); continue it with "
+                              f"--resume {out / 'last.pth'}, replace it with --overwrite, or pick another --output-dir")
+        outputs.remove_stale(out)
         yield
     finally:
         handle.close()
+        if created and not (out / "last.pth").exists():
+            shutil.rmtree(out, ignore_errors=True)
 
 
-# ---------------------------------------------------------------- setup
-def init_model(args, num_classes: int, resume: dict | None, log) -> AlexNet:
-    torch.manual_seed(args.seed)
-    if args.weights and not resume:
-        model = pretrained_model(args, num_classes, log)
-    else:
-        model = AlexNet(num_classes, init_weights=args.init == "arch", arch=args.arch, dropout=args.dropout)
-    if resume:
-        model.load_state_dict(resume.get("raw_model", resume["model"]))
-    if args.freeze_features:
-        for p in model.features.parameters():
-            p.requires_grad_(False)
-    return model
-
-
-def pretrained_model(args, num_classes: int, log) -> AlexNet:
-    """--weights: every layer from the file except the last, which is new and sized for our classes."""
-    ckpt = load_checkpoint(args.weights)
-    args.arch = ckpt["arch"]
-    # torchvision's ImageNet weights expect ImageNet statistics; our own checkpoints record theirs
-    args.mean, args.std = ckpt.get("mean", IMAGENET_MEAN), ckpt.get("std", IMAGENET_STD)
-    model = AlexNet(num_classes, arch=args.arch, dropout=args.dropout)
-    body = {k: v for k, v in ckpt["model"].items() if not k.startswith("classifier.6.")}
-    try:
-        missing, unexpected = model.load_state_dict(body, strict=False)
-    except RuntimeError:
-        missing, unexpected = [], ["(shapes differ)"]
-    if unexpected or set(missing) != {"classifier.6.weight", "classifier.6.bias"}:
-        raise CheckpointError(f"{args.weights}: does not fit AlexNet(arch={args.arch!r}) "
-                              f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
-    log(f"initialised from {args.weights} (arch {args.arch}); new {num_classes}-class head")
-    return model
-
-
-def load_resume(args) -> tuple[argparse.Namespace, dict | None]:
-    """With --resume, the checkpoint's settings win, except the machine's and --epochs."""
-    if not args.resume:
-        return args, None
-    ckpt = load_checkpoint(args.resume)
-    if "config" not in ckpt or "optimizer" not in ckpt:
-        raise CheckpointError(f"{args.resume}: a bare state_dict cannot be resumed (use --weights to start from it)")
-    explicit = {k: getattr(args, k) for k in RUNTIME_KEYS}
-    explicit["output_dir"] = args.output_dir or str(Path(args.resume).parent)
-    # parser defaults first: a checkpoint from before an option existed resumes with it off
-    config = vars(get_args_parser().parse_args([])) | dict(ckpt["config"])
-    for key in ("epochs", "data"):  # a longer run, or data that moved
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
-    config.update(explicit)
-    return argparse.Namespace(**config), ckpt
-
-
-def main(args: argparse.Namespace) -> dict:
+def main(args: argparse.Namespace, started: float | None = None) -> dict:
     """Train as the arguments say; returns the best accuracy, its epoch and the per-epoch rows."""
-    args, resume = load_resume(args)
-    if not resume:
-        args = resolve(args)
-    rank, world, local_rank = dist_info()
-    out = Path(args.output_dir)
-    args.cache_dir = args.cache_dir or str(out / ".cache")
-    fresh = not resume and not args.overwrite
+    started = time.monotonic() if started is None else started
+    cfg, resume = resolve_config(args)
+    rank = dist_info()[0]
+    out = Path(cfg.output_dir)
+    fresh = resume is None and not cfg.overwrite
     with output_lock(out, fresh) if rank == 0 else nullcontext():
-        return fit(args, resume, rank, world, local_rank, out)
-
-
-def fit(args, resume: dict | None, rank: int, world: int, local_rank: int, out: Path) -> dict:
-    is_main = rank == 0
-    log = print if is_main else (lambda *a, **k: None)
-    device = pick_device(args.device, local_rank)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    precision = pick_precision(args.precision, device)
-    if args.demo and is_main:
-        log(f"demo data: {data.make_shapes(args.data)}")
-    if world > 1:
-        torch.distributed.barrier()
-    train_loader, val_loader, classes, gen = load_data(args, device, rank, world, log)
-    if resume and resume["classes"] != classes:
-        raise CheckpointError(f"{args.resume}: trained on classes {resume['classes']}, but {args.data} has {classes}")
-    model = init_model(args, len(classes), resume, log).to(device, memory_format=torch.channels_last)
-    if getattr(args, "mean", None) is None:
-        args.mean, args.std = [0.5] * 3, [0.5] * 3  # the tutorial's Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    basis = resume.get("lighting") if resume else None
-    if args.lighting and basis is None:
-        basis = lighting_basis(train_loader.dataset)
-    ctx = {"device": device, "world": world, "quiet": args.quiet or not is_main, "classes": classes,
-           "amp_dtype": AMP_DTYPES.get(precision), "topk": min(args.topk, len(classes)),
-           "lighting": data.Lighting(*basis, std=args.lighting) if args.lighting else None,
-           "lighting_basis": basis, "mix": batch_mixing(args, len(classes)), "ema": weight_average(args, model, resume),
-           "best_acc": 0.0, "best_epoch": 0, "plateau": {"scale": 1.0, "bad_epochs": 0}}
-    optimizer = build_optimizer(args, model)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    start, history = 0, []
-    if resume:
-        optimizer.load_state_dict(resume["optimizer"])
-        scaler.load_state_dict(resume["scaler"])
-        start, history = resume["epoch"], list(resume["metrics"])
-        # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
-        torch.set_rng_state(resume["rng"]["torch"])
-        random.setstate(resume["rng"]["python"])
-        ctx.update(best_acc=resume["best_acc"], best_epoch=resume["best_epoch"], plateau=dict(resume["plateau"]))
-        log(f"resumed from {args.resume}: epoch {start} done, best top-1 {ctx['best_acc']:.4f}")
-    train_model = model
-    if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile:
-        train_model = torch.compile(train_model)
-    log(f"{device} {precision}, arch {args.arch}, recipe {args.recipe}, {len(classes)} classes, "
-        f"{len(train_loader.dataset)} train / {len(val_loader.dataset) * world} val images, "
-        f"{args.epochs} epochs of batch {args.batch_size}{f' x {world}' if world > 1 else ''}")
-    if is_main:
-        write_text_atomic(out / "class_indices.json", json.dumps({str(i): c for i, c in enumerate(classes)}, indent=4))
-    with Stop() as stop:
-        try:
-            for epoch in range(start, args.epochs):
-                run_epoch(train_model, model, train_loader, val_loader, optimizer, scaler, args, ctx, epoch,
-                          gen, stop, history, out, is_main, log)
-        except TrainingStopped as e:
-            if (out / "last.pth").exists():
-                e.args = (f"{e.args[0]}; last.pth holds epoch {len(history)}: "
-                          f"resume with  python train.py --resume {out / 'last.pth'}",)
-            raise
-    log(f"done: best val top-1 {ctx['best_acc']:.4f} at epoch {ctx['best_epoch']}; weights in {out / 'best.pth'}")
-    return {"best_acc": ctx["best_acc"], "best_epoch": ctx["best_epoch"], "history": history, "output_dir": str(out)}
-
-
-def load_data(args, device: torch.device, rank: int, world: int, log):
-    if world > 1 and rank != 0:
-        torch.distributed.barrier()  # rank 0 decodes into the cache first; the others then load it
-    try:
-        loaders = build_loaders(args, device, rank, world, log)
-        if world > 1 and rank == 0:
-            torch.distributed.barrier()
-        return loaders
-    except data.DataError as e:
-        if os.path.isdir(args.data):
-            raise
-        raise data.DataError(f"{e}. Get the flower photos with `python data_set/download.py` (or split your "
-                             f"own with `python data_set/split_data.py SRC`), or try `python train.py --demo`") from None
-
-
-def weight_average(args, model: nn.Module, resume: dict | None):
-    """--ema: torch's AveragedModel with an exponential moving average of the parameters."""
-    if not args.ema:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema))
-    if resume and "raw_model" in resume:
-        ema.module.load_state_dict(resume["model"])
-        ema.n_averaged += 1  # it has averaged before: the next update blends instead of copying
-    return ema
-
-
-def batch_mixing(args, num_classes: int):
-    """torchvision's MixUp and/or CutMix on normalised batches (one of them per batch if both)."""
-    from torchvision.transforms import v2
-
-    mixes = [cls(alpha=alpha, num_classes=num_classes) for cls, alpha in
-             ((v2.MixUp, args.mixup_alpha), (v2.CutMix, args.cutmix_alpha)) if alpha]
-    if len(mixes) == 2:
-        return v2.RandomChoice(mixes)
-    return mixes[0] if mixes else None
-
-
-def lighting_basis(dataset) -> list:
-    """PCA of the training pixels: every cached image, or 500 decoded ones."""
-    if isinstance(dataset, data.CachedImages):
-        return list(data.pca_basis(dataset.images))
-    return list(data.pca_basis(dataset[i][0] for i in range(min(500, len(dataset)))))
-
-
-def run_epoch(train_model, model, train_loader, val_loader, optimizer, scaler, args, ctx, epoch, gen, stop,
-              history, out: Path, is_main: bool, log) -> None:
-    # reseed per epoch: a resumed run replays exactly the epochs an uninterrupted one would
-    torch.manual_seed(args.seed * 1000 + epoch)
-    random.seed(args.seed * 1000 + epoch)
-    gen.manual_seed(args.seed * 1000 + epoch)
-    if hasattr(train_loader.sampler, "set_epoch"):
-        train_loader.sampler.set_epoch(epoch)
-    t0 = time.perf_counter()
-    stats = train_one_epoch(train_model, train_loader, optimizer, scaler, args, ctx, epoch, stop)
-    train_s = time.perf_counter() - t0
-    stats.update(evaluate(model if ctx["ema"] is None else ctx["ema"].module, val_loader, args, ctx))
-    val_s = time.perf_counter() - t0 - train_s
-    if ctx["ema"] is not None:
-        stats["raw_top1"] = evaluate(model, val_loader, args, ctx)["val_top1"]
-    seconds = time.perf_counter() - t0
-    n_val = len(val_loader.dataset) * ctx["world"]
-    top1 = stats["val_top1"]
-    improved = top1 > ctx["best_acc"]
-    if improved:
-        ctx.update(best_acc=top1, best_epoch=epoch + 1)
-    if args.sched == "plateau":
-        p = ctx["plateau"]
-        p["bad_epochs"] = 0 if improved else p["bad_epochs"] + 1
-        if p["bad_epochs"] >= args.patience:
-            p.update(scale=p["scale"] / 10, bad_epochs=0)
-    k = ctx["topk"]
-    row = {"epoch": epoch + 1, "lr": stats["lr"], "train_size": stats["size"],
-           "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
-           "val_loss": round(stats["val_loss"], 5), "val_top1": round(top1, 5), f"val_top{k}": round(stats[f"val_top{k}"], 5),
-           **({"raw_val_top1": round(stats["raw_top1"], 5)} if "raw_top1" in stats else {}),
-           "seconds": round(seconds, 2), "train_images_per_s": round(stats["images"] * ctx["world"] / train_s, 1),
-           "val_images_per_s": round(n_val / max(val_s, 1e-9), 1)}
-    history.append(row)
-    raw = f" (raw weights {stats['raw_top1']:.4f})" if "raw_top1" in stats else ""
-    log(f"epoch {epoch + 1}/{args.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-        f"val top-1 {top1:.4f}{raw}  top-{k} {row[f'val_top{k}']:.4f}  {seconds:.1f}s"
-        f"  ({row['train_images_per_s']:.0f} img/s){'  *best*' if improved else ''}")
-    if is_main:
-        ckpt = checkpoint(model, optimizer, scaler, args, ctx, epoch + 1, history)
-        if improved:
-            data.save_atomic(ckpt, out / "best.pth")
-        data.save_atomic(ckpt, out / "last.pth")
-        write_metrics(out, history)
-        plot_curves(out, history)
+        return fit(cfg, resume, started)
 
 
 def cli(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    data.folders.printable_console()
     args = get_args_parser().parse_args(argv)
     try:
-        main(args)
-    except (data.DataError, CheckpointError) as e:
+        main(args, started)
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingStopped as e:

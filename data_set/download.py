@@ -14,14 +14,16 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from split_data import HERE, SplitError, split
+from split_data import HERE, split  # also puts the project folder on sys.path
+
+from errors import UserError
 
 URL = "http://download.tensorflow.org/example_images/flower_photos.tgz"
 SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
 
 
-class DownloadError(Exception):
-    pass
+class DownloadError(UserError):
+    """The archive could not be fetched, or is not the one expected."""
 
 
 def sha256(path: Path) -> str:
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / "flower_photos").replace(photos)
             tmp.rmdir()
         split(photos, Path(args.dest) if args.dest else folder / "flower_data", quiet=args.quiet)
-    except (DownloadError, SplitError, OSError) as e:
+    except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,6 @@
-"""data.py: decoding, the cached and per-epoch paths, augmentation, 10-crop, PCA lighting."""
+"""data.py: decoding, the cached and per-epoch paths, augmentation, the evaluation
+transform (against torchvision's own), 10-crop, PCA lighting, EXIF orientation."""
+import multiprocessing
 import os
 import time
 
@@ -7,25 +9,26 @@ import torch
 from PIL import Image
 
 import data
-import train
+import folders
 from conftest import make_colour_folder, run_train, train_args
 
 
 def build(root, cache_dir, mem_budget, log=print):
-    prepare = lambda im: data.resize_short(im, 73)  # noqa: E731
-    return data.build_split(str(root / "train"), None, prepare, "short73", lambda p: data.cached_size(p, 73),
-                            data.train_augment(64, (0.25, 1.0)), str(cache_dir), mem_budget, "error", log, quiet=True)
+    policy = data.CachePolicy(str(cache_dir), mem_budget, "error", quiet=True)
+    classes = folders.find_classes(str(root / "train"))
+    return data.build_split(str(root / "train"), classes, data.ShortSide(73), data.train_augment(64, (0.25, 1.0)),
+                            policy, log)
 
 
 def test_cached_and_per_epoch_paths_give_the_same_kind_of_batch(colour_data, tmp_path):
-    cached, classes = build(colour_data, tmp_path / "c", 2**30)
-    plain, _ = build(colour_data, tmp_path / "p", 0)
-    assert isinstance(cached, data.CachedImages) and isinstance(plain, data.DecodedImages)
-    assert classes == ["blue", "green", "red"] and cached.targets == plain.targets
+    cached = build(colour_data, tmp_path / "c", 2**30)
+    plain = build(colour_data, tmp_path / "p", 0)
+    assert isinstance(cached.dataset, data.CachedImages) and isinstance(plain.dataset, data.DecodedImages)
+    assert cached.classes == ["blue", "green", "red"] and cached.dataset.targets == plain.dataset.targets
     torch.manual_seed(0)
-    a = torch.stack([cached[i][0] for i in range(8)])
+    a = torch.stack([cached.dataset[i][0] for i in range(8)])
     torch.manual_seed(0)
-    b = torch.stack([plain[i][0] for i in range(8)])
+    b = torch.stack([plain.dataset[i][0] for i in range(8)])
     assert a.shape == b.shape == (8, 3, 64, 64) and a.dtype == b.dtype == torch.uint8
     torch.testing.assert_close(a, b)  # same pixels: the cache only moves the decode
     x = data.normalize(a, [0.5] * 3, [0.5] * 3)
@@ -46,11 +49,11 @@ def test_cache_is_reused_and_rebuilt_when_files_change(colour_data, tmp_path):
     try:
         Image.new("RGB", (80, 80), (0, 0, 255)).save(victim)
         os.utime(victim, ns=(time.time_ns(), time.time_ns() + 10**9))
-        ds, _ = build(colour_data, tmp_path / "c", 2**30, logs.append)
+        split = build(colour_data, tmp_path / "c", 2**30, logs.append)
         new = list((tmp_path / "c").glob("*.pt"))
         assert len(new) == 1 and new[0] != files[0]  # rebuilt, the stale one removed
-        idx = [i for i, (p, _) in enumerate(data.image_folder(str(colour_data / "train")).samples) if p == str(victim)][0]
-        assert ds.images[idx][2].float().mean() > 200  # the new blue picture, not the old red one
+        idx = [p for p, _ in split.samples].index(str(victim))
+        assert split.dataset.images[idx][2].float().mean() > 200  # the new blue picture, not the old red one
     finally:
         victim.write_bytes(original)
 
@@ -80,12 +83,39 @@ def test_eval_transform_resize_crop_and_tutorial_squash():
     assert (data.EvalTransform(32, 40)(solid) == 77).all()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_hand_written_transforms_match_torchvision(seed):
+    """resize / center_crop / ten_crop stand in for transforms.v2 so that predict.py need not
+    import torchvision: they must give torchvision's pixels."""
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
+
+    gen = torch.Generator().manual_seed(seed)
+    h, w = torch.randint(40, 300, (2,), generator=gen).tolist()
+    img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+    size = int(torch.randint(16, min(h, w) + 1, (1,), generator=gen))
+    short = int(torch.randint(size, 2 * size + 1, (1,), generator=gen))
+    torch.testing.assert_close(data.resize(img, (size, size + 3)), TF.resize(img, [size, size + 3], antialias=True),
+                               atol=1, rtol=0)
+    if max(h, w) <= data.MAX_ASPECT * min(h, w):  # no end is cut off
+        torch.testing.assert_close(data.resize_short(img, short), v2.Resize(short, antialias=True)(img), atol=1, rtol=0)
+    assert torch.equal(data.center_crop(img, size), v2.CenterCrop(size)(img))
+    assert torch.equal(data.ten_crop(img, size), torch.stack(v2.TenCrop(size)(img)))
+
+
+def test_resize_on_float_devices_rounds_like_the_uint8_path():
+    img = torch.randint(0, 256, (3, 57, 91), dtype=torch.uint8)
+    via_float = torch.nn.functional.interpolate(img[None].float(), size=(30, 40), mode="bilinear", antialias=True,
+                                                align_corners=False).round().clamp(0, 255).to(torch.uint8)[0]
+    torch.testing.assert_close(data.resize(img, (30, 40)), via_float, atol=1, rtol=0)
+
+
 def test_ten_crop_gives_ten_views_and_evaluate_averages_them():
     img = torch.arange(3 * 8 * 10, dtype=torch.uint8).view(3, 8, 10)
     views = data.ten_crop(img, 6)
     assert views.shape == (10, 3, 6, 6)
     assert torch.equal(views[0], img[:, :6, :6]) and torch.equal(views[3], img[:, 2:, 4:])
-    assert torch.equal(views[5], views[0].flip(-1))
+    assert torch.equal(views[5], img.flip(-1)[:, :6, :6]) and torch.equal(views[6], views[0].flip(-1))
     assert data.EvalTransform(64, 73, tta=True)(torch.zeros(3, 80, 100, dtype=torch.uint8)).shape == (10, 3, 64, 64)
     from model import probabilities
 
@@ -95,6 +125,15 @@ def test_ten_crop_gives_ten_views_and_evaluate_averages_them():
 
     probs = probabilities(Fixed(), torch.zeros(4, 3, 8, 8), views=2)
     torch.testing.assert_close(probs, torch.tensor([[0.6, 0.4], [0.6, 0.4]]))
+
+
+def test_ten_crop_of_a_squashed_image_gives_ten_different_views():
+    """--tta with the tutorial's squashing resize: the views come from a 256/224 larger
+    square, so they differ (before, all five crops of a 224 px square were the same)."""
+    img = torch.randint(0, 256, (3, 90, 130), dtype=torch.uint8)
+    views = data.EvalTransform(64, 0, tta=True)(img)
+    assert views.shape == (10, 3, 64, 64)
+    assert len({v.flatten().tolist().__repr__() for v in views}) == 10
 
 
 def test_pca_lighting_zero_std_is_identity_and_otherwise_shifts_colour():
@@ -138,6 +177,17 @@ def test_decoders_agree_and_read_odd_modes(tmp_path):
         img = data.decode_rgb(str(tmp_path / name))
         assert img.dtype == torch.uint8 and img.shape == (3, *size), name
     assert data.decode_rgb(str(tmp_path / "deep.png")).max() == 40000 // 256
+
+
+def test_uncached_training_data_works_in_spawned_loader_workers(colour_data, tmp_path):
+    """Windows and macOS start DataLoader workers with spawn, which pickles the data set:
+    the per-epoch path must hold no lambda."""
+    split = build(colour_data, tmp_path / "c", 0)
+    assert isinstance(split.dataset, data.DecodedImages)
+    loader = torch.utils.data.DataLoader(split.dataset, batch_size=5, num_workers=1,
+                                         multiprocessing_context=multiprocessing.get_context("spawn"))
+    images, targets = next(iter(loader))
+    assert images.shape == (5, 3, 64, 64) and images.dtype == torch.uint8 and len(targets) == 5
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

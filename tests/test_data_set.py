@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_script
+from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "data_set"))
+import download  # noqa: E402
 import split_data  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def make_raw(root: Path, counts: dict[str, int]) -> Path:
 def test_split_takes_a_tenth_of_each_class_deterministically(tmp_path):
     # the full flower_photos counts, in miniature ratios: floor(10%) per class
     raw = make_raw(tmp_path / "raw", {"daisy": 23, "roses": 19, "tulips": 10})
-    counts = split_data.split(raw, tmp_path / "a", quiet=True)
+    counts = split_data.split(raw, tmp_path / "a", quiet=True)  # LICENSE.txt and .DS_Store are no classes
     assert counts == {"train": 23 - 2 + 19 - 1 + 10 - 1, "val": 2 + 1 + 1}
     split_data.split(raw, tmp_path / "b", quiet=True)
     listing = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*.jpg"))  # noqa: E731
@@ -44,19 +45,19 @@ def test_full_flower_counts_give_3306_and_364():
     assert sum(counts.values()) - 364 == 3306
 
 
-def test_split_refuses_to_touch_an_existing_split(tmp_path):
+def test_split_refuses_to_touch_an_existing_split(tmp_path, capsys):
     raw = make_raw(tmp_path / "raw", {"daisy": 5})
     (tmp_path / "out" / "train").mkdir(parents=True)
     keep = tmp_path / "out" / "train" / "mine.txt"
     keep.write_text("precious")
-    r = run_script("data_set/split_data.py", str(raw), "--dest", str(tmp_path / "out"))
-    assert r.returncode == 2 and "already exists" in r.stderr
+    assert split_data.main([str(raw), "--dest", str(tmp_path / "out")]) == 2
+    assert "already exists" in capsys.readouterr().err
     assert keep.read_text() == "precious"
 
 
-def test_split_of_a_missing_folder_is_one_line(tmp_path):
-    r = run_script("data_set/split_data.py", str(tmp_path / "none"), "--dest", str(tmp_path / "o"))
-    assert r.returncode == 2 and r.stderr.strip() == f"error: {tmp_path / 'none'}: source folder not found"
+def test_split_of_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert split_data.main([str(tmp_path / "none"), "--dest", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'none'}: source folder not found"
 
 
 @pytest.fixture()
@@ -78,15 +79,14 @@ def served_archive(tmp_path):
 
 def test_download_verifies_unpacks_and_splits(served_archive, tmp_path):
     url, digest = served_archive
-    r = run_script("data_set/download.py", "--url", url, "--sha256", digest, "--dir", str(tmp_path / "ds"), "--quiet")
-    assert r.returncode == 0, r.stderr
+    assert download.main(["--url", url, "--sha256", digest, "--dir", str(tmp_path / "ds"), "--quiet"]) == 0
     assert len(list((tmp_path / "ds" / "flower_photos").rglob("*.jpg"))) == 30
     assert len(list((tmp_path / "ds" / "flower_data" / "val").rglob("*.jpg"))) == 1 + 2
     assert not list((tmp_path / "ds").glob("*.part"))
 
 
-def test_download_with_a_wrong_checksum_keeps_nothing(served_archive, tmp_path):
+def test_download_with_a_wrong_checksum_keeps_nothing(served_archive, tmp_path, capsys):
     url, _ = served_archive
-    r = run_script("data_set/download.py", "--url", url, "--sha256", "0" * 64, "--dir", str(tmp_path / "ds"), "--quiet")
-    assert r.returncode == 2 and "SHA-256 mismatch" in r.stderr
+    assert download.main(["--url", url, "--sha256", "0" * 64, "--dir", str(tmp_path / "ds"), "--quiet"]) == 2
+    assert "SHA-256 mismatch" in capsys.readouterr().err
     assert not list((tmp_path / "ds").iterdir())

@@ -1,5 +1,6 @@
 """Faults: signals, kills mid-write, a diverging loss, a second run, bad images, odd paths."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, make_colour_folder, run_script, run_train, train_args
+import predict
+import train
+from conftest import ROOT, make_colour_folder, run_train, train_args
 
 
 def start_train(data, out, *extra) -> subprocess.Popen:
@@ -82,26 +85,29 @@ def test_sigkill_while_writing_then_resume_matches_an_uninterrupted_run(colour_d
     assert not list(out.glob("*.tmp-*"))
 
 
-def test_non_finite_loss_stops_and_keeps_the_best(colour_data, tmp_path):
+def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(colour_data, tmp_path, capsys):
     out = tmp_path / "out"
-    run_train(train_args(colour_data, out, "--epochs", "1"))
-    before = (out / "best.pth").read_bytes()
-    proc = run_script("train.py", *train_args(colour_data, out, "--overwrite", "--opt", "sgd", "--lr", "1e30",
-                                             "--clip-grad", "0"))
-    assert proc.returncode == 1
-    assert "loss is nan at epoch 1 step" in proc.stderr or "loss is inf at epoch 1 step" in proc.stderr
-    assert (out / "best.pth").read_bytes() == before
+    code = train.cli(train_args(colour_data, out, "--opt", "sgd", "--lr", "10", "--clip-grad", "0", "--init", "default",
+                                "--epochs", "20", "--sched", "constant"))  # diverges within a few epochs
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    stopped_at = int(re.search(r"loss is (?:nan|inf) at epoch (\d+) step \d+", err).group(1))
+    assert stopped_at > 1, "lr 10 diverged in the first epoch: nothing to keep"
+    last = torch.load(out / "last.pth", weights_only=True)
+    assert last["epoch"] == stopped_at - 1 and f"last.pth holds epoch {stopped_at - 1}" in err
+    assert torch.load(out / "best.pth", weights_only=True)["epoch"] <= last["epoch"]
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
 
 
-def test_a_second_run_in_the_same_folder_is_refused(colour_data, tmp_path):
+def test_a_second_run_in_the_same_folder_is_refused(colour_data, tmp_path, capsys):
     out = tmp_path / "out"
     first = start_train(colour_data, out, "--epochs", "50")
     wait_for(lambda: (out / "class_indices.json").exists(), first)
-    second = run_script("train.py", *train_args(colour_data, out))
+    second = train.cli(train_args(colour_data, out))
     first.kill()
     first.communicate()
-    assert second.returncode == 2
-    assert "another train.py is writing to this folder" in second.stderr
+    assert second == 2
+    assert "another train.py is writing to this folder" in capsys.readouterr().err
 
 
 def test_a_fresh_run_never_replaces_a_trained_model(trained, colour_data):
@@ -131,17 +137,19 @@ def messy(tmp_path_factory):
     return root
 
 
-def test_bad_images_are_all_reported_before_training(messy, tmp_path):
+def test_bad_images_are_all_reported_before_training(messy, tmp_path, capsys):
     out = tmp_path / "out"
-    proc = run_script("train.py", *train_args(messy, out))
-    assert proc.returncode == 2
-    assert "4 unreadable image(s)" in proc.stderr and "--bad-images skip" in proc.stderr
+    code = train.cli(train_args(messy, out))
+    stdout, stderr = capsys.readouterr()
+    assert code == 2
+    assert "4 unreadable image(s)" in stderr and "--bad-images skip" in stderr
     for name in ("empty.jpg", "truncated.jpg", "notes.jpg", "bomb.png"):
-        assert name in proc.stderr
-    assert "decompression-bomb" in proc.stderr
+        assert name in stderr
+    assert "decompression-bomb" in stderr
     for fine in ("cmyk.jpg", "deep16.png", "alpha.png", "tiny.png", "readme.md", ".DS_Store"):
-        assert fine not in proc.stderr
-    assert "epoch" not in proc.stdout and not (out / "last.pth").exists()
+        assert fine not in stderr
+    assert "skipped 1 file: 1 .md" in stdout  # what is not an image is counted, hidden files are not
+    assert "epoch" not in stdout and not (out / "last.pth").exists()
 
 
 def test_skip_trains_on_the_readable_ones(messy, tmp_path):
@@ -151,7 +159,7 @@ def test_skip_trains_on_the_readable_ones(messy, tmp_path):
     assert ckpt["classes"] == ["blue", "green", "red"]
 
 
-def test_paths_with_spaces_and_chinese(tmp_path):
+def test_paths_with_spaces_and_chinese(tmp_path, capsys):
     root = make_colour_folder(tmp_path / "我的 数据", n_train=4, n_val=2)
     (root / "train" / "red").rename(root / "train" / "红色 red")
     (root / "val" / "red").rename(root / "val" / "红色 red")
@@ -159,12 +167,12 @@ def test_paths_with_spaces_and_chinese(tmp_path):
     run_train(train_args(root, out, "--epochs", "1"))
     assert torch.load(out / "best.pth", weights_only=True)["classes"][2] == "红色 red"
     img = next((root / "val" / "红色 red").iterdir())
-    proc = run_script("predict.py", str(img), "--weights", str(out / "best.pth"), "--no-show")
-    assert proc.returncode == 0, proc.stderr
-    assert "红色 red" in proc.stdout
+    capsys.readouterr()
+    assert predict.cli([str(img), "--weights", str(out / "best.pth"), "--no-show"]) == 0
+    assert "红色 red" in capsys.readouterr().out
 
 
-def test_resume_on_data_with_other_classes_is_refused(trained, tmp_path):
+def test_resume_on_data_with_other_classes_is_refused(trained, tmp_path, capsys):
     out, _ = trained
     other = make_colour_folder(tmp_path / "other", n_train=2, n_val=1)
     (other / "train" / "red").rename(other / "train" / "pink")
@@ -172,15 +180,15 @@ def test_resume_on_data_with_other_classes_is_refused(trained, tmp_path):
     copy = tmp_path / "run"
     copy.mkdir()
     (copy / "last.pth").write_bytes((out / "last.pth").read_bytes())
-    proc = run_script("train.py", "--resume", str(copy / "last.pth"), "--data", str(other), "--quiet")
-    assert proc.returncode == 2 and "trained on classes" in proc.stderr
+    assert train.cli(["--resume", str(copy / "last.pth"), "--data", str(other), "--quiet", "--epochs", "9"]) == 2
+    assert "trained on classes" in capsys.readouterr().err
 
 
-def test_one_truncated_image_is_one_line_naming_it(tmp_path):
+def test_one_truncated_image_is_one_line_naming_it(tmp_path, capsys):
     root = make_colour_folder(tmp_path / "d", n_train=3, n_val=1)
     victim = root / "val" / "green" / "green_0.jpg"
     victim.write_bytes(victim.read_bytes()[:300])
-    proc = run_script("train.py", *train_args(root, tmp_path / "out"))
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {victim}: ")
-    assert "--bad-images skip" in proc.stderr
+    assert train.cli(train_args(root, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {victim}: ")
+    assert "--bad-images skip" in err

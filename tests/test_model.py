@@ -60,7 +60,7 @@ def test_torchvision_state_dict_round_trip():
     x = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(ours(x), tv(x))
     assert tv.load_state_dict(ours.state_dict())  # and back
-    assert infer_arch(tv.state_dict()) == "torchvision"
+    assert infer_arch(tv.state_dict(), "tv.pth") == "torchvision"
 
 
 def test_paper_variant_has_lrn_and_paper_init():
@@ -95,3 +95,21 @@ def test_weights_of_another_class_count_name_the_file(tmp_path):
     ckpt["num_classes"] = 5
     with pytest.raises(CheckpointError, match="w.pth: weights do not fit"):
         from_checkpoint(ckpt, str(tmp_path / "w.pth"))
+
+
+def test_an_unknown_first_conv_width_says_what_was_found(tmp_path):
+    odd = AlexNet(num_classes=5).state_dict()
+    odd["features.0.weight"] = torch.zeros(32, 3, 11, 11)
+    torch.save(odd, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(str(tmp_path / "odd.pth"))
+    assert str(e.value).startswith(f"{tmp_path / 'odd.pth'}: features.0.weight has 32 filters")
+    assert "48 (tutorial), 64 (torchvision), 96 (paper)" in str(e.value)
+
+
+def test_a_checkpoint_in_the_legacy_format_loads_with_or_without_mmap(tmp_path):
+    net = AlexNet(num_classes=5)
+    torch.save(net.state_dict(), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    for mmap in (False, True):
+        ckpt = load_checkpoint(str(tmp_path / "old.pth"), mmap=mmap)
+        assert ckpt["num_classes"] == 5 and torch.equal(ckpt["model"]["features.0.weight"], net.features[0].weight)

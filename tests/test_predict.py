@@ -1,12 +1,13 @@
 """predict.py as a user runs it: formats, folders, the tutorial's weights, bad input."""
 import json
-import pickle
+import sys
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import COLOURS, run_script
+import predict
+from conftest import COLOURS, ROOT
 from test_model import TutorialAlexNet
 
 
@@ -24,9 +25,23 @@ def photos(tmp_path_factory):
     return d
 
 
-def test_predicts_a_photo_with_the_tutorials_output(trained, photos):
+def predict_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = predict.cli([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_script_predicts_a_photo_with_the_tutorials_output_and_stays_light(trained, photos):
+    """The whole process: exit code, output, and what it imported (torchvision takes over a
+    second to import, matplotlib and ImageDraw are not needed without a figure)."""
     out, _ = trained
-    r = run_script("predict.py", str(photos / "red.jpg"), "--weights", str(out / "best.pth"), "--no-show")
+    code = ("import sys, predict; rc = predict.cli(sys.argv[1:]); "
+            "print('loaded:', [m for m in ('torchvision', 'matplotlib', 'PIL.ImageDraw') if m in sys.modules]); "
+            "sys.exit(rc)")
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", code, str(photos / "red.jpg"), "--weights", str(out / "best.pth"),
+                        "--no-show"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"{photos / 'red.jpg'}: red ")
@@ -34,57 +49,60 @@ def test_predicts_a_photo_with_the_tutorials_output(trained, photos):
     listed = [ln.split()[0] for ln in lines[1:4]]
     assert sorted(listed) == sorted(COLOURS) and listed[0] == "red"
     assert abs(sum(float(ln.split()[-1]) for ln in lines[1:4]) - 1) < 0.01
+    assert lines[-1] == "loaded: []"
 
 
-def test_odd_formats_a_folder_topk_tta_and_saved_figure(trained, photos, tmp_path):
+def test_odd_formats_a_folder_topk_tta_and_saved_figure(trained, photos, tmp_path, capsys):
     out, _ = trained
     fig = tmp_path / "fig.png"
-    r = run_script("predict.py", str(photos), "--weights", str(out / "best.pth"), "--topk", "1", "--tta",
-                   "--save", str(fig), "--no-show")
-    assert r.returncode == 0, r.stderr
-    heads = [ln for ln in r.stdout.splitlines() if not ln.startswith(" ") and ln.endswith(tuple("0123456789"))]
+    code, stdout, err = predict_cli(capsys, photos, "--weights", out / "best.pth", "--topk", "1", "--tta",
+                                    "--save", fig, "--no-show")
+    assert code == 0, err
+    heads = [ln for ln in stdout.splitlines() if not ln.startswith(" ") and ln.endswith(tuple("0123456789"))]
     assert len(heads) == 6
     top = {ln.rsplit(":", 1)[0].rsplit("/", 1)[-1]: ln.rsplit(":", 1)[1].split()[0] for ln in heads}
     assert top["red_rgba.png"] == top["palette.png"] == top["cmyk.jpg"] == "red"
     assert top["tall blue 蓝色.jpg"] == "blue"
-    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("    ")]) == 6  # --topk 1
+    assert len([ln for ln in stdout.splitlines() if ln.startswith("    ")]) == 6  # --topk 1
     assert fig.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_no_display_never_blocks(trained, photos):
+def test_no_display_never_blocks(trained, photos, capsys, monkeypatch):
     out, _ = trained
-    r = run_script("predict.py", str(photos / "grey.jpg"), "--weights", str(out / "best.pth"))
-    assert r.returncode == 0, r.stderr
-    assert "no display" in r.stdout
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, stdout, err = predict_cli(capsys, photos / "grey.jpg", "--weights", out / "best.pth")
+    assert code == 0, err
+    assert "no display" in stdout
 
 
-def test_tutorial_weights_with_class_indices(tmp_path, photos):
+def test_tutorial_weights_with_class_indices(tmp_path, photos, capsys, monkeypatch):
     torch.save(TutorialAlexNet(num_classes=5).state_dict(), tmp_path / "AlexNet.pth")
-    r = run_script("predict.py", str(photos / "red.jpg"), "--model_path", str(tmp_path / "AlexNet.pth"),
-                   "--no-show")  # class_indices.json from the working directory, as in the tutorial
-    assert r.returncode == 0, r.stderr
-    assert {ln.split()[0] for ln in r.stdout.splitlines()[1:]} == {"daisy", "dandelion", "roses", "sunflowers", "tulips"}
+    monkeypatch.chdir(ROOT)  # class_indices.json from the working directory, as in the tutorial
+    code, stdout, err = predict_cli(capsys, photos / "red.jpg", "--model_path", tmp_path / "AlexNet.pth", "--no-show")
+    assert code == 0, err
+    assert {ln.split()[0] for ln in stdout.splitlines()[1:]} == {"daisy", "dandelion", "roses", "sunflowers", "tulips"}
     (tmp_path / "three.json").write_text(json.dumps({"0": "a", "1": "b", "2": "c"}))
-    r = run_script("predict.py", str(photos / "red.jpg"), "--model_path", str(tmp_path / "AlexNet.pth"),
-                   "--class_indices", str(tmp_path / "three.json"), "--no-show")
-    assert r.returncode == 2
-    assert r.stderr.strip() == f"error: {tmp_path / 'three.json'}: lists 3 classes, but {tmp_path / 'AlexNet.pth'} has 5 outputs"
+    code, _, err = predict_cli(capsys, photos / "red.jpg", "--model_path", tmp_path / "AlexNet.pth",
+                               "--class_indices", tmp_path / "three.json", "--no-show")
+    assert code == 2
+    assert err.strip() == f"error: {tmp_path / 'three.json'}: lists 3 classes, but {tmp_path / 'AlexNet.pth'} has 5 outputs"
 
 
-def test_some_bad_inputs_the_rest_still_predicted(trained, photos, tmp_path):
+def test_some_bad_inputs_the_rest_still_predicted(trained, photos, tmp_path, capsys):
     out, _ = trained
     (tmp_path / "notes.jpg").write_text("not an image")
-    r = run_script("predict.py", str(photos / "red.jpg"), str(tmp_path / "notes.jpg"), str(tmp_path / "missing.jpg"),
-                   "--weights", str(out / "best.pth"), "--no-show")
-    assert r.returncode == 1
-    assert r.stdout.startswith(f"{photos / 'red.jpg'}: red")
-    assert f"error: {tmp_path / 'notes.jpg'}: not a readable image (not an image file)" in r.stderr
-    assert f"error: {tmp_path / 'missing.jpg'}: no such file or folder" in r.stderr
-    assert "Traceback" not in r.stderr
+    code, stdout, err = predict_cli(capsys, photos / "red.jpg", tmp_path / "notes.jpg", tmp_path / "missing.jpg",
+                                    "--weights", out / "best.pth", "--no-show")
+    assert code == 1
+    assert stdout.startswith(f"{photos / 'red.jpg'}: red")
+    assert f"error: {tmp_path / 'notes.jpg'}: not a readable image (not an image file)" in err
+    assert f"error: {tmp_path / 'missing.jpg'}: no such file or folder" in err
 
 
-@pytest.mark.parametrize("case", ["truncated", "garbage", "malicious", "missing", "disagreeing", "malformed_json"])
-def test_unusable_weights_are_one_line_errors(case, trained, photos, tmp_path):
+@pytest.mark.parametrize("case", ["truncated", "garbage", "malicious", "missing", "disagreeing", "malformed_json",
+                                  "folder"])
+def test_unusable_weights_are_one_line_errors(case, trained, photos, tmp_path, capsys):
     out, _ = trained
     weights, extra = tmp_path / "w.pth", []
     marker = tmp_path / "pwned"
@@ -101,19 +119,22 @@ def test_unusable_weights_are_one_line_errors(case, trained, photos, tmp_path):
         assert not marker.exists()
     elif case == "missing":
         weights = tmp_path / "nope.pth"
+    elif case == "folder":
+        weights = tmp_path
     else:
         weights = out / "best.pth"
         bad = tmp_path / "ci.json"
         bad.write_text('{"0": "red", "1": "green", "2": "blue"}' if case == "disagreeing" else '{"0": "red",')
         extra = ["--class-indices", str(bad)]
-    r = run_script("predict.py", str(photos / "red.jpg"), "--weights", str(weights), "--no-show", *extra)
-    assert r.returncode == 2
-    err = r.stderr.strip()
+    code, _, err = predict_cli(capsys, photos / "red.jpg", "--weights", weights, "--no-show", *extra)
+    assert code == 2
+    err = err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     named = extra[1] if extra else str(weights)
     assert f"{named}: " in err
     expected = {"truncated": "not a readable checkpoint", "garbage": "not a readable checkpoint",
                 "malicious": "refused", "missing": "checkpoint not found", "disagreeing": "disagree",
-                "malformed_json": "malformed JSON"}[case]
+                "malformed_json": "malformed JSON", "folder": "is a folder"}[case]
     assert expected in err
     assert not marker.exists()  # the pickle's payload never ran
+
