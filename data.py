@@ -49,11 +49,20 @@ def _check_header(path: str) -> Image.Image:
         img = Image.open(path)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({_reason(e)})") from None
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and img.width * img.height > limit:  # Pillow only warns between 1x and 2x its limit
+    try:
+        check_pixel_count(img, path)
+    except DataError:
         img.close()
-        raise DataError(f"{path}: {img.width}x{img.height} exceeds Pillow's decompression-bomb limit of {limit} pixels")
+        raise
     return img
+
+
+def check_pixel_count(img: Image.Image, name: str) -> None:
+    """Pillow's decompression-bomb limit, as an error on every path (Pillow itself only
+    warns between 1x and 2x its limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise DataError(f"{name}: {img.width}x{img.height} exceeds Pillow's decompression-bomb limit of {limit} pixels")
 
 
 def _reason(e: BaseException) -> str:
@@ -69,6 +78,7 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 def rgb_from_pil(img: Image.Image, name: str) -> torch.Tensor:
     """Any image Pillow reads (CMYK, 16-bit, palette, RGBA, greyscale), upright (EXIF), as uint8 RGB CHW."""
+    check_pixel_count(img, name)
     try:
         img = ImageOps.exif_transpose(img)
         if img.mode.startswith("I"):

@@ -11,6 +11,7 @@ torchvision's ImageFolder is not used for the walk because it follows a link cyc
 forever and says nothing about the files it skips (tests/test_folders.py checks that
 both list the same files on an ordinary tree).
 """
+import codecs
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ def list_images(folder: str, seen: set | None = None) -> Listing:
     seen = set() if seen is None else seen
     listing = Listing()
     found: list[tuple[str, list[str]]] = []
-    _walk(folder, set(), found, listing)
+    _walk(folder, os.path.realpath(folder), set(), found, listing)
     for path, names in sorted(found):  # as ImageFolder: sorted(os.walk(...)), then sorted(names)
         for name in sorted(names):
             full = os.path.join(path, name)
@@ -69,14 +70,15 @@ def list_images(folder: str, seen: set | None = None) -> Listing:
     return listing
 
 
-def _walk(path: str, visited: set, found: list[tuple[str, list[str]]], listing: Listing) -> None:
-    """Collect (folder, image names) below ``path``, entering each real folder once."""
+def _walk(path: str, top: str, visited: set, found: list[tuple[str, list[str]]], listing: Listing) -> None:
+    """Collect (folder, image names) below ``path``, entering each real folder once and
+    never a link to ``top`` (the real path of the scanned folder) or above it."""
     try:
         st = os.stat(path)
         entries = list(os.scandir(path))
     except OSError:
         return
-    if (st.st_dev, st.st_ino) in visited:  # a link back up the tree, or a second way in
+    if (st.st_dev, st.st_ino) in visited:  # a second way into a folder already read
         return
     visited.add((st.st_dev, st.st_ino))
     names = []
@@ -87,14 +89,22 @@ def _walk(path: str, visited: set, found: list[tuple[str, list[str]]], listing: 
             is_dir = e.is_dir()  # follows links
             is_file = not is_dir and e.is_file()
         except OSError:
-            continue
-        if is_dir:
-            _walk(e.path, visited, found, listing)
+            is_dir = is_file = False
+        if is_dir and e.is_symlink() and _is_ancestor(os.path.realpath(e.path), top):
+            listing.skipped["(link back up the tree)"] += 1
+        elif is_dir:
+            _walk(e.path, top, visited, found, listing)
         elif is_file and e.name.lower().endswith(IMG_EXTENSIONS):
             names.append(e.name)
         elif is_file:
             listing.skipped[os.path.splitext(e.name)[1] or "(no extension)"] += 1
+        elif e.is_symlink():
+            listing.skipped["(broken link)"] += 1
     found.append((path, names))
+
+
+def _is_ancestor(folder: str, of: str) -> bool:
+    return of == folder or of.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def describe_skipped(listing: Listing) -> str:
@@ -133,10 +143,21 @@ def class_samples(root: str, classes: list[str]) -> tuple[list[tuple[str, int]],
     return samples, total
 
 
+def _escape_bytes(err: UnicodeError) -> tuple[str, int]:
+    """Error handler: a byte that was not UTF-8 (a surrogate, as Python reads such names)
+    becomes \\xNN, any other character the console cannot show becomes \\uNNNN."""
+    bad = err.object[err.start:err.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                   f"\\u{ord(c):04x}" for c in bad), err.end
+
+
+codecs.register_error("escape-bytes", _escape_bytes)
+
+
 def printable(name: str) -> str:
     """A file name that may hold bytes that are not UTF-8 (Linux allows any), with those
     bytes as \\x escapes, so it can be printed, drawn in a figure or written to a CSV."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace") if isinstance(name, str) else str(name)
+    return name.encode("utf-8", "escape-bytes").decode("utf-8")
 
 
 def printable_console() -> None:
@@ -145,4 +166,4 @@ def printable_console() -> None:
 
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors="escape-bytes")

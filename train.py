@@ -17,15 +17,18 @@ Reading order: ``Config`` (every setting, resolved once by ``resolve_config``), 
 (``restore_state``) -> the epoch loop (``run_epoch``, ``finish_epoch``) -> ``summarize``.
 """
 import argparse
+import copy
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
 import random
 import shutil
 import signal
+import statistics
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -38,6 +41,7 @@ from torch import nn
 
 import data
 import outputs
+import plan
 from data import TUTORIAL_MEAN, TUTORIAL_STD, EvalTransform
 from errors import ArgumentError, CheckpointError, DataError, OutputError, UserError
 from model import ARCHS, AlexNet, load_checkpoint, probabilities
@@ -66,6 +70,8 @@ RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting
 # at the tutorial's 10 epochs `fast` won two of three same-machine pairs with `tutorial` and
 # tied the third (README, "Accuracy"), so it is the default; --recipe tutorial restores the seed's settings.
 DEFAULT_RECIPE = "fast"
+# --budget plans its own epochs; progressive resizing makes the most of the time (README, "Time budget")
+BUDGET_RECIPE = "long"
 # --demo: small synthetic images, so a laptop CPU reaches >90% in about two minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -102,6 +108,7 @@ class Config:
     freeze_features: bool = False
     # optimisation
     epochs: int = 10
+    budget: float = 0.0  # seconds of wall-clock time for the whole command (0 = train --epochs)
     batch_size: int = 32
     opt: str = "adamw"
     lr: float = 1e-3
@@ -160,6 +167,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--recipe", choices=sorted(RECIPES), help="preset for the options marked [recipe]")
     a("--arch", choices=list(ARCHS), help="network width: tutorial (half), torchvision, paper (+LRN)")
     a("--epochs", type=int, help="total epochs [recipe]")
+    a("--budget", metavar="DURATION", help="train the best model that fits this wall-clock time on this machine, "
+      "e.g. 90s, 10m, 1h30m: the epochs (and crop sizes) are planned from measured costs; uses the `long` "
+      "recipe unless --recipe is given")
     a("--batch-size", type=int, help="images per step (per GPU with torchrun) [recipe]")
     a("--opt", choices=["adam", "adamw", "sgd"], help="optimizer (sgd: momentum 0.9, as in the paper) [recipe]")
     a("--lr", type=float, help="peak learning rate [recipe]")
@@ -210,22 +220,31 @@ def get_args_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
     """The run's Config (and the checkpoint to resume, if any) from the parsed command line."""
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if v is not None}
+    if "budget" in given:
+        if "epochs" in given:
+            raise ArgumentError(f"--budget {given['budget']} and --epochs {given['epochs']}: give one of the two "
+                                f"(a budget plans the epochs itself)")
+        given["budget"] = plan.parse_duration(given["budget"])
     if given.get("resume"):
         values, resume = resumed_values(given)
     else:
         if given.get("demo") and "data" in given:
             raise ArgumentError(f"--demo trains on its own generated {DEMO_DATA}; it never writes into "
                                 f"--data {given['data']}: drop one of the two")
-        values = RECIPES[given.get("recipe", DEFAULT_RECIPE)] | (DEMO | {"data": DEMO_DATA} if given.get("demo") else {})
+        recipe = given.get("recipe", BUDGET_RECIPE if "budget" in given else DEFAULT_RECIPE)
+        values = RECIPES[recipe] | {"recipe": recipe} | (DEMO | {"data": DEMO_DATA} if given.get("demo") else {})
         values, resume = values | given | weights_values(given), None
+    if "img_size_start" not in given and values.get("img_size_start", 0) >= values.get("img_size", 224):
+        values["img_size_start"] = 0  # the recipe's small first crops are not small at this --img-size
     if values.get("val_resize") is None:
         values["val_resize"] = data.eval_resize(values.get("img_size", FIELDS["img_size"].default))
     values["cache_dir"] = values.get("cache_dir") or str(Path(values.get("output_dir", "runs")) / ".cache")
     cfg = Config(**values)
     check_ranges(cfg)
-    if resume is not None and resume["epoch"] >= cfg.epochs:
-        raise ArgumentError(f"--resume {cfg.resume}: already trained {resume['epoch']} of {cfg.epochs} epochs; "
-                            f"pass a larger --epochs to train on")
+    planned = resume.get("plan", {}).get("epochs", cfg.epochs) if resume and cfg.budget else cfg.epochs
+    if resume is not None and resume["epoch"] >= planned:
+        raise ArgumentError(f"--resume {cfg.resume}: already trained {resume['epoch']} of {planned} epochs"
+                            + ("; its --budget is spent" if cfg.budget else "; pass a larger --epochs to train on"))
     return cfg, resume
 
 
@@ -239,6 +258,8 @@ def resumed_values(given: dict) -> tuple[dict, dict]:
     saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ckpt["config"].items()
              if k in FIELDS and k not in MACHINE_KEYS}
     saved.setdefault("val_resize", ckpt.get("eval", {}).get("resize"))
+    if saved.get("budget") and "epochs" in given:
+        raise ArgumentError(f"--epochs {given['epochs']}: {path} is a --budget run; it resumes its own plan")
     changed = [k for k, v in given.items() if k not in MACHINE_KEYS + RESUME_MAY_CHANGE and saved.get(k) != v]
     if changed:
         names = ", ".join("--" + k.replace("_", "-") for k in sorted(changed))
@@ -613,57 +634,129 @@ def lighting_basis(dataset) -> list:
 
 
 # ---------------------------------------------------------------- the plan and its schedule
-@dataclass(frozen=True)
-class Plan:
-    """How many epochs, and the training crop size of each."""
-    epochs: int
-    sizes: tuple[int, ...]
-
-
-def make_plan(cfg: Config, epochs: int) -> Plan:
-    """Progressive resizing (--img-size-start): crops grow linearly in steps of 16 px and
-    reach --img-size at 3/4 of the epochs (as in FFCV's ImageNet recipes), so the last
-    quarter trains at the size validation and predict.py use."""
-    if not cfg.img_size_start or cfg.img_size_start >= cfg.img_size:
-        return Plan(epochs, (cfg.img_size,) * epochs)
-    sizes = []
-    for epoch in range(epochs):
-        ramp = min(1.0, epoch / max(1.0, 0.75 * epochs - 1))
-        size = cfg.img_size_start + ramp * (cfg.img_size - cfg.img_size_start)
-        sizes.append(min(cfg.img_size, max(cfg.img_size_start, round(size / 16) * 16)))
-    return Plan(epochs, tuple(sizes))
-
-
-def lr_at(cfg: Config, plan: Plan, step: int, steps_per_epoch: int) -> float:
+def lr_at(cfg: Config, run_plan: plan.Plan, step: int) -> float:
     """Learning rate of optimizer step ``step``: linear warmup, then constant or cosine to
     zero at the plan's last step (--sched plateau: ReduceLROnPlateau owns it after warmup)."""
-    warm = cfg.warmup_epochs * steps_per_epoch
+    warm = cfg.warmup_epochs * run_plan.steps_per_epoch
     if step < warm:
         return cfg.lr * (step + 1) / warm
     if cfg.sched == "cosine":
-        total = max(1.0, plan.epochs * steps_per_epoch - warm)
+        total = max(1.0, run_plan.total_steps - warm)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / total)))
     return cfg.lr
+
+
+def choose_plan(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float
+                ) -> tuple[plan.Plan, plan.Costs | None]:
+    """--epochs as given; or, with --budget, the most steps that end when the time does."""
+    steps = len(loaders.train)
+    if not cfg.budget:
+        return plan.fixed_plan(cfg.epochs, cfg.img_size_start, cfg.img_size, steps), None
+    costs = measure_costs(cfg, machine, trainer, loaders)
+    left = budget_seconds_left(cfg, started)
+    chosen = plan.fit_budget(left, cfg.img_size_start, cfg.img_size, steps, costs)
+    if chosen is None or chosen.epochs == 1 and chosen.last_epoch_steps < steps:
+        whole = plan.plan_seconds(plan.fixed_plan(1, cfg.img_size_start, cfg.img_size, steps), costs)
+        raise ArgumentError(f"--budget {cfg.budget:g}s: one epoch takes about {whole:.0f} s here and setting up "
+                            f"took {time.monotonic() - started:.0f} s; give at least "
+                            f"{math.ceil(whole + time.monotonic() - started) + 1} s")
+    return broadcast(machine, (chosen, costs))
+
+
+def budget_seconds_left(cfg: Config, started: float) -> float:
+    """What is left of --budget, keeping 1% and a second for writing the summary and exiting."""
+    return 0.99 * cfg.budget - 1.0 - (time.monotonic() - started)
+
+
+def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -> plan.Costs:
+    """Seconds per training step (batch loading included) at the smallest, middle and largest
+    crop size, timed on real batches with a throwaway copy of the model and optimizer, and
+    one validation pass extrapolated from two batches."""
+    model = copy.deepcopy(trainer.model)
+    optimizer = build_optimizer(cfg, model)
+    sizes = sorted({s for s in (cfg.img_size_start, (cfg.img_size_start + cfg.img_size) // 2, cfg.img_size)
+                    if MIN_IMG_SIZE <= s <= cfg.img_size})
+    step_s = {}
+    for size in sizes:
+        data.set_train_crop_size(loaders.train.dataset.transform, size)
+        batches, times = iter(loaders.train), []
+        for _ in range(min(4, len(loaders.train))):
+            t0 = time.perf_counter()
+            images, targets = next(batches)
+            x = data.normalize(images.to(machine.device), cfg.mean, cfg.std)
+            with machine.autocast():
+                loss = trainer.criterion(model(x), targets.to(machine.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            synchronize(machine.device)
+            times.append(time.perf_counter() - t0)
+        step_s[size] = statistics.median(times[1:] or times)  # the first one warms up the kernels and the loader
+    t0, seen = time.perf_counter(), 0
+    for images, _ in itertools.islice(loaders.val, 2):
+        with torch.inference_mode(), machine.autocast():
+            model.eval()(data.normalize(images.to(machine.device), cfg.mean, cfg.std))
+        seen += len(images)
+    synchronize(machine.device)
+    val_s = (time.perf_counter() - t0) / max(seen, 1) * len(loaders.val.dataset)
+    return plan.Costs(step_s, val_s, epoch_overhead_s=1.0)  # corrected by the first epoch's real time
+
+
+def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wall: float) -> None:
+    """After the first epoch of a budget run, once: the measured costs, corrected by what
+    that epoch really took, give the plan for the time that is left."""
+    predicted_train = state.plan.steps_in(0) * state.costs.step_at(state.plan.sizes[0])
+    val_s = row["seconds"] - row["train_seconds"]
+    costs = plan.Costs({s: t * row["train_seconds"] / predicted_train for s, t in state.costs.step_s.items()},
+                       val_s, max(0.0, epoch_wall - row["seconds"]))
+    new = plan.fit_budget(budget_seconds_left(cfg, state.started), cfg.img_size_start, cfg.img_size,
+                          state.plan.steps_per_epoch, costs, first_epoch=1)
+    if new is not None and new.sizes[0] == state.plan.sizes[0]:
+        state.plan, state.costs = broadcast(machine, (new, costs))
+        machine.log(f"plan after the first epoch: {plan.describe(new, costs)}")
+
+
+def broadcast(machine: Machine, value):
+    """Rank 0's value on every rank: all ranks must follow one plan."""
+    if machine.world > 1:
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        value = box[0]
+    return value
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- run state and restore
 @dataclass
 class RunState:
     """What changes as the run goes: progress, the best so far, the per-epoch rows."""
-    plan: Plan
+    plan: plan.Plan
     started: float  # time.monotonic() when the command started, minus the time spent before a resume
+    costs: plan.Costs | None = None  # --budget: the measured costs the plan was made from
     epoch: int = 0  # epochs completed
     best_acc: float = 0.0
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)
 
 
-def restore_state(cfg: Config, machine: Machine, trainer: Trainer, started: float, resume: dict | None) -> RunState:
-    """A fresh state, or the checkpoint's: weights were loaded by init_model; here the
-    optimizer, GradScaler, LR schedule, weight average, progress and random state."""
-    state = RunState(make_plan(cfg, cfg.epochs), started)
+def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float,
+                  resume: dict | None) -> RunState:
+    """A fresh state with its plan, or the checkpoint's: weights were loaded by init_model;
+    here the optimizer, GradScaler, LR schedule, weight average, progress, random state,
+    and a budget run's plan, kept as it was."""
     if not resume:
-        return state
+        chosen, costs = choose_plan(cfg, machine, trainer, loaders, started)
+        return RunState(chosen, started, costs)
+    steps = len(loaders.train)
+    kept = plan.Plan(**resume["plan"]) if cfg.budget else plan.fixed_plan(cfg.epochs, cfg.img_size_start,
+                                                                           cfg.img_size, steps)
+    state = RunState(kept, started, epoch=resume["epoch"], history=list(resume["metrics"]),
+                     best_acc=resume["best_acc"], best_epoch=resume["best_epoch"])
+    state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0
     trainer.optimizer.load_state_dict(resume["optimizer"])
     trainer.scaler.load_state_dict(resume["scaler"])
     if trainer.ema is not None and "raw_model" in resume:
@@ -675,9 +768,6 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, started: floa
             trainer.plateau.best, trainer.plateau.num_bad_epochs = resume["best_acc"], saved["bad_epochs"]
         else:
             trainer.plateau.load_state_dict(saved)
-    state.epoch, state.history = resume["epoch"], list(resume["metrics"])
-    state.best_acc, state.best_epoch = resume["best_acc"], resume["best_epoch"]
-    state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0
     # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
     torch.set_rng_state(resume["rng"]["torch"])
     random.setstate(resume["rng"]["python"])
@@ -755,23 +845,26 @@ def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders,
             "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
             "val_loss": round(val["val_loss"], 5), "val_top1": round(val["val_top1"], 5),
             f"val_top{k}": round(val[f"val_top{k}"], 5), **raw,
-            "seconds": round(time.perf_counter() - t0, 2), "elapsed_s": round(time.monotonic() - state.started, 2),
+            "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 2),
+            "elapsed_s": round(time.monotonic() - state.started, 2),
             "train_images_per_s": round(stats["images"] * machine.world / train_s, 1),
             "val_images_per_s": round(len(loaders.val.dataset) * machine.world / max(val_s, 1e-9), 1)}
 
 
 def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, state: RunState, stop: Stop) -> dict:
     trainer.model.train()
-    steps = len(loader)
+    run_plan = state.plan
+    steps = run_plan.steps_in(state.epoch)
     seen = correct = 0
-    loss_sum, lr, size = 0.0, cfg.lr, 0
+    loss_sum, size = 0.0, 0
     lighting = data.Lighting(*trainer.lighting_basis, std=cfg.lighting) if cfg.lighting else None
-    for i, (images, targets) in enumerate(progress(loader, machine, f"epoch {state.epoch + 1}/{state.plan.epochs} train")):
-        step = state.epoch * steps + i
-        if trainer.plateau is None or step < cfg.warmup_epochs * steps:
-            lr = lr_at(cfg, state.plan, step, steps)
+    batches = itertools.islice(loader, steps)  # a budget's last epoch may stop early
+    for i, (images, targets) in enumerate(progress(batches, machine, f"epoch {state.epoch + 1}/{run_plan.epochs} train",
+                                                   total=steps)):
+        step = state.epoch * run_plan.steps_per_epoch + i
+        if trainer.plateau is None or step < cfg.warmup_epochs * run_plan.steps_per_epoch:
             for group in trainer.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr_at(cfg, run_plan, step)
         x = data.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
         y = targets.to(machine.device, non_blocking=True)
         if trainer.mix is not None:
@@ -834,12 +927,12 @@ def evaluate(model: nn.Module, loader, machine: Machine, cfg: Config, k: int) ->
     return {"val_loss": totals[1].item() / n, "val_top1": totals[2].item() / n, f"val_top{k}": totals[3].item() / n}
 
 
-def progress(iterable, machine: Machine, desc: str):
+def progress(iterable, machine: Machine, desc: str, total: int | None = None):
     """tqdm bars on a terminal only (disable=None), on rank 0, unless --quiet."""
     if machine.quiet or not machine.is_main:
         return iterable
     from tqdm import tqdm
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout, disable=None)
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stdout, disable=None)
 
 
 # ---------------------------------------------------------------- after each epoch
@@ -943,7 +1036,7 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
             raise CheckpointError(f"{cfg.resume}: trained on classes {resume['classes']}, "
                                   f"but {cfg.data} has {loaders.classes}")
         trainer = build_trainer(cfg, machine, loaders, resume)
-        state = restore_state(cfg, machine, trainer, started, resume)
+        state = restore_state(cfg, machine, trainer, loaders, started, resume)
         announce(cfg, machine, loaders, state)
         train_epochs(cfg, machine, trainer, loaders, state)
         return summarize(cfg, machine, state)
@@ -956,8 +1049,11 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
     with Stop(machine) as stop:
         try:
             while state.epoch < state.plan.epochs:
+                epoch_start = time.monotonic()
                 row = run_epoch(cfg, machine, trainer, loaders, state, stop)
                 finish_epoch(cfg, machine, trainer, state, row, loaders.classes)
+                if state.costs is not None and state.epoch == 1:
+                    replan(cfg, machine, state, row, time.monotonic() - epoch_start)
         except TrainingStopped as e:
             if state.epoch:
                 last = Path(cfg.output_dir) / "last.pth"
@@ -974,9 +1070,23 @@ def announce(cfg: Config, machine: Machine, loaders: Loaders, state: RunState) -
     machine.log(f"{machine.device} {machine.precision}, arch {cfg.arch}, recipe {cfg.recipe}, {len(loaders.classes)} "
                 f"classes, {len(loaders.train.dataset)} train / {len(loaders.val.dataset) * machine.world} val images, "
                 f"{state.plan.epochs} epochs of batch {cfg.batch_size}{f' x {machine.world}' if machine.world > 1 else ''}")
+    if cfg.budget:
+        machine.log(f"budget {cfg.budget:g} s, {time.monotonic() - state.started:.0f} s used: "
+                    f"plan {plan.describe(state.plan, state.costs)}")
     if machine.is_main:
-        outputs.write_text(Path(cfg.output_dir) / "class_indices.json",
-                           json.dumps({str(i): c for i, c in enumerate(loaders.classes)}, indent=4, ensure_ascii=False))
+        outputs.write_text(Path(cfg.output_dir) / "class_indices.json", class_indices_json(loaders.classes))
+
+
+def class_indices_json(classes: list[str]) -> str:
+    """The tutorial's {"0": "daisy", ...}; names readable as written (Chinese too), escaped
+    only where a folder name holds bytes that are not UTF-8, so json.load gives them back."""
+    mapping = {str(i): c for i, c in enumerate(classes)}
+    text = json.dumps(mapping, indent=4, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(mapping, indent=4)
+    return text
 
 
 @contextmanager
@@ -1018,6 +1128,8 @@ def main(args: argparse.Namespace, started: float | None = None) -> dict:
     rank = dist_info()[0]
     out = Path(cfg.output_dir)
     fresh = resume is None and not cfg.overwrite
+    if rank == 0 and cfg.cache_mem != 0 and Path(cfg.cache_dir).parent != out:
+        outputs.check_writable_folder(cfg.cache_dir, "--cache-dir")
     with output_lock(out, fresh) if rank == 0 else nullcontext():
         return fit(cfg, resume, started)
 

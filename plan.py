@@ -1,0 +1,140 @@
+"""How long a run trains, and at which crop sizes.
+
+A ``Plan`` says how many epochs there are, the training crop size of each, and how many
+optimizer steps the last one takes. ``--epochs`` fixes it directly; ``--budget`` fits it
+to wall-clock time from measured costs, so that the learning rate reaches the end of its
+schedule exactly when the time runs out (Li et al., "Budgeted Training: Rethinking Deep
+Neural Network Training Under Resource Constraints", ICLR 2020).
+
+Progressive resizing (``--img-size-start``) grows the crops linearly, in steps of 16 px,
+from the start size in the first epoch to the final size at 3/4 of the epochs (as FFCV's
+ImageNet recipes do), so the last quarter trains at the size that is validated.
+
+Standard library only: the planner is plain arithmetic, tested with injected costs.
+"""
+import math
+import re
+from dataclasses import dataclass
+
+from errors import ArgumentError
+
+MAX_EPOCHS = 100_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    epochs: int
+    sizes: tuple[int, ...]  # training crop size of each epoch
+    steps_per_epoch: int
+    last_epoch_steps: int  # a budget's last epoch may stop early; otherwise steps_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return (self.epochs - 1) * self.steps_per_epoch + self.last_epoch_steps
+
+    def steps_in(self, epoch: int) -> int:
+        return self.last_epoch_steps if epoch == self.epochs - 1 else self.steps_per_epoch
+
+
+def ramp_sizes(epochs: int, start: int, end: int) -> tuple[int, ...]:
+    """Crop size of each epoch: ``end`` throughout without progressive resizing (start 0)."""
+    if not start or start >= end:
+        return (end,) * epochs
+    sizes = []
+    for epoch in range(epochs):
+        ramp = min(1.0, epoch / max(1.0, 0.75 * epochs - 1))
+        size = start + ramp * (end - start)
+        sizes.append(min(end, max(start, round(size / 16) * 16)))
+    return tuple(sizes)
+
+
+def fixed_plan(epochs: int, start: int, end: int, steps_per_epoch: int) -> Plan:
+    """--epochs: every epoch whole."""
+    return Plan(epochs, ramp_sizes(epochs, start, end), steps_per_epoch, steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one epoch costs on this machine, measured before training starts."""
+    step_s: dict[int, float]  # seconds per training step (loading included) at the measured crop sizes
+    val_s: float  # one validation pass
+    epoch_overhead_s: float  # writing best/last.pth, metrics.csv and the plot
+
+    def step_at(self, size: int) -> float:
+        """A straight line in the pixel count, fitted to the measured sizes by least squares
+        (a convolution's cost grows with the pixels; the fit smooths timing noise)."""
+        xs, ys = [s * s for s in self.step_s], list(self.step_s.values())
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        spread = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread if spread else 0.0
+        if slope <= 0:  # noise hid the growth: cost in proportion to the pixels instead
+            return mean_y * size * size / mean_x
+        return max(mean_y + slope * (size * size - mean_x), 0.05 * mean_y)
+
+    def scaled(self, factor: float) -> "Costs":
+        return Costs({s: t * factor for s, t in self.step_s.items()}, self.val_s * factor,
+                     self.epoch_overhead_s * factor)
+
+
+def epoch_seconds(plan: Plan, epoch: int, costs: Costs) -> float:
+    return plan.steps_in(epoch) * costs.step_at(plan.sizes[epoch]) + costs.val_s + costs.epoch_overhead_s
+
+
+def plan_seconds(plan: Plan, costs: Costs, first_epoch: int = 0) -> float:
+    """What the epochs from ``first_epoch`` on will take."""
+    return sum(epoch_seconds(plan, e, costs) for e in range(first_epoch, plan.epochs))
+
+
+def _longest_fitting(epochs: int, start: int, end: int, steps_per_epoch: int, costs: Costs, seconds: float,
+                     first_epoch: int) -> Plan | None:
+    """The plan of ``epochs`` epochs with the longest last epoch that fits, or None."""
+    sizes = ramp_sizes(epochs, start, end)
+    whole = Plan(epochs, sizes, steps_per_epoch, steps_per_epoch)
+    before_last = plan_seconds(whole, costs, first_epoch) - epoch_seconds(whole, epochs - 1, costs)
+    left = seconds - before_last - costs.val_s - costs.epoch_overhead_s
+    last = min(steps_per_epoch, math.floor(left / costs.step_at(sizes[-1])))
+    return Plan(epochs, sizes, steps_per_epoch, last) if last >= 1 else None
+
+
+def fit_budget(seconds: float, start: int, end: int, steps_per_epoch: int, costs: Costs,
+               first_epoch: int = 0) -> Plan | None:
+    """The plan with the most optimizer steps whose epochs from ``first_epoch`` on fit in
+    ``seconds``; None if not even one step (and its validation) fits."""
+    def fits(epochs: int) -> Plan | None:
+        return _longest_fitting(epochs, start, end, steps_per_epoch, costs, seconds, first_epoch)
+
+    good = first_epoch + 1
+    if fits(good) is None:
+        return None
+    bad = None
+    while bad is None and good < MAX_EPOCHS:  # double until a plan no longer fits, then bisect
+        probe = min(2 * good, MAX_EPOCHS)
+        good, bad = (probe, None) if fits(probe) is not None else (good, probe)
+    while bad is not None and bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) is not None else (good, mid)
+    return fits(good)  # the most epochs: also the most steps, a short last epoch included
+
+
+def describe(plan: Plan, costs: Costs | None = None) -> str:
+    sizes = f"{plan.sizes[0]} px" if len(set(plan.sizes)) == 1 else f"crops {plan.sizes[0]} -> {plan.sizes[-1]} px"
+    last = "" if plan.last_epoch_steps == plan.steps_per_epoch else \
+        f" (the last one {plan.last_epoch_steps} of {plan.steps_per_epoch} steps)"
+    text = f"{plan.epochs} epochs{last}, {plan.total_steps} steps, {sizes}"
+    if costs:
+        steps = ", ".join(f"{t:.2f} s/step at {s} px" for s, t in sorted(costs.step_s.items()))
+        text += f"; measured {steps}, validation {costs.val_s:.1f} s, saving {costs.epoch_overhead_s:.1f} s per epoch"
+    return text
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h', '1h30m', '2.5m' or plain seconds ('600') -> seconds."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)h)?\s*(?:(\d+(?:\.\d*)?)m(?:in)?)?\s*(?:(\d+(?:\.\d*)?)s?)?\s*",
+                         text.lower())
+    if not match or not any(match.groups()):
+        raise ArgumentError(f"--budget {text}: not a duration; write e.g. 90s, 10m, 1h or 1h30m")
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    seconds = 3600 * h + 60 * m + s
+    if not 0 < seconds < 365 * 86400:
+        raise ArgumentError(f"--budget {text}: must be more than 0 s and less than a year")
+    return seconds

@@ -1,0 +1,114 @@
+"""--budget: the planner with injected costs, and tiny budgeted runs (no timing is asserted
+beyond what the plan itself promises)."""
+import csv
+
+import pytest
+import torch
+
+import plan
+import train
+from conftest import run_train, train_args
+from errors import ArgumentError
+
+
+def budget_args(data, out, budget: str) -> list[str]:
+    """The tests' small settings, with a budget instead of --epochs."""
+    args = train_args(data, out, "--img-size", "80", "--img-size-start", "64", "--budget", budget)
+    i = args.index("--epochs")
+    return args[:i] + args[i + 2:]
+
+
+COSTS = plan.Costs({128: 0.3, 176: 0.6, 224: 1.0}, val_s=3.0, epoch_overhead_s=1.5)
+
+
+@pytest.mark.parametrize("seconds", [60, 150, 700, 2000, 20000])
+def test_the_plan_fits_the_budget_and_fills_it(seconds):
+    chosen = plan.fit_budget(seconds, 128, 224, 87, COSTS)
+    used = plan.plan_seconds(chosen, COSTS)
+    assert used <= seconds
+    # one more step would not fit: the schedule ends when the time does
+    longer = plan.Plan(chosen.epochs, chosen.sizes, 87, chosen.last_epoch_steps + 1)
+    assert chosen.last_epoch_steps == 87 or plan.plan_seconds(longer, COSTS) > seconds
+    if chosen.last_epoch_steps == 87:  # a whole last epoch: then not even one step of another epoch fits
+        assert plan.fit_budget(seconds, 128, 224, 87, COSTS).epochs == chosen.epochs
+        assert seconds - used < COSTS.val_s + COSTS.epoch_overhead_s + COSTS.step_at(224)
+    # progressive resizing: from the start size, growing, the final size for the last quarter
+    assert chosen.sizes[0] == 128 and list(chosen.sizes) == sorted(chosen.sizes)
+    if chosen.epochs >= 4:
+        assert chosen.sizes[-(chosen.epochs // 4):] == (224,) * (chosen.epochs // 4)
+
+
+def test_the_learning_rate_reaches_the_end_of_its_cosine_at_the_budget():
+    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "10m"]))[0]
+    chosen = plan.fit_budget(600, 128, 224, 87, COSTS)
+    lrs = [train.lr_at(cfg, chosen, step) for step in range(chosen.total_steps + 1)]
+    assert max(lrs) == pytest.approx(cfg.lr)
+    assert lrs[chosen.total_steps] == pytest.approx(0.0, abs=1e-12) and lrs[-2] < 0.01 * cfg.lr
+
+
+def test_a_budget_shorter_than_one_epoch_is_none_here_and_one_line_in_train(colour_data, tmp_path, capsys):
+    assert plan.fit_budget(2.0, 128, 224, 87, COSTS) is None
+    assert train.cli(budget_args(colour_data, tmp_path / "o", "1s")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --budget 1s: one epoch takes about")
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("600", 600),
+                                           ("2.5m", 150)])
+def test_durations(text, seconds):
+    assert plan.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "10m", "--epochs", "5"], "--budget 10m and --epochs 5: give one of the two"),
+    (["--budget", "soon"], "--budget soon: not a duration"),
+    (["--budget", "0s"], "--budget 0s: must be more than 0 s"),
+])
+def test_budget_arguments_are_checked(argv, message):
+    with pytest.raises(ArgumentError, match=message):
+        train.resolve_config(train.get_args_parser().parse_args(argv))
+
+
+def test_budget_uses_the_long_recipe_unless_told_otherwise():
+    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m"]))[0]
+    assert (cfg.recipe, cfg.budget, cfg.img_size_start, cfg.sched) == ("long", 300.0, 128, "cosine")
+    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--recipe", "fast"]))[0]
+    assert (cfg.recipe, cfg.img_size_start) == ("fast", 0)
+
+
+def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path):
+    summary = run_train(budget_args(colour_data, tmp_path, "25s"))
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
+    chosen = plan.Plan(**ckpt["plan"])
+    assert ckpt["epoch"] == chosen.epochs == len(summary["history"]) >= 2
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= 25
+    cfg = train.Config(**ckpt["config"])
+    assert float(rows[-1]["lr"]) == pytest.approx(train.lr_at(cfg, chosen, chosen.total_steps - 1))
+    assert float(rows[-1]["lr"]) < 0.1 * cfg.lr  # the cosine has run its course
+    assert [int(r["train_size"]) for r in rows][0] == 64 and int(rows[-1]["train_size"]) == 80
+
+
+def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch):
+    finish = train.finish_epoch
+
+    def stop_after_the_first_epoch(cfg, machine, trainer, state, row, classes):
+        finish(cfg, machine, trainer, state, row, classes)
+        if state.epoch == 1:
+            raise train.TrainingStopped("stopped by the test", 130)
+
+    monkeypatch.setattr(train, "finish_epoch", stop_after_the_first_epoch)
+    with pytest.raises(train.TrainingStopped):
+        run_train(budget_args(colour_data, tmp_path, "25s"))
+    monkeypatch.undo()
+    before = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert before["epoch"] == 1 and before["plan"]["epochs"] >= 2
+    summary = run_train(["--resume", str(tmp_path / "last.pth"), "--quiet", "--workers", "0"])
+    after = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert after["plan"] == before["plan"] and after["epoch"] == before["plan"]["epochs"]
+    elapsed = [r["elapsed_s"] for r in summary["history"]]
+    assert elapsed == sorted(elapsed)  # the clock goes on from what the first part had used
+    with pytest.raises(ArgumentError, match="is a --budget run"):
+        train.resolve_config(train.get_args_parser().parse_args(["--resume", str(tmp_path / "last.pth"),
+                                                                  "--epochs", "9"]))
