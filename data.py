@@ -404,6 +404,7 @@ class Split:
     dataset: CachedImages | DecodedImages
     samples: list[tuple[str, int]]  # (path, class index) of every image in the data set, in order
     classes: list[str]
+    bad: list[tuple[str, str]]  # (path, why) of the unreadable images left out with bad_images="skip"
 
 
 def build_split(root: str, classes: list[str], prepare: Preparation, transform: Callable | None,
@@ -437,7 +438,7 @@ def build_split(root: str, classes: list[str], prepare: Preparation, transform: 
         why = "caching off" if policy.mem_budget <= 0 else \
             f"needs {need / 2**30:.1f} GiB > budget {policy.mem_budget / 2**30:.1f} GiB"
         log(f"{name}: {len(dataset)} images decoded every epoch ({why})")
-    return Split(dataset, samples, classes)
+    return Split(dataset, samples, classes, bad)
 
 
 def load_or_decode(root: str, paths: list[str], prepare: Preparation, keep: bool, policy: CachePolicy) -> dict:

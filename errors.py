@@ -4,6 +4,7 @@ Each script's ``cli()`` catches ``UserError`` once and prints it as one line,
 ``error: <file or option>: <problem>``, with exit code 2; anything else is a bug and
 keeps its traceback. The subclasses only say where the problem lies.
 """
+import argparse
 
 
 class UserError(Exception):
@@ -24,3 +25,11 @@ class ArgumentError(UserError):
 
 class OutputError(UserError):
     """An output folder or file that cannot be written, or is held by another run."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a wrong option is one line (``error: argument --epochs: invalid int
+    value: 'ten'``) and exit code 2, like every other error of the scripts."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")

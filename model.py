@@ -157,3 +157,25 @@ def probabilities(model: nn.Module, images: torch.Tensor, views: int = 1) -> tor
     test-time views per image."""
     probs = model(images).float().softmax(dim=1)
     return probs.view(-1, views, probs.shape[1]).mean(dim=1) if views > 1 else probs
+
+
+def grad_cam(model: AlexNet, images: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al., 2017) from the last convolution: each rectified feature
+    map weighted by the mean gradient of the class score over it, summed, rectified,
+    resized to the input and scaled to [0, 1]. ``images`` are normalised model inputs;
+    ``classes`` default to the predicted ones. Returns N x H x W."""
+    last_relu = [m for m in model.features if isinstance(m, nn.ReLU)][-1]
+    maps: list[torch.Tensor] = []
+    handle = last_relu.register_forward_hook(lambda module, inputs, output: maps.append(output))
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+            chosen = logits.argmax(1) if classes is None else classes.to(logits.device)
+            grads = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), maps[0])[0]
+    finally:
+        handle.remove()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * maps[0]).sum(dim=1, keepdim=True)).detach()
+    cam = torch.nn.functional.interpolate(cam.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+    peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (cam / peak)[:, 0]

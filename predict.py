@@ -3,6 +3,7 @@
     python predict.py tulip.jpg                         # uses runs/best.pth from train.py
     python predict.py photos/ --topk 3 --no-show        # every image in a folder, top 3 each
     python predict.py a.jpg b.png --tta --save out.png  # 10-crop averaging, figure to a file
+    python predict.py tulip.jpg --cam --save cam.png    # where the network looked (Grad-CAM)
     python predict.py img.jpg --model_path AlexNet.pth --class_indices class_indices.json  # tutorial weights
 
 Prints the top class and its probability, then each class's probability, and shows
@@ -14,7 +15,6 @@ is shown or saved, so a one-image prediction starts fast.
 ``load_classifier`` and ``predict_files`` are the prediction path of every front end:
 this script, evaluate.py's per-image report and app.py's web page.
 """
-import argparse
 import json
 import os
 import sys
@@ -23,14 +23,14 @@ from typing import Iterator
 
 import folders
 import outputs
-from errors import ArgumentError, CheckpointError, DataError, UserError
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError
 
 DEFAULT_WEIGHTS = "runs/best.pth"
 MAX_SHOWN = 16  # images in the figure; all of them are printed
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Classify images with a trained AlexNet.")
+def get_args_parser() -> OneLineParser:
+    p = OneLineParser(description="Classify images with a trained AlexNet.")
     p.add_argument("paths", nargs="+", help="image files and/or folders of images")
     p.add_argument("--weights", "--model_path", dest="weights", default=DEFAULT_WEIGHTS,
                    help="a train.py checkpoint, or a raw state_dict such as the tutorial's AlexNet.pth")
@@ -42,6 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (1-1024)")
     p.add_argument("--save", metavar="FIG.png", help="write the figure to this file")
     p.add_argument("--no-show", action="store_true", help="do not open a window")
+    p.add_argument("--cam", action="store_true", help="overlay a Grad-CAM heat-map of the predicted class (from "
+                   "the last convolution) on each image in the figure")
     return p
 
 
@@ -109,12 +111,23 @@ class TorchClassifier:
         with self.torch.inference_mode():
             return probabilities(self.model, x, self.transform.views).cpu().tolist()
 
+    def grad_cam(self, image, class_index: int) -> tuple:
+        """(the centre view the model sees, uint8 H x W x 3; its Grad-CAM for the class,
+        H x W in [0, 1]) of a decoded image (uint8 CHW)."""
+        from model import grad_cam
+
+        view = self.data.EvalTransform(self.transform.size, self.transform.resize)(image)
+        x = self.data.normalize(view[None].to(self.device), self.mean, self.std)
+        heat = grad_cam(self.model, x, self.torch.tensor([class_index]))[0]
+        return view.permute(1, 2, 0).numpy(), heat.cpu().numpy()
+
 
 def model_card(ckpt: dict, weights: str, names: list[str]) -> dict:
     """What a user wants to know about a model file: shown by app.py, written by export.py."""
     config = ckpt.get("config") or {}
     return {"weights": str(weights), "arch": ckpt.get("arch"), "classes": names, "best_acc": ckpt.get("best_acc"),
-            "epoch": ckpt.get("epoch"), "data": config.get("data"), "eval": ckpt.get("eval")}
+            "epoch": ckpt.get("epoch"), "data": config.get("data"), "eval": ckpt.get("eval"),
+            "tta": bool(config.get("tta", False))}
 
 
 def load_classifier(weights: str, device: str = "cpu", tta: bool = False, class_indices: str | None = None):
@@ -167,7 +180,17 @@ def has_display() -> bool:
     return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def show_figure(results: list[tuple[str, str, float]], save: str | None, show: bool) -> None:
+def cam_overlay(view, heat, alpha: float = 0.45):
+    """The heat-map in matplotlib's 'jet' colours blended over the view, as uint8 H x W x 3."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](heat)[..., :3] * 255
+    return (view * (1 - alpha) + colours * alpha).round().clip(0, 255).astype(np.uint8)
+
+
+def show_figure(results: list[tuple], save: str | None, show: bool) -> None:
+    """One panel per (path, class name, probability, Grad-CAM overlay or None)."""
     import matplotlib
     if not show:
         matplotlib.use("Agg")
@@ -182,11 +205,14 @@ def show_figure(results: list[tuple[str, str, float]], save: str | None, show: b
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (path, name, p) in zip(axes.flat, results):
-        with Image.open(path) as img:
-            img.thumbnail((1024, 1024))  # a figure cell needs no more; keeps memory small for huge photos
-            ax.imshow(ImageOps.exif_transpose(img).convert("RGB"))
-        ax.set_title(f"{name} {p:.3f}\n{folders.printable(os.path.basename(path))}", fontsize=10)
+    for ax, (path, name, p, overlay) in zip(axes.flat, results):
+        if overlay is not None:
+            ax.imshow(overlay)
+        else:
+            with Image.open(path) as img:
+                img.thumbnail((1024, 1024))  # a figure cell needs no more; keeps memory small for huge photos
+                ax.imshow(ImageOps.exif_transpose(img).convert("RGB"))
+        ax.set_title(f"{folders.printable(name)} {p:.3f}\n{folders.printable(os.path.basename(path))}", fontsize=10)
     fig.tight_layout()
     if save:
         outputs.save_figure(fig, save)
@@ -225,7 +251,9 @@ def main(args) -> int:
         print(f"{path}: {names[order[0]]} {probs[order[0]]:.3f}")
         for i in order:
             print(f"    {names[i]:<16} {probs[i]:.3f}")
-        shown.append((path, names[order[0]], probs[order[0]]))
+        overlay = cam_overlay(*classifier.grad_cam(classifier.data.open_rgb(path), order[0])) \
+            if args.cam and len(shown) < MAX_SHOWN else None
+        shown.append((path, names[order[0]], probs[order[0]], overlay))
     show = not args.no_show and has_display()
     if shown and (args.save or show):
         show_figure(shown, args.save, show)

@@ -43,7 +43,7 @@ import data
 import outputs
 import plan
 from data import TUTORIAL_MEAN, TUTORIAL_STD, EvalTransform
-from errors import ArgumentError, CheckpointError, DataError, OutputError, UserError
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError
 from model import ARCHS, AlexNet, load_checkpoint, probabilities
 
 FLOWERS = "data_set/flower_data"
@@ -158,7 +158,7 @@ class _Help(argparse.HelpFormatter):
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Every option defaults to None, meaning "not given": ``resolve_config`` fills it."""
-    p = argparse.ArgumentParser(description="Train AlexNet on an ImageFolder. Options marked [recipe] "
+    p = OneLineParser(description="Train AlexNet on an ImageFolder. Options marked [recipe] "
                                 "default to the --recipe's value.", formatter_class=_Help, argument_default=None)
     a = p.add_argument
     flag = dict(action="store_true", default=None)

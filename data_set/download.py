@@ -6,7 +6,6 @@ The archive (218 MiB) is fetched to ``flower_photos.tgz.part`` and renamed only 
 SHA-256 matches, so an interrupted download never looks complete; a complete archive
 already present is reused. Unpacking refuses members that would land outside the folder.
 """
-import argparse
 import hashlib
 import shutil
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from split_data import HERE, split  # also puts the project folder on sys.path
 
-from errors import UserError
+from errors import OneLineParser, UserError
 
 URL = "http://download.tensorflow.org/example_images/flower_photos.tgz"
 SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
@@ -67,7 +66,7 @@ def unpack(archive: Path, into: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default=URL)
     p.add_argument("--sha256", default=SHA256, help="expected SHA-256 of the archive")
     p.add_argument("--dir", default=str(HERE), help="where the archive and flower_photos/ go")
