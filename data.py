@@ -24,17 +24,13 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 import folders
+import images
 import outputs
 from errors import DataError
 
-TUTORIAL_MEAN = TUTORIAL_STD = (0.5, 0.5, 0.5)  # the tutorial's Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# A resized image keeps at most this long side / short side: a 1 x 10000 px strip would
-# otherwise grow to 256 x 2,560,000 px. No crop of ours reaches beyond its centre part.
-MAX_ASPECT = 4.0
 CACHE_VERSION = 2
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; until they go, they are
 # the fastest here, and decode_rgb falls back to Pillow (bit-identical output) without them.
@@ -44,32 +40,6 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 # ---------------------------------------------------------------- decoding
-def _check_header(path: str) -> Image.Image:
-    try:
-        img = Image.open(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not a readable image ({_reason(e)})") from None
-    try:
-        check_pixel_count(img, path)
-    except DataError:
-        img.close()
-        raise
-    return img
-
-
-def check_pixel_count(img: Image.Image, name: str) -> None:
-    """Pillow's decompression-bomb limit, as an error on every path (Pillow itself only
-    warns between 1x and 2x its limit)."""
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and img.width * img.height > limit:
-        raise DataError(f"{name}: {img.width}x{img.height} exceeds Pillow's decompression-bomb limit of {limit} pixels")
-
-
-def _reason(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return "not an image file" if "cannot identify image file" in text else text[:160]
-
-
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """An RGB Pillow image as uint8 CHW."""
     pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
@@ -77,22 +47,13 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def rgb_from_pil(img: Image.Image, name: str) -> torch.Tensor:
-    """Any image Pillow reads (CMYK, 16-bit, palette, RGBA, greyscale), upright (EXIF), as uint8 RGB CHW."""
-    check_pixel_count(img, name)
-    try:
-        img = ImageOps.exif_transpose(img)
-        if img.mode.startswith("I"):
-            # 16-bit greyscale: Pillow's convert("RGB") clips instead of scaling
-            img = img.point(lambda v: v / 256).convert("L")
-        return pil_to_tensor(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{name}: not a readable image ({_reason(e)})") from None
+    """Any image Pillow reads, upright (EXIF), as uint8 RGB CHW (images.upright_rgb)."""
+    return pil_to_tensor(images.upright_rgb(img, name))
 
 
 def open_rgb(path: str) -> torch.Tensor:
     """Decode with Pillow (the path predict.py takes: no torchvision import)."""
-    with _check_header(path) as img:
-        return rgb_from_pil(img, path)
+    return pil_to_tensor(images.open_rgb(path))
 
 
 def decode_rgb(path: str) -> torch.Tensor:
@@ -102,7 +63,7 @@ def decode_rgb(path: str) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_image, read_file
     except ImportError:
         return open_rgb(path)
-    with _check_header(path) as img:
+    with images.open_image(path) as img:
         fast = img.format in ("JPEG", "PNG") and img.mode in ("RGB", "L", "RGBA", "LA", "P")
     try:
         path.encode("utf-8")
@@ -132,27 +93,17 @@ def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out if img.dim() == 4 else out[0]
 
 
-def resized_sides(h: int, w: int, short: int) -> tuple[int, int, int, int]:
-    """(height, width) to keep from the centre of an h x w image and the (height, width)
-    to resize that to, so the short side becomes ``short`` and the long side is at most
-    MAX_ASPECT times it."""
-    keep_h, keep_w = min(h, math.floor(w * MAX_ASPECT)), min(w, math.floor(h * MAX_ASPECT))
-    if keep_h <= keep_w:  # the long side as torchvision computes it: int(short * long / short_side)
-        return keep_h, keep_w, short, int(short * keep_w / keep_h)
-    return keep_h, keep_w, int(short * keep_h / keep_w), short
-
-
 def resize_short(img: torch.Tensor, short: int) -> torch.Tensor:
     """Resize so the short side is ``short`` px (torchvision's ``Resize(short)``); a very
     elongated image first loses the ends of its long side beyond MAX_ASPECT."""
     h, w = img.shape[-2:]
-    keep_h, keep_w, new_h, new_w = resized_sides(h, w, short)
+    keep_h, keep_w, new_h, new_w = images.resized_sides(h, w, short)
     return resize(center_crop_hw(img, keep_h, keep_w), (new_h, new_w))
 
 
 def center_crop_hw(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """The centre h x w px, placed as ``transforms.v2.CenterCrop`` places it (the image is at least that big)."""
-    top, left = int(round((img.shape[-2] - h) / 2.0)), int(round((img.shape[-1] - w) / 2.0))
+    top, left = images.center_offsets(img.shape[-2], img.shape[-1], h, w)
     return img[..., top:top + h, left:left + w]
 
 
@@ -161,21 +112,13 @@ def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def five_crop(img: torch.Tensor, size: int) -> list[torch.Tensor]:
-    h, w = img.shape[-2:]
-    return [img[..., :size, :size], img[..., :size, w - size:], img[..., h - size:, :size],
-            img[..., h - size:, w - size:], center_crop(img, size)]
+    return [img[..., top:top + size, left:left + size] for top, left in images.five_crop_boxes(*img.shape[-2:], size)]
 
 
 def ten_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     """The paper's test-time views: four corners and the centre, of the image and of its
     mirror image (``transforms.v2.TenCrop``'s views, stacked)."""
     return torch.stack(five_crop(img, size) + five_crop(img.flip(-1), size))
-
-
-def eval_resize(size: int) -> int:
-    """The short side to resize to before a centre crop of ``size``: 256 for 224, as
-    torchvision's classification presets do."""
-    return round(size * 256 / 224)
 
 
 @dataclass(frozen=True)
@@ -204,7 +147,7 @@ class EvalTransform:
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if not self.resize:
-            side = eval_resize(self.size) if self.tta else self.size
+            side = images.eval_resize(self.size) if self.tta else self.size
             img = resize(img, (side, side))
             return ten_crop(img, self.size) if self.tta else img
         img = resize_short(img, max(self.resize, self.size))
@@ -228,7 +171,7 @@ class ShortSide:
                 w, h = img.size
         except (OSError, ValueError, Image.DecompressionBombError):
             return 0
-        _, _, new_h, new_w = resized_sides(h, w, self.short)
+        _, _, new_h, new_w = images.resized_sides(h, w, self.short)
         return 3 * new_h * new_w
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import folders
+import images
 import outputs
 from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError
 
@@ -93,7 +94,7 @@ class TorchClassifier:
         self.model = from_checkpoint(ckpt, weights).to(self.device, memory_format=torch.channels_last).eval()
         ev = ckpt.get("eval", {"size": 224, "resize": 0})  # a raw state_dict: the tutorial's Resize((224, 224))
         self.transform = data.EvalTransform(ev["size"], ev["resize"], tta)
-        self.mean, self.std = ckpt.get("mean", data.TUTORIAL_MEAN), ckpt.get("std", data.TUTORIAL_STD)
+        self.mean, self.std = ckpt.get("mean", images.TUTORIAL_MEAN), ckpt.get("std", images.TUTORIAL_STD)
         self.card = model_card(ckpt, weights, self.names)
 
     def load(self, path: str):

@@ -42,7 +42,8 @@ from torch import nn
 import data
 import outputs
 import plan
-from data import TUTORIAL_MEAN, TUTORIAL_STD, EvalTransform
+from data import EvalTransform
+from images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
 from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError
 from model import ARCHS, AlexNet, load_checkpoint, probabilities
 
@@ -237,7 +238,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
     if "img_size_start" not in given and values.get("img_size_start", 0) >= values.get("img_size", 224):
         values["img_size_start"] = 0  # the recipe's small first crops are not small at this --img-size
     if values.get("val_resize") is None:
-        values["val_resize"] = data.eval_resize(values.get("img_size", FIELDS["img_size"].default))
+        values["val_resize"] = eval_resize(values.get("img_size", FIELDS["img_size"].default))
     values["cache_dir"] = values.get("cache_dir") or str(Path(values.get("output_dir", "runs")) / ".cache")
     cfg = Config(**values)
     check_ranges(cfg)
@@ -279,8 +280,8 @@ def weights_values(given: dict) -> dict:
     ckpt = load_checkpoint(given["weights"], mmap=True)
     if "arch" in given and given["arch"] != ckpt["arch"]:
         raise ArgumentError(f"--arch {given['arch']}: {given['weights']} holds an AlexNet of arch {ckpt['arch']!r}")
-    return {"arch": ckpt["arch"], "mean": tuple(ckpt.get("mean", data.IMAGENET_MEAN)),
-            "std": tuple(ckpt.get("std", data.IMAGENET_STD))}
+    return {"arch": ckpt["arch"], "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),
+            "std": tuple(ckpt.get("std", IMAGENET_STD))}
 
 
 def check_ranges(cfg: Config) -> None:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import data
+import images
 import folders
 from conftest import make_colour_folder, run_train, train_args
 
@@ -97,7 +98,7 @@ def test_hand_written_transforms_match_torchvision(seed):
     short = int(torch.randint(size, 2 * size + 1, (1,), generator=gen))
     torch.testing.assert_close(data.resize(img, (size, size + 3)), TF.resize(img, [size, size + 3], antialias=True),
                                atol=1, rtol=0)
-    if max(h, w) <= data.MAX_ASPECT * min(h, w):  # no end is cut off
+    if max(h, w) <= images.MAX_ASPECT * min(h, w):  # no end is cut off
         torch.testing.assert_close(data.resize_short(img, short), v2.Resize(short, antialias=True)(img), atol=1, rtol=0)
     assert torch.equal(data.center_crop(img, size), v2.CenterCrop(size)(img))
     assert torch.equal(data.ten_crop(img, size), torch.stack(v2.TenCrop(size)(img)))

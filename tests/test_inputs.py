@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 import data
+import images
 import folders
 import predict
 import train
@@ -221,7 +222,7 @@ def test_memory_follows_the_real_pixel_count_whatever_the_shape(size, tmp_path):
     path = tmp_path / "odd.png"
     Image.new("RGB", size, (200, 30, 30)).save(path)
     cached = data.ShortSide(146)(data.decode_rgb(str(path)))
-    assert min(cached.shape[1:]) == 146 and max(cached.shape[1:]) <= 146 * data.MAX_ASPECT
+    assert min(cached.shape[1:]) == 146 and max(cached.shape[1:]) <= 146 * images.MAX_ASPECT
     assert cached.numel() == data.ShortSide(146).cached_bytes(str(path))  # the budget sees what is stored
     assert data.EvalTransform(128, 146)(data.open_rgb(str(path))).shape == (3, 128, 128)
     assert data.EvalTransform(128, 0, tta=True)(data.open_rgb(str(path))).shape == (10, 3, 128, 128)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import data
+import images
 import train
 from conftest import COLOURS, make_colour_folder, run_train, train_args
 from errors import ArgumentError, DataError
@@ -67,7 +68,7 @@ def test_progressive_resizing_grows_the_crops_to_the_full_size(colour_data, tmp_
     assert [r["train_size"] for r in result["history"]] == [64, 80, 96, 96]  # as the loader worker cropped them
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     assert ckpt["eval"] == {"size": 96, "resize": 112}  # validation and predict.py use the full size
-    assert ckpt["plan"] == {"epochs": 4, "sizes": (64, 80, 96, 96)}
+    assert ckpt["plan"] == {"epochs": 4, "sizes": (64, 80, 96, 96), "steps_per_epoch": 3, "last_epoch_steps": 3}
     image = colour_data / "val" / "red" / "red_0.jpg"
     capsys.readouterr()
     assert predict.cli([str(image), "--weights", str(tmp_path / "best.pth"), "--no-show"]) == 0
@@ -293,7 +294,7 @@ def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path)
     tv = torchvision.models.alexnet(weights=None).state_dict()
     torch.save(tv, tmp_path / "alexnet-imagenet.pth")
     cfg = config("--weights", str(tmp_path / "alexnet-imagenet.pth"), "--freeze-features")
-    assert cfg.arch == "torchvision" and cfg.mean == data.IMAGENET_MEAN
+    assert cfg.arch == "torchvision" and cfg.mean == images.IMAGENET_MEAN
     model = train.init_model(cfg, 5, None, train.Machine(torch.device("cpu"), "fp32"))
     ours = model.state_dict()
     for k, v in tv.items():
@@ -313,7 +314,7 @@ def test_fine_tuning_end_to_end_keeps_frozen_features(colour_data, tmp_path):
     run_train(train_args(colour_data, tmp_path / "out", "--epochs", "1", "--weights", str(tmp_path / "start.pth"),
                          "--freeze-features"))
     ckpt = torch.load(tmp_path / "out" / "best.pth", weights_only=True)
-    assert ckpt["num_classes"] == 3 and ckpt["mean"] == list(data.IMAGENET_MEAN)
+    assert ckpt["num_classes"] == 3 and ckpt["mean"] == list(images.IMAGENET_MEAN)
     assert all(torch.equal(ckpt["model"][k], v) for k, v in start.items() if k.startswith("features."))
     assert not torch.equal(ckpt["model"]["classifier.1.weight"], start["classifier.1.weight"])
 

@@ -1,0 +1,134 @@
+"""Reading images with Pillow the same way on every path, and the evaluation transform
+without torch.
+
+Every entry point (train.py, evaluate.py, predict.py, app.py, both model formats) opens
+images through ``open_image`` and ``upright_rgb``: the decompression-bomb check, the EXIF
+orientation phone photos carry, and the conversion of 16-bit, CMYK, palette and
+transparent images to RGB. The geometry of the evaluation transform (how far to resize,
+where to crop) is defined here once; ``data.EvalTransform`` applies it to torch tensors,
+``EvalViews`` to Pillow images with numpy for the ONNX path of predict.py, which never
+imports torch (tests/test_export.py holds the two to the same pixels, within rounding).
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from errors import DataError
+
+TUTORIAL_MEAN = TUTORIAL_STD = (0.5, 0.5, 0.5)  # the tutorial's Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# A resized image keeps at most this long side / short side: a 1 x 10000 px strip would
+# otherwise grow to 256 x 2,560,000 px. No crop of ours reaches beyond its centre part.
+MAX_ASPECT = 4.0
+
+
+def reason(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return "not an image file" if "cannot identify image file" in text else text[:160]
+
+
+def check_pixel_count(img: Image.Image, name: str) -> None:
+    """Pillow's decompression-bomb limit, as an error on every path (Pillow itself only
+    warns between 1x and 2x its limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise DataError(f"{name}: {img.width}x{img.height} exceeds Pillow's decompression-bomb limit of {limit} pixels")
+
+
+def open_image(path: str) -> Image.Image:
+    """Pillow's image, header read and checked; DataError names the file if it is none."""
+    try:
+        img = Image.open(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: not a readable image ({reason(e)})") from None
+    try:
+        check_pixel_count(img, path)
+    except DataError:
+        img.close()
+        raise
+    return img
+
+
+def upright_rgb(img: Image.Image, name: str) -> Image.Image:
+    """Any image Pillow reads (CMYK, 16-bit, palette, RGBA, greyscale), turned upright as
+    its EXIF orientation says, as 8-bit RGB."""
+    check_pixel_count(img, name)
+    try:
+        img = ImageOps.exif_transpose(img)
+        if img.mode.startswith("I"):
+            # 16-bit greyscale: Pillow's convert("RGB") clips instead of scaling
+            img = img.point(lambda v: v / 256).convert("L")
+        return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{name}: not a readable image ({reason(e)})") from None
+
+
+def open_rgb(path: str) -> Image.Image:
+    with open_image(path) as img:
+        return upright_rgb(img, path)
+
+
+# ---------------------------------------------------------------- the evaluation geometry
+def eval_resize(size: int) -> int:
+    """The short side to resize to before a centre crop of ``size``: 256 for 224, as
+    torchvision's classification presets do."""
+    return round(size * 256 / 224)
+
+
+def resized_sides(h: int, w: int, short: int) -> tuple[int, int, int, int]:
+    """(height, width) to keep from the centre of an h x w image and the (height, width)
+    to resize that to, so the short side becomes ``short`` and the long side is at most
+    MAX_ASPECT times it."""
+    keep_h, keep_w = min(h, math.floor(w * MAX_ASPECT)), min(w, math.floor(h * MAX_ASPECT))
+    if keep_h <= keep_w:  # the long side as torchvision computes it: int(short * long / short_side)
+        return keep_h, keep_w, short, int(short * keep_w / keep_h)
+    return keep_h, keep_w, int(short * keep_h / keep_w), short
+
+
+def center_offsets(h: int, w: int, crop_h: int, crop_w: int) -> tuple[int, int]:
+    """(top, left) of a centre crop, placed as ``transforms.v2.CenterCrop`` places it."""
+    return int(round((h - crop_h) / 2.0)), int(round((w - crop_w) / 2.0))
+
+
+def five_crop_boxes(h: int, w: int, size: int) -> list[tuple[int, int]]:
+    """(top, left) of the four corners and the centre: ``transforms.v2.FiveCrop``'s order."""
+    return [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), center_offsets(h, w, size, size)]
+
+
+@dataclass(frozen=True)
+class EvalViews:
+    """data.EvalTransform on a Pillow RGB image: uint8 array [views, 3, size, size]."""
+    size: int = 224
+    resize: int = 256
+    tta: bool = False
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        if not self.resize:
+            side = eval_resize(self.size) if self.tta else self.size
+            img = img.resize((side, side), Image.BILINEAR)
+        else:
+            keep_h, keep_w, new_h, new_w = resized_sides(img.height, img.width, max(self.resize, self.size))
+            top, left = center_offsets(img.height, img.width, keep_h, keep_w)
+            if (keep_h, keep_w) != (img.height, img.width):
+                img = img.crop((left, top, left + keep_w, top + keep_h))
+            if (new_h, new_w) != (img.height, img.width):
+                img = img.resize((new_w, new_h), Image.BILINEAR)
+        pixels = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+        h, w = pixels.shape[1:]
+        if not self.tta:
+            if (h, w) == (self.size, self.size):
+                return pixels[None]
+            top, left = center_offsets(h, w, self.size, self.size)
+            return pixels[None, :, top:top + self.size, left:left + self.size]
+        views = [pixels[:, t:t + self.size, x:x + self.size] for t, x in five_crop_boxes(h, w, self.size)]
+        mirrored = pixels[:, :, ::-1]
+        views += [mirrored[:, t:t + self.size, x:x + self.size] for t, x in five_crop_boxes(h, w, self.size)]
+        return np.stack(views)
+
+
+def normalize(views: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 N x 3 x H x W -> float32, (x / 255 - mean) / std, as data.normalize."""
+    x = views.astype(np.float32) / 255
+    return (x - np.asarray(mean, np.float32).reshape(1, 3, 1, 1)) / np.asarray(std, np.float32).reshape(1, 3, 1, 1)
