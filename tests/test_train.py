@@ -10,6 +10,7 @@ import torch
 
 import data
 import images
+import plan
 import train
 from conftest import COLOURS, make_colour_folder, run_train, train_args
 from errors import ArgumentError, DataError
@@ -163,8 +164,8 @@ def test_plateau_schedule_is_torchs_and_divides_after_patience_bad_epochs():
 
 def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
     cfg = config("--epochs", "4", "--warmup-epochs", "1")
-    plan = train.make_plan(cfg, 4)
-    lrs = [train.lr_at(cfg, plan, step, 10) for step in range(40)]
+    run_plan = plan.fixed_plan(4, 0, 224, steps_per_epoch=10)
+    lrs = [train.lr_at(cfg, run_plan, step) for step in range(40)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 1e-5
 
