@@ -14,7 +14,9 @@ Prints, as medians over --repeats:
   3. the model step alone on a synthetic batch, fp32 and default precision, and a
      2048^3 matmul's GFLOP/s in fp32 and bf16, so the training rate can be read as a
      fraction of what the machine's matmul peak allows;
-  4. predict.py on one image, whole process, against the tutorial's predict.py.
+  4. on a CPU: predict.py on one image, whole process, with the PyTorch checkpoint and
+     with its ONNX export, against the tutorial's predict.py; and batched inference,
+     PyTorch against onnxruntime.
 """
 import argparse
 import json
@@ -217,8 +219,9 @@ def train_flops_per_image() -> float:
 
 
 # ---------------------------------------------------------------- 4. predict.py
-def predict_walls(image: Path, repeats: int, work: Path) -> tuple[list, list]:
-    """Wall time of a whole `python predict.py img --no-show`, ours and the tutorial's."""
+def predict_walls(image: Path, repeats: int, work: Path) -> dict[str, list[float]]:
+    """Wall time of a whole `python predict.py img --no-show`: ours with the PyTorch
+    checkpoint, ours with its ONNX export, and the tutorial's."""
     tut = work / "tutorial"
     tut.mkdir()
     (tut / "predict.py").write_text(TUTORIAL_PREDICT)
@@ -235,15 +238,54 @@ def predict_walls(image: Path, repeats: int, work: Path) -> tuple[list, list]:
                 "classes": ["daisy", "dandelion", "roses", "sunflowers", "tulips"], "optimizer": optimizer.state_dict(),
                 "eval": {"size": 224, "resize": 256}, "mean": [0.5] * 3, "std": [0.5] * 3}, ckpt)
     env = {**os.environ, "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
-    ours_cmd = [sys.executable, str(HERE / "predict.py"), str(image), "--weights", str(ckpt), "--no-show"]
-    tut_cmd = [sys.executable, "predict.py", str(image)]
-    ours, theirs = [], []
-    for _ in range(repeats):  # interleaved, so both see the same machine state
-        for cmd, cwd, times in ((ours_cmd, HERE, ours), (tut_cmd, tut, theirs)):
+    ours = [sys.executable, str(HERE / "predict.py"), str(image), "--no-show", "--weights"]
+    commands = {"torch": (ours + [str(ckpt)], HERE), "onnx": (ours + [str(onnx_export(ckpt))], HERE),
+                "tutorial": ([sys.executable, "predict.py", str(image)], tut)}
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):  # interleaved, so all see the same machine state
+        for name, (cmd, cwd) in commands.items():
             t0 = time.perf_counter()
             subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
-            times.append(time.perf_counter() - t0)
-    return ours, theirs
+            walls[name].append(time.perf_counter() - t0)
+    return walls
+
+
+def onnx_export(ckpt: Path) -> Path:
+    import export
+    import predict
+
+    path = ckpt.with_suffix(".onnx")
+    export.export(predict.load_classifier(str(ckpt)), path, None)
+    return path
+
+
+def inference_rates(batch_size: int, repeats: int, work: Path) -> dict[str, float]:
+    """Images/s of batched inference on the CPU, the same normalised 224 px batch: our
+    PyTorch path (channels_last, inference_mode) and onnxruntime on its export."""
+    import onnxruntime
+
+    net = AlexNet(num_classes=5, init_weights=True).eval()
+    path = work / "rates.pth"
+    torch.save({"model": net.state_dict(), "arch": "tutorial", "num_classes": 5, "classes": list("abcde"),
+                "eval": {"size": 224, "resize": 256}}, path)
+    session = onnxruntime.InferenceSession(str(onnx_export(path)), providers=["CPUExecutionProvider"])
+    x = torch.randn(batch_size, 3, 224, 224)
+    fast = net.to(memory_format=torch.channels_last)
+    x_last = x.contiguous(memory_format=torch.channels_last)
+
+    def run_torch():
+        with torch.inference_mode():
+            fast(x_last)
+
+    runs = {"pytorch": run_torch, "onnxruntime": lambda: session.run(None, {"images": x.numpy()})}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(repeats + 1):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            if i:  # the first pass warms up
+                times[name].append(time.perf_counter() - t0)
+    return {name: batch_size / statistics.median(t) for name, t in times.items()}
 
 
 def peak_rss_mib() -> float:
@@ -278,8 +320,8 @@ def run(args) -> dict:
         res["train_gflop_per_image"] = train_flops_per_image() / 1e9
         if device.type == "cpu":
             image = next((root / "val").rglob("*.jpg"))
-            ours, theirs = predict_walls(image, args.predict_runs, work)
-            res["predict_wall_s"] = {"ours": ours, "tutorial": theirs}
+            res["predict_wall_s"] = predict_walls(image, args.predict_runs, work)
+            res["inference_images_per_s"] = inference_rates(args.batch_size, args.repeats + 2, work)
         return res
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -319,9 +361,14 @@ def report(res: dict) -> None:
     print(f"peak memory (RSS): {rss['after_tutorial']:.0f} MiB after the tutorial path, "
           f"{rss['after_default']:.0f} MiB after the cached default path")
     if "predict_wall_s" in res:
-        p = res["predict_wall_s"]
-        print(f"\npredict.py, one image, whole process (--no-show): ours {med(p['ours']):.2f} s, "
-              f"tutorial {med(p['tutorial']):.2f} s, ratio {med(p['ours']) / med(p['tutorial']):.2f}x")
+        p = {name: med(walls) for name, walls in res["predict_wall_s"].items()}
+        print(f"\npredict.py, one image, whole process (--no-show), median of {len(res['predict_wall_s']['onnx'])}:")
+        for name, label in (("tutorial", "tutorial's predict.py"), ("torch", "ours, PyTorch checkpoint"),
+                            ("onnx", "ours, ONNX export (no torch)")):
+            print(f"  {label:32}{p[name]:8.2f} s  {p[name] / p['tutorial']:5.2f}x the tutorial's")
+        rates = res["inference_images_per_s"]
+        print(f"batched inference on the CPU, batch {res['batch_size']} at 224 px: PyTorch {rates['pytorch']:.1f}, "
+              f"onnxruntime {rates['onnxruntime']:.1f} images/s ({rates['onnxruntime'] / rates['pytorch']:.2f}x)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,10 +131,65 @@ def model_card(ckpt: dict, weights: str, names: list[str]) -> dict:
             "tta": bool(config.get("tta", False))}
 
 
+class OnnxClassifier:
+    """An ONNX file from export.py, run by onnxruntime on the CPU: Pillow and numpy do the
+    preprocessing (images.EvalViews), and torch is never imported."""
+
+    def __init__(self, weights: str, tta: bool, class_indices: str | None):
+        try:
+            import numpy as np
+            import onnxruntime
+        except ImportError as e:
+            raise UserError(f"{e.name}: not installed; .onnx models need it: pip install -r requirements.txt") from None
+        self.np = np
+        if not os.path.isfile(weights):
+            raise CheckpointError(f"{weights}: model file not found")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors reach the user as one line, not as onnxruntime's log
+        try:
+            self.session = onnxruntime.InferenceSession(weights, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own, unexported exception types
+            raise CheckpointError(f"{weights}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map.get("alexnet")
+        try:
+            info = json.loads(meta) if meta else {}
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{weights}: its 'alexnet' metadata is not valid JSON") from None
+        num_classes = self.session.get_outputs()[0].shape[-1]
+        self.names = class_names(info.get("classes"), int(num_classes), class_indices, weights)
+        side = self.session.get_inputs()[0].shape[-1]
+        ev = info.get("eval", {"size": side if isinstance(side, int) else 224, "resize": 0})
+        self.transform = images.EvalViews(ev["size"], ev["resize"], tta)
+        self.mean, self.std = info.get("mean", images.TUTORIAL_MEAN), info.get("std", images.TUTORIAL_STD)
+        self.card = {"weights": str(weights), "arch": info.get("arch"), "classes": self.names,
+                     "best_acc": info.get("best_acc"), "epoch": info.get("epoch"), "data": info.get("data"),
+                     "eval": ev, "tta": False}
+
+    def load(self, path: str):
+        return self.transform(images.open_rgb(path))
+
+    def prepare_pil(self, img, name: str):
+        return self.transform(images.upright_rgb(img, name))
+
+    def probabilities(self, batch: list) -> list[list[float]]:
+        np = self.np
+        views = np.concatenate([v.reshape(-1, *v.shape[-3:]) for v in batch])
+        logits = self.session.run(None, {self.session.get_inputs()[0].name: images.normalize(views, self.mean,
+                                                                                              self.std)})[0]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        return probs.reshape(len(batch), -1, probs.shape[1]).mean(axis=1).tolist()
+
+
 def load_classifier(weights: str, device: str = "cpu", tta: bool = False, class_indices: str | None = None):
-    """The model behind --weights, ready to classify."""
+    """The model behind --weights, ready to classify: a .onnx file through onnxruntime,
+    anything else as a PyTorch checkpoint."""
     if os.path.isdir(weights):
         raise CheckpointError(f"{weights}: is a folder, not a model file")
+    if weights.lower().endswith(".onnx"):
+        if device not in ("cpu", "auto"):
+            raise ArgumentError(f"--device {device}: .onnx models run on the CPU here (onnxruntime); drop --device")
+        return OnnxClassifier(weights, tta, class_indices)
     return TorchClassifier(weights, device, tta, class_indices)
 
 
@@ -230,6 +285,8 @@ def check_args(args) -> None:
         raise ArgumentError(f"--batch-size {args.batch_size}: must be in 1..1024")
     if args.save:
         outputs.check_writable_file(args.save, "--save")
+    if args.cam and args.weights.lower().endswith(".onnx"):
+        raise ArgumentError(f"--cam: Grad-CAM looks inside the network; give the PyTorch checkpoint, not {args.weights}")
 
 
 def main(args) -> int:
