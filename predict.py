@@ -114,10 +114,10 @@ class TorchClassifier:
 
     def grad_cam(self, image, class_index: int) -> tuple:
         """(the centre view the model sees, uint8 H x W x 3; its Grad-CAM for the class,
-        H x W in [0, 1]) of a decoded image (uint8 CHW)."""
+        H x W in [0, 1]) of an upright RGB Pillow image."""
         from model import grad_cam
 
-        view = self.data.EvalTransform(self.transform.size, self.transform.resize)(image)
+        view = self.data.EvalTransform(self.transform.size, self.transform.resize)(self.data.pil_to_tensor(image))
         x = self.data.normalize(view[None].to(self.device), self.mean, self.std)
         heat = grad_cam(self.model, x, self.torch.tensor([class_index]))[0]
         return view.permute(1, 2, 0).numpy(), heat.cpu().numpy()
@@ -309,7 +309,7 @@ def main(args) -> int:
         print(f"{path}: {names[order[0]]} {probs[order[0]]:.3f}")
         for i in order:
             print(f"    {names[i]:<16} {probs[i]:.3f}")
-        overlay = cam_overlay(*classifier.grad_cam(classifier.data.open_rgb(path), order[0])) \
+        overlay = cam_overlay(*classifier.grad_cam(images.open_rgb(path), order[0])) \
             if args.cam and len(shown) < MAX_SHOWN else None
         shown.append((path, names[order[0]], probs[order[0]], overlay))
     show = not args.no_show and has_display()
