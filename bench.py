@@ -19,6 +19,7 @@ Prints, as medians over --repeats:
      PyTorch against onnxruntime.
 """
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -145,17 +146,43 @@ def tutorial_epochs(root: Path, batch_size: int, repeats: int, device: torch.dev
 
 
 # ---------------------------------------------------------------- 2. our default path
-def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: Path) -> dict:
+def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: Path, *extra: str) -> dict:
     """train.py's own main(), one warm-up epoch plus --repeats timed ones."""
     args = train.get_args_parser().parse_args([
         "--data", str(root), "--output-dir", str(out), "--batch-size", str(batch_size), "--device", device,
-        "--epochs", str(repeats + 1), "--quiet", "--overwrite"])
+        "--epochs", str(repeats + 1), "--quiet", "--overwrite", *extra])
     t0 = time.perf_counter()
     summary = train.main(args)
     rows = summary["history"][1:]
     return {"train": [r["train_images_per_s"] for r in rows], "val": [r["val_images_per_s"] for r in rows],
             "startup_s": time.perf_counter() - t0 - sum(r["seconds"] for r in summary["history"]),
             "precision": train.pick_precision("auto", train.pick_device(device, 0))}
+
+
+def batch_building_rates(root: Path, batch_size: int, device: torch.device, batches: int) -> dict[str, float]:
+    """Images/s of making training batches alone (crop + flip of cached images, no model):
+    per image in the main process, as a DataLoader does it, and device_data's batched crop."""
+    import data
+    import device_data
+
+    policy = data.CachePolicy(None, 2**40, "skip", quiet=True)
+    classes = data.folders.find_classes(str(root / "train"))
+    cached = data.build_split(str(root / "train"), classes, data.ShortSide(256), data.train_augment(224, (0.25, 1.0)),
+                              policy, lambda line: None).dataset
+    per_image = torch.utils.data.DataLoader(cached, batch_size, shuffle=True)
+    resident = device_data.ResidentImages(cached.images, cached.targets, device)
+    batched = device_data.DeviceBatches(cached, resident, batch_size, (0.25, 1.0), 224, drop_last=False)
+    rates = {}
+    for name, loader in (("per_image", per_image), ("batched", batched)):
+        seen, t0 = 0, time.perf_counter()
+        for i, (images, _) in enumerate(itertools.cycle(loader)):
+            if i == batches:
+                break
+            images.to(device).float()  # where the model would take them
+            seen += len(images)
+        sync(device)
+        rates[name] = seen / (time.perf_counter() - t0)
+    return rates
 
 
 # ---------------------------------------------------------------- 3. the machine
@@ -307,6 +334,10 @@ def run(args) -> dict:
         res["tutorial"] = {"train": t_train, "val": t_val, "workers": nw}
         rss_before = peak_rss_mib()
         res["default"] = default_epochs(root, args.batch_size, args.repeats, args.device, work / "run")
+        other = "off" if device.type == "cuda" else "on"  # the path auto did not pick
+        res["default_device_batches_" + other] = default_epochs(root, args.batch_size, args.repeats, args.device,
+                                                                work / "run-other", "--device-batches", other)
+        res["batch_building_images_per_s"] = batch_building_rates(root, args.batch_size, device, 4 * args.steps)
         res["peak_rss_mib"] = {"after_tutorial": rss_before, "after_default": peak_rss_mib()}
         precision = res["default"]["precision"]
         res["model_step"] = {
@@ -333,15 +364,21 @@ def report(res: dict) -> None:
     prec = d["precision"]
     peak = res["matmul_gflops"]["bf16" if prec == "bf16" else "fp32"]  # train.py picks bf16 only where it exists
     limit = peak / res["train_gflop_per_image"]
+    other_key = next(k for k in res if k.startswith("default_device_batches_"))
+    o, other = res[other_key], other_key.rsplit("_", 1)[1]
     rows = [
-        ("training epoch, images/s", med(t["train"]), med(d["train"])),
-        ("validation, images/s", med(t["val"]), med(d["val"])),
+        ("training epoch, images/s", med(t["train"]), med(d["train"]), med(o["train"])),
+        ("validation, images/s", med(t["val"]), med(d["val"]), med(o["val"])),
     ]
-    print(f"\n{'':34}{'tutorial':>12}{'default':>12}{'ratio':>8}")
-    for name, a, b in rows:
-        print(f"{name:34}{a:12.1f}{b:12.1f}{b / a:7.2f}x")
+    print(f"\n{'':34}{'tutorial':>12}{'default':>12}{'ratio':>8}   {f'--device-batches {other}':>20}{'ratio':>8}")
+    for name, a, b, c in rows:
+        print(f"{name:34}{a:12.1f}{b:12.1f}{b / a:7.2f}x   {c:20.1f}{c / a:7.2f}x")
     print(f"  (tutorial: fp32 NCHW, {t['workers']} workers, PIL decode every epoch, val batch 4; "
-          f"default: {prec}, channels_last, fused optimizer, decode-once cache, larger val batch)")
+          f"default: {prec}, channels_last, fused optimizer, decode-once cache, larger val batch, training batches "
+          f"{'built on the device' if other == 'off' else 'cropped per image'})")
+    bb = res["batch_building_images_per_s"]
+    print(f"  making batches alone (crop + flip, no model): per image {bb['per_image']:.0f}, batched on "
+          f"{res['device']} {bb['batched']:.0f} images/s ({bb['batched'] / bb['per_image']:.2f}x)")
     print(f"  default start-up (decoding {res['data']} into the cache, model): {d['startup_s']:.1f} s, once")
     ms = res["model_step"]
     print("\nmodel step alone (synthetic batch), images/s:")

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 import data
+import device_data
 import outputs
 import plan
 from data import EvalTransform
@@ -126,6 +127,8 @@ class Config:
     # the machine: taken from the command line, also on --resume
     device: str = "auto"
     precision: str = "auto"
+    device_batches: str = "auto"  # build training batches on the device (device_data.py): auto, on, off
+    device_cache_mem: float = -1.0  # GiB of device memory for the resident images; -1: a quarter of what is free
     compile: bool = False
     workers: int = -1
     val_batch_size: int = 0
@@ -142,7 +145,7 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-MACHINE_KEYS = ("device", "precision", "compile", "workers", "val_batch_size", "output_dir", "cache_dir",
+MACHINE_KEYS = ("device", "precision", "device_batches", "device_cache_mem", "compile", "workers", "val_batch_size", "output_dir", "cache_dir",
                 "cache_mem", "quiet", "overwrite", "resume")
 RESUME_MAY_CHANGE = ("data", "epochs", "bad_images", "topk")  # a longer run, data that moved, reporting
 
@@ -204,6 +207,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     a("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="autocast precision")
     a("--compile", **flag, help="torch.compile the model")
+    a("--device-batches", choices=["auto", "on", "off"], help="keep the decoded training images on the device and "
+      "crop whole batches there (auto: on CUDA when they fit --device-cache-mem)")
+    a("--device-cache-mem", type=float, help="GiB of device memory the resident images may use (-1: a quarter of "
+      "what is free)")
     a("--workers", type=int, help="DataLoader workers (-1: auto)")
     a("--val-batch-size", type=int, help="0: 32 on a CPU (its fastest here), 256 on a GPU")
     a("--seed", type=int, help="seed for weights, order and augmentation (repeatable on CPU)")
@@ -292,7 +299,7 @@ def check_ranges(cfg: Config) -> None:
 
     fraction = "must be in [0, 1)"
     for name in ("lr", "momentum", "wd", "warmup_epochs", "label_smoothing", "clip_grad", "ema", "dropout",
-                 "lighting", "mixup_alpha", "cutmix_alpha", "cache_mem"):
+                 "lighting", "mixup_alpha", "cutmix_alpha", "cache_mem", "device_cache_mem"):
         need(math.isfinite(getattr(cfg, name)), name.replace("_", "-"), getattr(cfg, name), "must be a finite number")
     need(1 <= cfg.epochs <= 100_000, "epochs", cfg.epochs, "must be at least 1")
     need(1 <= cfg.batch_size <= 4096, "batch-size", cfg.batch_size, "must be in 1..4096")
@@ -314,6 +321,8 @@ def check_ranges(cfg: Config) -> None:
     need(1 <= cfg.patience <= 1000, "patience", cfg.patience, "must be in 1..1000")
     need(-1 <= cfg.workers <= 64, "workers", cfg.workers, "must be in -1..64 (-1: automatic)")
     need(cfg.cache_mem >= 0 or cfg.cache_mem == -1, "cache-mem", cfg.cache_mem, "must be >= 0 GiB, or -1 (automatic)")
+    need(cfg.device_cache_mem >= 0 or cfg.device_cache_mem == -1, "device-cache-mem", cfg.device_cache_mem,
+         "must be >= 0 GiB, or -1 (automatic)")
     need(0 <= cfg.seed < 2**63, "seed", cfg.seed, "must be in 0..2**63-1")
     need(MIN_IMG_SIZE <= cfg.img_size <= MAX_IMG_SIZE, "img-size", cfg.img_size,
          f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE} (AlexNet needs at least {MIN_IMG_SIZE} px)")
@@ -480,11 +489,23 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     train_ds = data.build_split(train_root, classes, data.ShortSide(cache_short),
                                 data.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug), policy, machine.log).dataset
     val_ds = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log).dataset
+    shard = range(machine.rank, len(train_ds), machine.world)  # with torchrun, each rank's own images
+    val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
+    if machine.world > 1:
+        val_ds = torch.utils.data.Subset(val_ds, range(machine.rank, len(val_ds), machine.world))
+    on_device, why = device_batches_decision(cfg, machine, train_ds, shard)
+    machine.log(f"training batches: {why}")
+    if on_device:
+        resident = device_data.ResidentImages([train_ds.images[i] for i in shard],
+                                              [train_ds.targets[i] for i in shard], machine.device)
+        train = device_data.DeviceBatches(train_ds, resident, cfg.batch_size, cfg.crop_scale, cfg.img_size,
+                                          drop_last=len(shard) > cfg.batch_size)
+        val = device_data.DeviceTensorBatches(val_ds, machine.device, val_batch)
+        return Loaders(train, val, classes, train.generator)
     workers = cfg.workers if cfg.workers >= 0 else auto_workers(machine.device, isinstance(train_ds, data.CachedImages))
     generator = torch.Generator()
     if machine.world > 1:
         sampler = torch.utils.data.DistributedSampler(train_ds, machine.world, machine.rank, shuffle=True, seed=cfg.seed)
-        val_ds = torch.utils.data.Subset(val_ds, range(machine.rank, len(val_ds), machine.world))
     else:
         sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
     # progressive resizing changes the crop size each epoch: workers must start afresh to see it
@@ -493,9 +514,37 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     # drop a last small batch only when there is a full one: a rank's share may be smaller than a batch
     train = torch.utils.data.DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
                                         generator=generator, **common)
-    val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
     return Loaders(train, val, classes, generator)
+
+
+def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: range) -> tuple[bool, str]:
+    """Whether training batches are built on the device (device_data.py), and the log line why."""
+    per_image = f"cropped per image by {'the main process' if cfg.workers <= 0 else 'DataLoader workers'}"
+    if cfg.device_batches == "off":
+        return False, f"{per_image} (--device-batches off)"
+    if not isinstance(train_ds, data.CachedImages):
+        return False, f"{per_image}: the decoded images are not cached in memory"
+    if cfg.aug != "none":
+        return False, f"{per_image}: --aug {cfg.aug} works image by image"
+    need = device_data.ResidentImages.bytes_needed([train_ds.images[i] for i in shard])
+    if cfg.device_batches == "auto" and machine.device.type != "cuda":
+        return False, f"{per_image} (on a CPU bench.py measured no gain from batched crops; --device-batches on forces them)"
+    budget = device_cache_budget(cfg.device_cache_mem, machine.device)
+    if cfg.device_batches == "auto" and need > budget:
+        return False, f"{per_image}: the images need {need / 2**30:.2f} GiB on {machine.device}, over " \
+                      f"--device-cache-mem {budget / 2**30:.2f} GiB"
+    return True, f"built on {machine.device} from {len(shard)} resident images ({need / 2**20:.0f} MiB, uint8), " \
+                 f"cropped a batch at a time"
+
+
+def device_cache_budget(gib: float, device: torch.device) -> int:
+    """Bytes of device memory for the resident images: --device-cache-mem, or a quarter of what is free."""
+    if gib >= 0:
+        return int(gib * 2**30)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 4
+    return cache_budget(-1)
 
 
 def cache_budget(cache_mem_gib: float) -> int:
@@ -679,7 +728,7 @@ def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
                     if MIN_IMG_SIZE <= s <= cfg.img_size})
     step_s = {}
     for size in sizes:
-        data.set_train_crop_size(loaders.train.dataset.transform, size)
+        set_crop_size(loaders.train, size)
         batches, times = iter(loaders.train), []
         for _ in range(min(4, len(loaders.train))):
             t0 = time.perf_counter()
@@ -826,10 +875,18 @@ def start_epoch(cfg: Config, loaders: Loaders, epoch: int, rank: int, crop_size:
     torch.manual_seed(seed)
     random.seed(seed)
     loaders.generator.manual_seed(seed)
-    if hasattr(loaders.train.sampler, "set_epoch"):
+    if hasattr(getattr(loaders.train, "sampler", None), "set_epoch"):
         loaders.train.sampler.set_epoch(epoch)
-    # loader workers see the new size because they start afresh each epoch (build_loaders)
-    data.set_train_crop_size(loaders.train.dataset.transform, crop_size)
+    set_crop_size(loaders.train, crop_size)
+
+
+def set_crop_size(loader, size: int) -> None:
+    """The training crop size from now on (progressive resizing; the budget's measurements).
+    Loader workers see it because they start afresh each epoch (build_loaders)."""
+    if isinstance(loader, device_data.DeviceBatches):
+        loader.crop_size = size
+    else:
+        data.set_train_crop_size(loader.dataset.transform, size)
 
 
 def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, state: RunState, stop: Stop) -> dict:

@@ -9,7 +9,8 @@ def test_bench_reports_both_paths_as_json(capsys):
                        "--batch-size", "4", "--predict-runs", "1", "--json"]) == 0
     out = capsys.readouterr().out
     res = json.loads(out[out.index("{"):])
-    for path in ("tutorial", "default"):
+    assert res["batch_building_images_per_s"]["per_image"] > 0 and res["batch_building_images_per_s"]["batched"] > 0
+    for path in ("tutorial", "default", "default_device_batches_on"):
         assert len(res[path]["train"]) == 1 and res[path]["train"][0] > 0 and res[path]["val"][0] > 0
     assert res["train_gflop_per_image"] > 1.0  # forward + backward of the half-width net at 224 px
     assert res["matmul_gflops"]["fp32"] > 0
@@ -22,6 +23,8 @@ def test_report_on_a_machine_without_bf16_says_so(capsys):
     res = {"device": "cpu", "batch_size": 32, "repeats": 1, "data": "D",
            "tutorial": {"train": [80.0], "val": [120.0], "workers": 2},
            "default": {"train": [110.0], "val": [400.0], "startup_s": 3.0, "precision": "fp32"},
+           "default_device_batches_on": {"train": [105.0], "val": [390.0], "startup_s": 3.0, "precision": "fp32"},
+           "batch_building_images_per_s": {"per_image": 900.0, "batched": 700.0},
            "model_step": {"fp32_nchw": 95.0, "fp32_channels_last_fused": 120.0},
            "matmul_gflops": {"fp32": 300.0, "bf16": None}, "train_gflop_per_image": 1.75,
            "peak_rss_mib": {"after_tutorial": 1000.0, "after_default": 2000.0}}
