@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import evaluate
+import images
 import predict
 from conftest import COLOURS, make_colour_folder, run_train, train_args
 from model import AlexNet, grad_cam
@@ -131,7 +132,7 @@ def test_grad_cam_has_the_image_size_and_looks_at_the_half_that_carries_the_clas
     classifier = predict.load_classifier(str(tmp_path / "run" / "best.pth"))
     masses = []
     for path in sorted((tmp_path / "halves" / "val").rglob("*.png")):
-        view, heat = classifier.grad_cam(classifier.data.open_rgb(str(path)), classifier.names.index(path.parent.name))
+        view, heat = classifier.grad_cam(images.open_rgb(str(path)), classifier.names.index(path.parent.name))
         assert heat.shape == view.shape[:2] == (96, 96)
         assert heat.min() >= 0 and heat.max() == pytest.approx(1.0)
         masses.append(heat[:, 48:].sum() / heat.sum())
