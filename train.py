@@ -59,13 +59,14 @@ DEMO_DATA = "data_set/demo_shapes"
 RECIPES: dict[str, dict] = {
     "tutorial": dict(epochs=10, batch_size=32, opt="adam", lr=2e-4, wd=0.0, sched="constant",
                      warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
-                     lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch", img_size_start=0),
+                     lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch", img_size_start=0,
+                     img_size_end=0),
     "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau",
                   warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
-                  lighting=0.1, tta=True, clip_grad=0.0, init="arch", img_size_start=0),
+                  lighting=0.1, tta=True, clip_grad=0.0, init="arch", img_size_start=0, img_size_end=0),
     "fast": dict(epochs=10, batch_size=32, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
                  warmup_epochs=1.0, label_smoothing=0.1, aug="none", crop_scale=(0.25, 1.0),
-                 lighting=0.0, tta=False, clip_grad=1.0, init="arch", img_size_start=0),
+                 lighting=0.0, tta=False, clip_grad=1.0, init="arch", img_size_start=0, img_size_end=0),
 }
 # the longer run that fits 30 minutes on a 2-core CPU (README, "Accuracy"): `fast`, small crops first
 RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting=0.1)
@@ -91,6 +92,7 @@ class Config:
     demo: bool = False
     img_size: int = 224
     img_size_start: int = 0  # progressive resizing: first epoch's crop size (0 = off)
+    img_size_end: int = 0  # the last epochs' training crop size (0 = img_size, the validated size)
     val_resize: int = 256  # short side before the validation centre crop; 0 = squash to img_size
     tta: bool = False
     crop_scale: tuple[float, float] = (0.25, 1.0)
@@ -138,6 +140,10 @@ class Config:
     quiet: bool = False
     overwrite: bool = False
     resume: str | None = None
+
+    @property
+    def train_size_end(self) -> int:
+        return self.img_size_end or self.img_size
 
     @property
     def eval_transform(self) -> EvalTransform:
@@ -199,6 +205,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--img-size", type=int, help=f"crop size fed to the network, {MIN_IMG_SIZE}-{MAX_IMG_SIZE}")
     a("--img-size-start", type=int, help="progressive resizing: training crops grow from this size at the first "
       "epoch to --img-size at 3/4 of the epochs; small early epochs run several times faster (0 = off) [recipe]")
+    a("--img-size-end", type=int, help="the training crop size of the last epochs, if not --img-size: training a "
+      "little smaller than testing is cheaper and matches the apparent object size of the centre crop "
+      "(Touvron et al., FixRes, 2019) (0 = --img-size) [recipe]")
     a("--dropout", type=float, help="dropout before the two hidden FC layers")
     a("--init", choices=["arch", "default"], help="arch: the tutorial's / paper's init; default: PyTorch's [recipe]")
     a("--topk", type=int, help="also report top-k accuracy (capped at the class count)")
@@ -242,7 +251,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
         recipe = given.get("recipe", BUDGET_RECIPE if "budget" in given else DEFAULT_RECIPE)
         values = RECIPES[recipe] | {"recipe": recipe} | (DEMO | {"data": DEMO_DATA} if given.get("demo") else {})
         values, resume = values | given | weights_values(given), None
-    if "img_size_start" not in given and values.get("img_size_start", 0) >= values.get("img_size", 224):
+    if "img_size_start" not in given and values.get("img_size_start", 0) >= values.get("img_size", 224) \
+            and not values.get("img_size_end"):
         values["img_size_start"] = 0  # the recipe's small first crops are not small at this --img-size
     if values.get("val_resize") is None:
         values["val_resize"] = eval_resize(values.get("img_size", FIELDS["img_size"].default))
@@ -326,8 +336,10 @@ def check_ranges(cfg: Config) -> None:
     need(0 <= cfg.seed < 2**63, "seed", cfg.seed, "must be in 0..2**63-1")
     need(MIN_IMG_SIZE <= cfg.img_size <= MAX_IMG_SIZE, "img-size", cfg.img_size,
          f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE} (AlexNet needs at least {MIN_IMG_SIZE} px)")
-    need(cfg.img_size_start == 0 or MIN_IMG_SIZE <= cfg.img_size_start <= cfg.img_size, "img-size-start",
-         cfg.img_size_start, f"must be 0 (off) or in {MIN_IMG_SIZE}..--img-size {cfg.img_size}")
+    need(cfg.img_size_end == 0 or MIN_IMG_SIZE <= cfg.img_size_end <= MAX_IMG_SIZE, "img-size-end", cfg.img_size_end,
+         f"must be 0 (= --img-size) or in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}")
+    need(cfg.img_size_start == 0 or MIN_IMG_SIZE <= cfg.img_size_start <= cfg.train_size_end, "img-size-start",
+         cfg.img_size_start, f"must be 0 (off) or in {MIN_IMG_SIZE}..{cfg.train_size_end} (the final training size)")
     need(cfg.val_resize == 0 or cfg.img_size <= cfg.val_resize <= 4096, "val-resize", cfg.val_resize,
          f"must be 0 (squash) or in --img-size {cfg.img_size}..4096")
 
@@ -701,12 +713,12 @@ def choose_plan(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loader
     """--epochs as given; or, with --budget, the most steps that end when the time does."""
     steps = len(loaders.train)
     if not cfg.budget:
-        return plan.fixed_plan(cfg.epochs, cfg.img_size_start, cfg.img_size, steps), None
+        return plan.fixed_plan(cfg.epochs, cfg.img_size_start, cfg.train_size_end, steps), None
     costs = measure_costs(cfg, machine, trainer, loaders)
     left = budget_seconds_left(cfg, started)
-    chosen = plan.fit_budget(left, cfg.img_size_start, cfg.img_size, steps, costs)
+    chosen = plan.fit_budget(left, cfg.img_size_start, cfg.train_size_end, steps, costs)
     if chosen is None or chosen.epochs == 1 and chosen.last_epoch_steps < steps:
-        whole = plan.plan_seconds(plan.fixed_plan(1, cfg.img_size_start, cfg.img_size, steps), costs)
+        whole = plan.plan_seconds(plan.fixed_plan(1, cfg.img_size_start, cfg.train_size_end, steps), costs)
         raise ArgumentError(f"--budget {cfg.budget:g}s: one epoch takes about {whole:.0f} s here and setting up "
                             f"took {time.monotonic() - started:.0f} s; give at least "
                             f"{math.ceil(whole + time.monotonic() - started) + 1} s")
@@ -724,8 +736,8 @@ def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     one validation pass extrapolated from two batches."""
     model = copy.deepcopy(trainer.model)
     optimizer = build_optimizer(cfg, model)
-    sizes = sorted({s for s in (cfg.img_size_start, (cfg.img_size_start + cfg.img_size) // 2, cfg.img_size)
-                    if MIN_IMG_SIZE <= s <= cfg.img_size})
+    end = cfg.train_size_end
+    sizes = sorted({s for s in (cfg.img_size_start, (cfg.img_size_start + end) // 2, end) if MIN_IMG_SIZE <= s <= end})
     step_s = {}
     for size in sizes:
         set_crop_size(loaders.train, size)
@@ -759,7 +771,7 @@ def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wa
     val_s = row["seconds"] - row["train_seconds"]
     costs = plan.Costs({s: t * row["train_seconds"] / predicted_train for s, t in state.costs.step_s.items()},
                        val_s, max(0.0, epoch_wall - row["seconds"]))
-    new = plan.fit_budget(budget_seconds_left(cfg, state.started), cfg.img_size_start, cfg.img_size,
+    new = plan.fit_budget(budget_seconds_left(cfg, state.started), cfg.img_size_start, cfg.train_size_end,
                           state.plan.steps_per_epoch, costs, first_epoch=1)
     if new is not None and new.sizes[0] == state.plan.sizes[0]:
         state.plan, state.costs = broadcast(machine, (new, costs))
@@ -803,7 +815,7 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
         return RunState(chosen, started, costs)
     steps = len(loaders.train)
     kept = plan.Plan(**resume["plan"]) if cfg.budget else plan.fixed_plan(cfg.epochs, cfg.img_size_start,
-                                                                           cfg.img_size, steps)
+                                                                           cfg.train_size_end, steps)
     state = RunState(kept, started, epoch=resume["epoch"], history=list(resume["metrics"]),
                      best_acc=resume["best_acc"], best_epoch=resume["best_epoch"])
     state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0
