@@ -28,7 +28,7 @@ from PIL import Image
 import folders
 import images
 import predict
-from errors import ArgumentError, DataError, OneLineParser, UserError
+from errors import ArgumentError, DataError, OneLineParser, UserError, printable_console
 
 MAX_UPLOAD_MB = 20
 TOP_SHOWN = 5
@@ -197,7 +197,7 @@ def launch(args, gr):
 
 def cli(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    folders.printable_console()
+    printable_console()
     args = get_args_parser().parse_args(argv)
     try:
         gr = require_gradio()

@@ -1,10 +1,15 @@
 """The error types for input the user gave that cannot be used.
 
-Each script's ``cli()`` catches ``UserError`` once and prints it as one line,
-``error: <file or option>: <problem>``, with exit code 2; anything else is a bug and
-keeps its traceback. The subclasses only say where the problem lies.
+Each script's ``cli()`` catches ``UserError`` once (``run_main``) and prints it as one
+line, ``error: <file or option>: <problem>``, with exit code 2; anything else is a bug
+and keeps its traceback. The subclasses only say where the problem lies. A wrong option
+is one such line too (``OneLineParser``), and a file name that is not valid UTF-8 prints
+with \\x escapes instead of crashing the print (``printable_console``).
 """
 import argparse
+import codecs
+import sys
+from typing import Callable
 
 
 class UserError(Exception):
@@ -33,3 +38,31 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+def run_main(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Each script's cli(): main(args)'s exit code, or for a UserError one line and 2."""
+    printable_console()
+    try:
+        return main(args) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _escape_bytes(err: UnicodeError) -> tuple[str, int]:
+    """Error handler: a byte that was not UTF-8 (a surrogate, as Python reads such names)
+    becomes \\xNN, any other character the console cannot show becomes \\uNNNN."""
+    bad = err.object[err.start:err.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                   f"\\u{ord(c):04x}" for c in bad), err.end
+
+
+codecs.register_error("escape-bytes", _escape_bytes)
+
+
+def printable_console() -> None:
+    """Let print() show file names that are not UTF-8 (escaped) instead of raising UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="escape-bytes")

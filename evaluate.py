@@ -38,7 +38,7 @@ import folders
 import outputs
 import predict
 import train
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, run_main
 
 NEIGHBOURS = 6  # training images shown for each test image in neighbours.png, as in the paper
 
@@ -406,18 +406,11 @@ def main(args) -> int:
     print(f"report and figures in {out}")
     if split.bad:
         print(f"{len(split.bad)} image(s) could not be read; the other {len(targets)} were scored", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if split.bad else 0
 
 
 def cli(argv: list[str] | None = None) -> int:
-    folders.printable_console()
-    args = get_args_parser().parse_args(argv)
-    try:
-        return main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import folders
 import outputs
-from errors import ArgumentError, CheckpointError, OneLineParser, UserError
+from errors import ArgumentError, CheckpointError, OneLineParser, UserError, run_main
 
 METADATA_KEY = "alexnet"
 INSTALL = "pip install -r requirements.txt (onnx, onnxruntime, onnxscript)"
@@ -132,22 +132,16 @@ def main(args) -> int:
     worst, agree = compare(classifier, out, views)
     print(f"onnx checker: passed; onnxruntime vs PyTorch on {len(views)} {'images' if args.data else 'generated images'}"
           f": largest probability difference {worst:.2e}, top-1 agreement {agree:.0%}")
-    if worst > args.tolerance or agree < 1:
-        out.unlink()
-        print(f"error: {out}: onnxruntime disagrees with PyTorch (difference {worst:.2e} > {args.tolerance:g} "
-              f"or top-1 agreement {agree:.0%} < 100%); the file was removed", file=sys.stderr)
-        return 1
-    return 0
+    if worst <= args.tolerance and agree == 1:
+        return 0
+    out.unlink()
+    print(f"error: {out}: onnxruntime disagrees with PyTorch (difference {worst:.2e} > {args.tolerance:g} "
+          f"or top-1 agreement {agree:.0%} < 100%); the file was removed", file=sys.stderr)
+    return 1
 
 
 def cli(argv: list[str] | None = None) -> int:
-    folders.printable_console()
-    args = get_args_parser().parse_args(argv)
-    try:
-        return main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

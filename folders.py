@@ -11,12 +11,11 @@ torchvision's ImageFolder is not used for the walk because it follows a link cyc
 forever and says nothing about the files it skips (tests/test_folders.py checks that
 both list the same files on an ordinary tree).
 """
-import codecs
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from errors import DataError
+from errors import DataError  # also registers the 'escape-bytes' error handler printable() uses
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -143,27 +142,7 @@ def class_samples(root: str, classes: list[str]) -> tuple[list[tuple[str, int]],
     return samples, total
 
 
-def _escape_bytes(err: UnicodeError) -> tuple[str, int]:
-    """Error handler: a byte that was not UTF-8 (a surrogate, as Python reads such names)
-    becomes \\xNN, any other character the console cannot show becomes \\uNNNN."""
-    bad = err.object[err.start:err.end]
-    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
-                   f"\\u{ord(c):04x}" for c in bad), err.end
-
-
-codecs.register_error("escape-bytes", _escape_bytes)
-
-
 def printable(name: str) -> str:
     """A file name that may hold bytes that are not UTF-8 (Linux allows any), with those
     bytes as \\x escapes, so it can be printed, drawn in a figure or written to a CSV."""
     return name.encode("utf-8", "escape-bytes").decode("utf-8")
-
-
-def printable_console() -> None:
-    """Let print() show such names (escaped) instead of raising UnicodeEncodeError."""
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="escape-bytes")

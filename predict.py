@@ -24,7 +24,7 @@ from typing import Iterator
 import folders
 import images
 import outputs
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError, run_main
 
 DEFAULT_WEIGHTS = "runs/best.pth"
 MAX_SHOWN = 16  # images in the figure; all of them are printed
@@ -319,18 +319,11 @@ def main(args) -> int:
         print("(no display found: pass --save fig.png to write the figure, --no-show to skip it)")
     if errors:
         print(f"{len(errors)} of {len(errors) + len(shown)} input(s) failed", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if errors else 0
 
 
 def cli(argv: list[str] | None = None) -> int:
-    folders.printable_console()
-    args = get_args_parser().parse_args(argv)
-    try:
-        return main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

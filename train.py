@@ -45,7 +45,7 @@ import outputs
 import plan
 from data import EvalTransform
 from images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError, printable_console
 from model import ARCHS, AlexNet, load_checkpoint, probabilities
 
 FLOWERS = "data_set/flower_data"
@@ -1206,7 +1206,7 @@ def main(args: argparse.Namespace, started: float | None = None) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    data.folders.printable_console()
+    printable_console()
     args = get_args_parser().parse_args(argv)
     try:
         main(args, started)

@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the project's own modules (standard library only)
 
 import folders  # noqa: E402
-from errors import ArgumentError, DataError, OneLineParser, OutputError, UserError  # noqa: E402
+from errors import ArgumentError, DataError, OneLineParser, OutputError, UserError, printable_console  # noqa: E402
 
 
 def plan_split(src: Path, val_ratio: float, seed: int) -> tuple[dict[str, tuple[list[str], list[str]]], folders.Listing]:
@@ -79,7 +79,7 @@ def split(src: Path, dest: Path, val_ratio: float = 0.1, seed: int = 0, link: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    folders.printable_console()
+    printable_console()
     p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("src", nargs="?", default=str(HERE / "flower_photos"), help="folder of <class>/<image> folders")
     p.add_argument("--dest", default=str(HERE / "flower_data"), help="where train/ and val/ are created")
