@@ -731,29 +731,12 @@ def budget_seconds_left(cfg: Config, started: float) -> float:
 
 
 def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -> plan.Costs:
-    """Seconds per training step (batch loading included) at the smallest, middle and largest
-    crop size, timed on real batches with a throwaway copy of the model and optimizer, and
-    one validation pass extrapolated from two batches."""
-    model = copy.deepcopy(trainer.model)
-    optimizer = build_optimizer(cfg, model)
+    """What an epoch will cost, measured on this machine before training: training steps at
+    the smallest, middle and largest crop size, a validation pass, and writing checkpoints."""
+    model = copy.deepcopy(trainer.model)  # a throwaway copy: the run's own weights stay untouched
     end = cfg.train_size_end
     sizes = sorted({s for s in (cfg.img_size_start, (cfg.img_size_start + end) // 2, end) if MIN_IMG_SIZE <= s <= end})
-    step_s = {}
-    for size in sizes:
-        set_crop_size(loaders.train, size)
-        batches, times = iter(loaders.train), []
-        for _ in range(min(4, len(loaders.train))):
-            t0 = time.perf_counter()
-            images, targets = next(batches)
-            x = data.normalize(images.to(machine.device), cfg.mean, cfg.std)
-            with machine.autocast():
-                loss = trainer.criterion(model(x), targets.to(machine.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            synchronize(machine.device)
-            times.append(time.perf_counter() - t0)
-        step_s[size] = statistics.median(times[1:] or times)  # the first one warms up the kernels and the loader
+    step_s = {size: step_seconds(cfg, machine, model, trainer.criterion, loaders, size) for size in sizes}
     t0, seen = time.perf_counter(), 0
     for images, _ in itertools.islice(loaders.val, 2):
         with torch.inference_mode(), machine.autocast():
@@ -761,21 +744,50 @@ def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
         seen += len(images)
     synchronize(machine.device)
     val_s = (time.perf_counter() - t0) / max(seen, 1) * len(loaders.val.dataset)
-    return plan.Costs(step_s, val_s, epoch_overhead_s=1.0)  # corrected by the first epoch's real time
+    probe = Path(cfg.output_dir) / f"budget-probe{outputs.TMP_MARK}{os.getpid()}"
+    t0 = time.perf_counter()
+    outputs.save_torch(model.state_dict(), probe)
+    saved_s = time.perf_counter() - t0
+    probe.unlink()
+    # a checkpoint holds the weights and the optimizer's one or two buffers per weight, and an
+    # improving epoch writes two of them (best.pth and last.pth)
+    return plan.Costs(step_s, val_s, epoch_overhead_s=saved_s * (2 if cfg.opt == "sgd" else 3) * 2)
+
+
+def step_seconds(cfg: Config, machine: Machine, model: nn.Module, criterion: nn.Module, loaders: Loaders,
+                 size: int) -> float:
+    """Median seconds of a training step at this crop size, batch loading included."""
+    optimizer = build_optimizer(cfg, model)
+    set_crop_size(loaders.train, size)
+    batches, times = iter(loaders.train), []
+    for _ in range(min(4, len(loaders.train))):
+        t0 = time.perf_counter()
+        images, targets = next(batches)
+        x = data.normalize(images.to(machine.device), cfg.mean, cfg.std)
+        with machine.autocast():
+            loss = criterion(model(x), targets.to(machine.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        synchronize(machine.device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:] or times)  # the first one warms up the kernels and the loader
 
 
 def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wall: float) -> None:
     """After the first epoch of a budget run, once: the measured costs, corrected by what
-    that epoch really took, give the plan for the time that is left."""
+    that epoch really took, give the plan for the time that is left; if no further epoch
+    fits, the run ends now rather than overrun."""
     predicted_train = state.plan.steps_in(0) * state.costs.step_at(state.plan.sizes[0])
     val_s = row["seconds"] - row["train_seconds"]
     costs = plan.Costs({s: t * row["train_seconds"] / predicted_train for s, t in state.costs.step_s.items()},
                        val_s, max(0.0, epoch_wall - row["seconds"]))
     new = plan.fit_budget(budget_seconds_left(cfg, state.started), cfg.img_size_start, cfg.train_size_end,
                           state.plan.steps_per_epoch, costs, first_epoch=1)
-    if new is not None and new.sizes[0] == state.plan.sizes[0]:
-        state.plan, state.costs = broadcast(machine, (new, costs))
-        machine.log(f"plan after the first epoch: {plan.describe(new, costs)}")
+    if new is None or new.sizes[0] != state.plan.sizes[0]:
+        new = plan.Plan(1, state.plan.sizes[:1], state.plan.steps_per_epoch, state.plan.steps_in(0))
+    state.plan, state.costs = broadcast(machine, (new, costs))
+    machine.log(f"plan after the first epoch: {plan.describe(new, costs)}")
 
 
 def broadcast(machine: Machine, value):

@@ -77,13 +77,13 @@ def test_budget_uses_the_long_recipe_unless_told_otherwise():
 
 
 def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path):
-    summary = run_train(budget_args(colour_data, tmp_path, "25s"))
+    summary = run_train(budget_args(colour_data, tmp_path, "20s"))
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     chosen = plan.Plan(**ckpt["plan"])
     assert ckpt["epoch"] == chosen.epochs == len(summary["history"]) >= 2
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     elapsed = [float(r["elapsed_s"]) for r in rows]
-    assert elapsed == sorted(elapsed) and elapsed[-1] <= 25
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= 20
     cfg = train.Config(**ckpt["config"])
     assert float(rows[-1]["lr"]) == pytest.approx(train.lr_at(cfg, chosen, chosen.total_steps - 1))
     assert float(rows[-1]["lr"]) < 0.1 * cfg.lr  # the cosine has run its course
@@ -100,7 +100,7 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
 
     monkeypatch.setattr(train, "finish_epoch", stop_after_the_first_epoch)
     with pytest.raises(train.TrainingStopped):
-        run_train(budget_args(colour_data, tmp_path, "25s"))
+        run_train(budget_args(colour_data, tmp_path, "20s"))
     monkeypatch.undo()
     before = torch.load(tmp_path / "last.pth", weights_only=True)
     assert before["epoch"] == 1 and before["plan"]["epochs"] >= 2
