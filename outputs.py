@@ -7,6 +7,7 @@ step. A reader, or the next run after a power cut, sees the old file or the new 
 never a mixture. Leftover ``*.tmp-*`` files are removed by ``remove_stale``.
 """
 import os
+import shutil
 from pathlib import Path
 from typing import IO, Callable
 
@@ -42,6 +43,23 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def link_atomic(existing: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give ``existing`` a second name, replacing ``path`` atomically: a hard link where the
+    file system has them (no second write of the bytes), a copy where it has not."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        try:
+            os.link(existing, tmp)
+        except OSError:
+            with open(existing, "rb") as source:
+                write_atomic(tmp, lambda f: shutil.copyfileobj(source, f))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

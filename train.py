@@ -73,8 +73,10 @@ RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting
 # at the tutorial's 10 epochs `fast` won two of three same-machine pairs with `tutorial` and
 # tied the third (README, "Accuracy"), so it is the default; --recipe tutorial restores the seed's settings.
 DEFAULT_RECIPE = "fast"
-# --budget plans its own epochs; progressive resizing makes the most of the time (README, "Time budget")
-BUDGET_RECIPE = "long"
+# `long`, ending its progressive resizing a little below the validated size (FixRes): the recipe
+# --budget plans its epochs for (README, "Time is the budget")
+RECIPES["budget"] = RECIPES["long"] | dict(img_size_end=-1)  # -1: 6/7 of --img-size, 192 px for 224
+BUDGET_RECIPE = "budget"
 # --demo: small synthetic images, so a laptop CPU reaches >90% in about two minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -251,8 +253,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
         recipe = given.get("recipe", BUDGET_RECIPE if "budget" in given else DEFAULT_RECIPE)
         values = RECIPES[recipe] | {"recipe": recipe} | (DEMO | {"data": DEMO_DATA} if given.get("demo") else {})
         values, resume = values | given | weights_values(given), None
-    if "img_size_start" not in given and values.get("img_size_start", 0) >= values.get("img_size", 224) \
-            and not values.get("img_size_end"):
+    if values.get("img_size_end") == -1:
+        values["img_size_end"] = max(MIN_IMG_SIZE, round(values.get("img_size", 224) * 6 / 7 / 16) * 16)
+    final = values.get("img_size_end") or values.get("img_size", FIELDS["img_size"].default)
+    if "img_size_start" not in given and values.get("img_size_start", 0) >= final:
         values["img_size_start"] = 0  # the recipe's small first crops are not small at this --img-size
     if values.get("val_resize") is None:
         values["val_resize"] = eval_resize(values.get("img_size", FIELDS["img_size"].default))
@@ -749,9 +753,8 @@ def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     outputs.save_torch(model.state_dict(), probe)
     saved_s = time.perf_counter() - t0
     probe.unlink()
-    # a checkpoint holds the weights and the optimizer's one or two buffers per weight, and an
-    # improving epoch writes two of them (best.pth and last.pth)
-    return plan.Costs(step_s, val_s, epoch_overhead_s=saved_s * (2 if cfg.opt == "sgd" else 3) * 2)
+    # a checkpoint holds the weights and the optimizer's one or two buffers per weight
+    return plan.Costs(step_s, val_s, epoch_overhead_s=saved_s * (2 if cfg.opt == "sgd" else 3))
 
 
 def step_seconds(cfg: Config, machine: Machine, model: nn.Module, criterion: nn.Module, loaders: Loaders,
@@ -788,6 +791,17 @@ def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wa
         new = plan.Plan(1, state.plan.sizes[:1], state.plan.steps_per_epoch, state.plan.steps_in(0))
     state.plan, state.costs = broadcast(machine, (new, costs))
     machine.log(f"plan after the first epoch: {plan.describe(new, costs)}")
+
+
+def fit_last_epoch(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wall: float) -> None:
+    """Before a budget run's last epoch: its number of steps from the time actually left and
+    what a step of the epoch just done cost (scaled to the last crop size by the pixels), so
+    the run ends at the budget; the cosine's end moves with it by a few steps at most."""
+    done_steps = state.plan.steps_in(state.epoch - 1)
+    per_step = row["train_seconds"] / done_steps * (state.plan.sizes[-1] / row["train_size"]) ** 2
+    left = budget_seconds_left(cfg, state.started) - (epoch_wall - row["train_seconds"])
+    steps = max(1, min(state.plan.steps_per_epoch, math.floor(left / per_step)))
+    state.plan = broadcast(machine, dataclasses.replace(state.plan, last_epoch_steps=steps))
 
 
 def broadcast(machine: Machine, value):
@@ -1036,9 +1050,9 @@ def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunStat
         return
     out = Path(cfg.output_dir)
     ckpt = build_checkpoint(cfg, trainer, state, classes)
-    if improved:
-        outputs.save_torch(ckpt, out / "best.pth")
     outputs.save_torch(ckpt, out / "last.pth")
+    if improved:  # the same bytes: a second name for last.pth's file (which the next epoch replaces, not rewrites)
+        outputs.link_atomic(out / "last.pth", out / "best.pth")
     write_metrics(out / "metrics.csv", state.history)
     plot_curves(cfg, state.history, out / "curves.png")
 
@@ -1136,6 +1150,8 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
                 finish_epoch(cfg, machine, trainer, state, row, loaders.classes)
                 if state.costs is not None and state.epoch == 1:
                     replan(cfg, machine, state, row, time.monotonic() - epoch_start)
+                if state.costs is not None and state.epoch == state.plan.epochs - 1:
+                    fit_last_epoch(cfg, machine, state, row, time.monotonic() - epoch_start)
         except TrainingStopped as e:
             if state.epoch:
                 last = Path(cfg.output_dir) / "last.pth"

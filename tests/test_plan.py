@@ -13,7 +13,7 @@ from errors import ArgumentError
 
 def budget_args(data, out, budget: str) -> list[str]:
     """The tests' small settings, with a budget instead of --epochs."""
-    args = train_args(data, out, "--img-size", "80", "--img-size-start", "64", "--budget", budget)
+    args = train_args(data, out, "--img-size", "96", "--img-size-start", "64", "--budget", budget)  # crops 64 -> 80
     i = args.index("--epochs")
     return args[:i] + args[i + 2:]
 
@@ -69,11 +69,14 @@ def test_budget_arguments_are_checked(argv, message):
         train.resolve_config(train.get_args_parser().parse_args(argv))
 
 
-def test_budget_uses_the_long_recipe_unless_told_otherwise():
+def test_budget_uses_its_recipe_unless_told_otherwise():
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m"]))[0]
-    assert (cfg.recipe, cfg.budget, cfg.img_size_start, cfg.sched) == ("long", 300.0, 128, "cosine")
+    assert (cfg.recipe, cfg.budget, cfg.img_size_start, cfg.img_size_end, cfg.sched) == ("budget", 300.0, 128, 192,
+                                                                                          "cosine")
+    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--img-size", "112"]))[0]
+    assert (cfg.img_size_start, cfg.img_size_end) == (0, 96)  # 6/7 of the size; no smaller first crops at 112 px
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--recipe", "fast"]))[0]
-    assert (cfg.recipe, cfg.img_size_start) == ("fast", 0)
+    assert (cfg.recipe, cfg.img_size_start, cfg.train_size_end) == ("fast", 0, 224)
 
 
 def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path):
