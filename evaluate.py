@@ -273,8 +273,8 @@ def plot_mistakes(split: data.Split, probs: torch.Tensor, targets: torch.Tensor,
         ax = fig.add_subplot(math.ceil(len(shown) / cols), cols, n + 1)
         ax.imshow(thumbnail(split.samples[i][0]))
         p = probs[i].max().item()
-        ax.set_title(f"true {folders.printable(names[targets[i]])}\npredicted {folders.printable(names[probs[i].argmax()])}"
-                     f" {p:.2f}", fontsize=9)
+        true, predicted = folders.printable(names[targets[i]]), folders.printable(names[probs[i].argmax()])
+        ax.set_title(f"true {true}\npredicted {predicted} {p:.2f}", fontsize=9)
         ax.axis("off")
     fig.suptitle("most confidently wrong (highest loss first)")
     fig.tight_layout()

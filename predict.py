@@ -211,7 +211,8 @@ def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
     return files, errors, folders.describe_skipped(listing)
 
 
-def predict_files(classifier, files: list[str], batch_size: int) -> Iterator[tuple[str, list[float] | None, str | None]]:
+def predict_files(classifier, files: list[str],
+                  batch_size: int) -> Iterator[tuple[str, list[float] | None, str | None]]:
     """(path, probabilities or None, error or None) for each file, batching readable images."""
     batch: list[tuple[str, object]] = []
 

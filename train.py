@@ -3,7 +3,8 @@
     python train.py --demo                          # no download: synthetic shapes, ~2 min on a CPU
     python train.py                                 # data_set/flower_data/{train,val}, the `fast` recipe
     python train.py --recipe tutorial              # the tutorial's exact settings
-    python train.py --recipe long                  # 70 epochs, small crops first: 0.851 here in 26 min
+    python train.py --recipe long                  # 70 epochs, small crops first: 0.85 (26 min on a fast 2-core CPU)
+    python train.py --budget 10m                    # the best run that fits 10 minutes of this machine
     python train.py --data my_photos --epochs 30    # your own <class>/<image> folders
     python train.py --resume runs/last.pth          # continue an interrupted run
     torchrun --nproc_per_node=4 train.py            # several GPUs (DistributedDataParallel)
@@ -14,7 +15,8 @@ plain types, so ``predict.py`` rebuilds the model from it alone.
 
 Reading order: ``Config`` (every setting, resolved once by ``resolve_config``), then
 ``fit()``: setup (``setup_machine``, ``load_data``, ``build_trainer``) -> restore
-(``restore_state``) -> the epoch loop (``run_epoch``, ``finish_epoch``) -> ``summarize``.
+(``restore_state``, which also plans a --budget run) -> the epoch loop (``train_epochs``:
+``run_epoch``, ``finish_epoch``) -> ``summarize``.
 """
 import argparse
 import copy
@@ -44,8 +46,8 @@ import device_data
 import outputs
 import plan
 from data import EvalTransform
-from images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
 from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError, printable_console
+from images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
 from model import ARCHS, AlexNet, load_checkpoint, probabilities
 
 FLOWERS = "data_set/flower_data"
@@ -153,8 +155,8 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-MACHINE_KEYS = ("device", "precision", "device_batches", "device_cache_mem", "compile", "workers", "val_batch_size", "output_dir", "cache_dir",
-                "cache_mem", "quiet", "overwrite", "resume")
+MACHINE_KEYS = ("device", "precision", "device_batches", "device_cache_mem", "compile", "workers", "val_batch_size",
+                "output_dir", "cache_dir", "cache_mem", "quiet", "overwrite", "resume")
 RESUME_MAY_CHANGE = ("data", "epochs", "bad_images", "topk")  # a longer run, data that moved, reporting
 
 
@@ -545,7 +547,8 @@ def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: rang
         return False, f"{per_image}: --aug {cfg.aug} works image by image"
     need = device_data.ResidentImages.bytes_needed([train_ds.images[i] for i in shard])
     if cfg.device_batches == "auto" and machine.device.type != "cuda":
-        return False, f"{per_image} (on a CPU bench.py measured no gain from batched crops; --device-batches on forces them)"
+        return False, f"{per_image} (on a CPU bench.py measured no gain from batched crops; " \
+                      f"--device-batches on forces them)"
     budget = device_cache_budget(cfg.device_cache_mem, machine.device)
     if cfg.device_batches == "auto" and need > budget:
         return False, f"{per_image}: the images need {need / 2**30:.2f} GiB on {machine.device}, over " \
@@ -936,7 +939,9 @@ def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders,
     k = min(cfg.topk, len(loaders.classes))
     val = evaluate(trainer.validated_model, loaders.val, machine, cfg, k)
     val_s = time.perf_counter() - t0 - train_s
-    raw = {"raw_val_top1": round(evaluate(trainer.model, loaders.val, machine, cfg, k)["val_top1"], 5)} if trainer.ema else {}
+    raw = {}
+    if trainer.ema is not None:  # the raw weights too, to show what the average bought
+        raw["raw_val_top1"] = round(evaluate(trainer.model, loaders.val, machine, cfg, k)["val_top1"], 5)
     return {"epoch": state.epoch + 1, "lr": stats["lr"], "train_size": stats["size"],
             "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
             "val_loss": round(val["val_loss"], 5), "val_top1": round(val["val_top1"], 5),
@@ -1032,7 +1037,8 @@ def progress(iterable, machine: Machine, desc: str, total: int | None = None):
 
 
 # ---------------------------------------------------------------- after each epoch
-def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, row: dict, classes: list[str]) -> None:
+def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, row: dict,
+                 classes: list[str]) -> None:
     """Record the epoch: best so far, the plateau schedule, the log line, and (rank 0) the files."""
     improved = row["val_top1"] > state.best_acc
     if improved:
@@ -1155,7 +1161,8 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
         except TrainingStopped as e:
             if state.epoch:
                 last = Path(cfg.output_dir) / "last.pth"
-                e.args = (f"{e.args[0]}; last.pth holds epoch {state.epoch}: resume with  python train.py --resume {last}",)
+                e.args = (f"{e.args[0]}; last.pth holds epoch {state.epoch}: "
+                          f"resume with  python train.py --resume {last}",)
             raise
 
 

@@ -24,7 +24,8 @@ import folders  # noqa: E402
 from errors import ArgumentError, DataError, OneLineParser, OutputError, UserError, printable_console  # noqa: E402
 
 
-def plan_split(src: Path, val_ratio: float, seed: int) -> tuple[dict[str, tuple[list[str], list[str]]], folders.Listing]:
+def plan_split(src: Path, val_ratio: float,
+               seed: int) -> tuple[dict[str, tuple[list[str], list[str]]], folders.Listing]:
     """{class: (train files, val files)} as paths relative to the class folder,
     deterministic for a given folder, ratio and seed; and what was skipped."""
     classes = folders.find_classes(str(src))
