@@ -18,6 +18,10 @@ Reading order: ``Config`` (every setting, resolved once by ``resolve_config``), 
 (``restore_state``, which also plans a --budget run) -> the epoch loop (``train_epochs``:
 ``run_epoch``, ``finish_epoch``) -> ``summarize``.
 """
+import time
+
+COMMAND_STARTED = time.monotonic()  # --budget counts from here: importing torch alone takes seconds on a slow CPU
+
 import argparse
 import copy
 import csv
@@ -32,7 +36,6 @@ import shutil
 import signal
 import statistics
 import sys
-import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -781,30 +784,25 @@ def step_seconds(cfg: Config, machine: Machine, model: nn.Module, criterion: nn.
 
 
 def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wall: float) -> None:
-    """After the first epoch of a budget run, once: the measured costs, corrected by what
-    that epoch really took, give the plan for the time that is left; if no further epoch
-    fits, the run ends now rather than overrun."""
-    predicted_train = state.plan.steps_in(0) * state.costs.step_at(state.plan.sizes[0])
-    val_s = row["seconds"] - row["train_seconds"]
-    costs = plan.Costs({s: t * row["train_seconds"] / predicted_train for s, t in state.costs.step_s.items()},
-                       val_s, max(0.0, epoch_wall - row["seconds"]))
+    """After each epoch of a budget run: the costs, corrected by what that epoch really took,
+    give the plan for the time that is left (the epochs, their sizes, the last one's steps);
+    if no further epoch fits, the run ends now rather than overrun. Short probes misjudge how
+    the cost grows with the crop size, so a single correction would drift as the crops grow."""
+    predicted = state.plan.steps_in(state.epoch - 1) * state.costs.step_at(row["train_size"])
+    factor = row["train_seconds"] / predicted
+    saving = max(0.0, epoch_wall - row["seconds"])
+    if state.epoch > 1:  # writing files varies from epoch to epoch (the first plot is slow): an average
+        saving = (saving + state.costs.epoch_overhead_s) / 2
+    costs = plan.Costs({s: t * factor for s, t in state.costs.step_s.items()},
+                       row["seconds"] - row["train_seconds"], saving)
     new = plan.fit_budget(budget_seconds_left(cfg, state.started), cfg.img_size_start, cfg.train_size_end,
-                          state.plan.steps_per_epoch, costs, first_epoch=1)
-    if new is None or new.sizes[0] != state.plan.sizes[0]:
-        new = plan.Plan(1, state.plan.sizes[:1], state.plan.steps_per_epoch, state.plan.steps_in(0))
+                          state.plan.steps_per_epoch, costs, first_epoch=state.epoch)
+    if new is None:  # the run ends with the epoch just done
+        new = dataclasses.replace(state.plan, epochs=state.epoch, sizes=state.plan.sizes[:state.epoch],
+                                  last_epoch_steps=state.plan.steps_in(state.epoch - 1))
+    if state.epoch == 1 or new.epochs != state.plan.epochs:
+        machine.log(f"plan after epoch {state.epoch}: {plan.describe(new, costs)}")
     state.plan, state.costs = broadcast(machine, (new, costs))
-    machine.log(f"plan after the first epoch: {plan.describe(new, costs)}")
-
-
-def fit_last_epoch(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wall: float) -> None:
-    """Before a budget run's last epoch: its number of steps from the time actually left and
-    what a step of the epoch just done cost (scaled to the last crop size by the pixels), so
-    the run ends at the budget; the cosine's end moves with it by a few steps at most."""
-    done_steps = state.plan.steps_in(state.epoch - 1)
-    per_step = row["train_seconds"] / done_steps * (state.plan.sizes[-1] / row["train_size"]) ** 2
-    left = budget_seconds_left(cfg, state.started) - (epoch_wall - row["train_seconds"])
-    steps = max(1, min(state.plan.steps_per_epoch, math.floor(left / per_step)))
-    state.plan = broadcast(machine, dataclasses.replace(state.plan, last_epoch_steps=steps))
 
 
 def broadcast(machine: Machine, value):
@@ -1154,10 +1152,8 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
                 epoch_start = time.monotonic()
                 row = run_epoch(cfg, machine, trainer, loaders, state, stop)
                 finish_epoch(cfg, machine, trainer, state, row, loaders.classes)
-                if state.costs is not None and state.epoch == 1:
+                if state.costs is not None and state.epoch < state.plan.epochs:
                     replan(cfg, machine, state, row, time.monotonic() - epoch_start)
-                if state.costs is not None and state.epoch == state.plan.epochs - 1:
-                    fit_last_epoch(cfg, machine, state, row, time.monotonic() - epoch_start)
         except TrainingStopped as e:
             if state.epoch:
                 last = Path(cfg.output_dir) / "last.pth"
@@ -1239,8 +1235,7 @@ def main(args: argparse.Namespace, started: float | None = None) -> dict:
         return fit(cfg, resume, started)
 
 
-def cli(argv: list[str] | None = None) -> int:
-    started = time.monotonic()
+def cli(argv: list[str] | None = None, started: float | None = None) -> int:
     printable_console()
     args = get_args_parser().parse_args(argv)
     try:
@@ -1255,4 +1250,4 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(cli(started=COMMAND_STARTED))
