@@ -115,3 +115,29 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
     with pytest.raises(ArgumentError, match="is a --budget run"):
         train.resolve_config(train.get_args_parser().parse_args(["--resume", str(tmp_path / "last.pth"),
                                                                   "--epochs", "9"]))
+
+
+@pytest.mark.parametrize("slower", [0.5, 1.0, 1.6, 30.0])
+def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slower):
+    """An epoch that took ``slower`` times its prediction: the rest is re-planned with costs
+    scaled by as much and ends within the time left; when no epoch fits, the run ends now."""
+    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
+    machine = train.Machine(torch.device("cpu"), "fp32", quiet=True)
+    started = 1000.0
+    first = plan.fit_budget(700, 128, 192, 87, COSTS)
+    state = train.RunState(first, started, COSTS, epoch=1)
+    train_s = slower * 87 * COSTS.step_at(first.sizes[0])
+    row = {"train_size": first.sizes[0], "train_seconds": train_s, "seconds": train_s + 3.0}
+    clock = started + 5.0 + row["seconds"] + 1.5  # set-up, the epoch, its saving
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train.time, "monotonic", lambda: clock)
+        train.replan(cfg, machine, state, row, epoch_wall=row["seconds"] + 1.5)
+    assert state.costs.step_at(160) == pytest.approx(slower * COSTS.step_at(160))
+    left = 0.99 * 700 - 1 - (clock - started)  # budget_seconds_left at the mocked clock
+    if slower == 30.0:  # the first epoch alone took more than the whole budget was planned for
+        assert left < 0 and state.plan.epochs == 1 and state.plan.total_steps == 87
+        return
+    assert plan.plan_seconds(state.plan, state.costs, first_epoch=1) <= left
+    assert state.plan.epochs > 1 and state.plan.sizes[0] == first.sizes[0] and state.plan.sizes[-1] == 192
+    longer = plan.Plan(state.plan.epochs, state.plan.sizes, 87, state.plan.last_epoch_steps + 1)
+    assert state.plan.last_epoch_steps == 87 or plan.plan_seconds(longer, state.costs, first_epoch=1) > left
