@@ -58,14 +58,14 @@ class Page:
     """What the page does with an image, apart from gradio: the tests call it directly too."""
 
     def __init__(self, classifier, max_upload_mb: float):
-        self.classifier, self.max_bytes = classifier, int(max_upload_mb * 2**20)
+        self.classifier, self.max_mb = classifier, max_upload_mb
         self.classifier.probabilities([self.classifier.prepare_pil(Image.new("RGB", (64, 64)), "warm-up")])
 
     def open(self, path: str, name: str):
         """An uploaded file as an upright RGB image; DataError with the reason if it is none."""
         size = os.path.getsize(path)
-        if size > self.max_bytes:
-            raise DataError(f"{name}: {size / 2**20:.1f} MB is over the {self.max_bytes / 2**20:.0f} MB limit")
+        if size > self.max_mb * 2**20:
+            raise DataError(f"{name}: {size / 2**20:.3g} MB is over the {self.max_mb:g} MB limit")
         if size == 0:
             raise DataError(f"{name}: an empty file")
         try:

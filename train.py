@@ -795,12 +795,14 @@ def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wa
         saving = (saving + state.costs.epoch_overhead_s) / 2
     costs = plan.Costs({s: t * factor for s, t in state.costs.step_s.items()},
                        row["seconds"] - row["train_seconds"], saving)
-    new = plan.fit_budget(budget_seconds_left(cfg, state.started), cfg.img_size_start, cfg.train_size_end,
-                          state.plan.steps_per_epoch, costs, first_epoch=state.epoch)
-    if new is None:  # the run ends with the epoch just done
+    left = budget_seconds_left(cfg, state.started)
+    new = plan.fit_budget(left, cfg.img_size_start, cfg.train_size_end, state.plan.steps_per_epoch, costs,
+                          first_epoch=state.epoch)
+    if new is None:
         new = dataclasses.replace(state.plan, epochs=state.epoch, sizes=state.plan.sizes[:state.epoch],
                                   last_epoch_steps=state.plan.steps_in(state.epoch - 1))
-    if state.epoch == 1 or new.epochs != state.plan.epochs:
+        machine.log(f"no further epoch fits in the {max(left, 0):.0f} s left of the budget: the run ends now")
+    elif state.epoch == 1 or new.epochs != state.plan.epochs:
         machine.log(f"plan after epoch {state.epoch}: {plan.describe(new, costs)}")
     state.plan, state.costs = broadcast(machine, (new, costs))
 

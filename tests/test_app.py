@@ -96,7 +96,7 @@ def test_hostile_uploads_give_a_message_on_the_page(server, tmp_path):
     (tmp_path / "<img src=x onerror=alert(1)>.jpg").write_text("not an image")
     html = page.results_html([("big.png", str(tmp_path / "big.png")),
                               ("<img src=x onerror=alert(1)>.jpg", str(tmp_path / "<img src=x onerror=alert(1)>.jpg"))])
-    assert "is over the 0 MB limit" in html and "not a readable image" in html
+    assert "is over the 0.001 MB limit" in html and "not a readable image" in html
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in html and "<img src=x" not in html  # escaped, not markup
 
 

@@ -79,14 +79,19 @@ def test_budget_uses_its_recipe_unless_told_otherwise():
     assert (cfg.recipe, cfg.img_size_start, cfg.train_size_end) == ("fast", 0, 224)
 
 
-def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path):
+def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path, capsys):
     summary = run_train(budget_args(colour_data, tmp_path, "20s"))
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     chosen = plan.Plan(**ckpt["plan"])
-    assert ckpt["epoch"] == chosen.epochs == len(summary["history"]) >= 2
+    assert ckpt["epoch"] == chosen.epochs == len(summary["history"])  # the stored plan is what ran
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     elapsed = [float(r["elapsed_s"]) for r in rows]
     assert elapsed == sorted(elapsed) and elapsed[-1] <= 20
+    if "the run ends now" in capsys.readouterr().out:
+        # a machine so slow or busy that, after some epoch, not one more step fitted: it stopped
+        # at that epoch instead of overrunning (the schedule's cut is tested with injected costs below)
+        return
+    assert chosen.epochs >= 2
     cfg = train.Config(**ckpt["config"])
     assert float(rows[-1]["lr"]) == pytest.approx(train.lr_at(cfg, chosen, chosen.total_steps - 1))
     assert float(rows[-1]["lr"]) < 0.1 * cfg.lr  # the cosine has run its course
@@ -118,11 +123,11 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("slower", [0.5, 1.0, 1.6, 30.0])
-def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slower):
+def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slower, capsys):
     """An epoch that took ``slower`` times its prediction: the rest is re-planned with costs
     scaled by as much and ends within the time left; when no epoch fits, the run ends now."""
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
-    machine = train.Machine(torch.device("cpu"), "fp32", quiet=True)
+    machine = train.Machine(torch.device("cpu"), "fp32")
     started = 1000.0
     first = plan.fit_budget(700, 128, 192, 87, COSTS)
     state = train.RunState(first, started, COSTS, epoch=1)
@@ -136,6 +141,7 @@ def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slo
     left = 0.99 * 700 - 1 - (clock - started)  # budget_seconds_left at the mocked clock
     if slower == 30.0:  # the first epoch alone took more than the whole budget was planned for
         assert left < 0 and state.plan.epochs == 1 and state.plan.total_steps == 87
+        assert "the run ends now" in capsys.readouterr().out
         return
     assert plan.plan_seconds(state.plan, state.costs, first_epoch=1) <= left
     assert state.plan.epochs > 1 and state.plan.sizes[0] == first.sizes[0] and state.plan.sizes[-1] == 192
