@@ -1,6 +1,6 @@
 """Train AlexNet on an ImageFolder (default: the flower photos in data_set/flower_data).
 
-    python train.py --demo                          # no download: synthetic shapes, ~2 min on a CPU
+    python train.py --demo                          # no download: synthetic shapes, 2-7 min on a CPU
     python train.py                                 # data_set/flower_data/{train,val}, the `fast` recipe
     python train.py --recipe tutorial              # the tutorial's exact settings
     python train.py --recipe long                  # 70 epochs, small crops first: 0.85 (26 min on a fast 2-core CPU)
@@ -82,7 +82,7 @@ DEFAULT_RECIPE = "fast"
 # --budget plans its epochs for (README, "Time is the budget")
 RECIPES["budget"] = RECIPES["long"] | dict(img_size_end=-1)  # -1: 6/7 of --img-size, 192 px for 224
 BUDGET_RECIPE = "budget"
-# --demo: small synthetic images, so a laptop CPU reaches >90% in about two minutes
+# --demo: small synthetic images, so a laptop CPU reaches >90% in a few minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_IMG_SIZE, MAX_IMG_SIZE = 63, 1024  # AlexNet's smallest input; a batch of 32 at 1024 px needs ~10 GiB to train

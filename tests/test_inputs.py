@@ -109,6 +109,24 @@ def test_predict_options_are_checked(argv, message, trained, colour_data, capsys
     assert one_error_line(capsys.readouterr().err).startswith(f"error: {message}")
 
 
+@pytest.mark.parametrize("script, argv, message", [
+    ("evaluate", ["--topk", "0"], "--topk 0: must be in 1..4096"),
+    ("evaluate", ["--mistakes", "-1"], "--mistakes -1"),
+    ("evaluate", ["--neighbours", "99999"], "--neighbours 99999"),
+    ("export", ["--tolerance", "5"], "--tolerance 5.0: must be in (0, 1)"),
+    ("export", ["--tolerance", "nan"], "--tolerance nan"),
+    ("app", ["--port", "0"], "--port 0: must be in 1..65535"),
+    ("app", ["--port", "70000"], "--port 70000"),
+    ("app", ["--max-upload-mb", "0"], "--max-upload-mb 0.0"),
+])
+def test_evaluate_export_and_app_options_are_checked(script, argv, message, trained, capsys):
+    out, _ = trained
+    weights = str(out / "best.pth")
+    argv = [weights, *argv] if script == "export" else ["--weights", weights, *argv]
+    assert __import__(script).cli(argv) == 2
+    assert one_error_line(capsys.readouterr().err).startswith(f"error: {message}")
+
+
 def test_file_and_folder_names_that_are_not_utf8(tmp_path, capsys):
     root = make_colour_folder(tmp_path / "d", n_train=3, n_val=1)
     odd_class = os.fsdecode(b"r\xf6d")

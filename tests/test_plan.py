@@ -80,13 +80,13 @@ def test_budget_uses_its_recipe_unless_told_otherwise():
 
 
 def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path, capsys):
-    summary = run_train(budget_args(colour_data, tmp_path, "20s"))
+    summary = run_train(budget_args(colour_data, tmp_path, "30s"))  # room for a slow machine's set-up
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     chosen = plan.Plan(**ckpt["plan"])
     assert ckpt["epoch"] == chosen.epochs == len(summary["history"])  # the stored plan is what ran
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     elapsed = [float(r["elapsed_s"]) for r in rows]
-    assert elapsed == sorted(elapsed) and elapsed[-1] <= 20
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= 30
     if "the run ends now" in capsys.readouterr().out:
         # a machine so slow or busy that, after some epoch, not one more step fitted: it stopped
         # at that epoch instead of overrunning (the schedule's cut is tested with injected costs below)
@@ -94,7 +94,7 @@ def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_da
     assert chosen.epochs >= 2
     cfg = train.Config(**ckpt["config"])
     assert float(rows[-1]["lr"]) == pytest.approx(train.lr_at(cfg, chosen, chosen.total_steps - 1))
-    assert float(rows[-1]["lr"]) < 0.1 * cfg.lr  # the cosine has run its course
+    assert train.lr_at(cfg, chosen, chosen.total_steps) == pytest.approx(0.0, abs=1e-12)  # the cosine's end
     assert [int(r["train_size"]) for r in rows][0] == 64 and int(rows[-1]["train_size"]) == 80
 
 
