@@ -172,12 +172,14 @@ def batch_building_rates(root: Path, batch_size: int, device: torch.device, batc
     per_image = torch.utils.data.DataLoader(cached, batch_size, shuffle=True)
     resident = device_data.ResidentImages(cached.images, cached.targets, device)
     batched = device_data.DeviceBatches(cached, resident, batch_size, (0.25, 1.0), 224, drop_last=False)
+    def passes(loader):  # every batch made afresh (itertools.cycle would replay stored ones)
+        while True:
+            yield from loader
+
     rates = {}
     for name, loader in (("per_image", per_image), ("batched", batched)):
         seen, t0 = 0, time.perf_counter()
-        for i, (images, _) in enumerate(itertools.cycle(loader)):
-            if i == batches:
-                break
+        for images, _ in itertools.islice(passes(loader), batches):
             images.to(device).float()  # where the model would take them
             seen += len(images)
         sync(device)

@@ -548,10 +548,10 @@ def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: rang
         return False, f"{per_image}: the decoded images are not cached in memory"
     if cfg.aug != "none":
         return False, f"{per_image}: --aug {cfg.aug} works image by image"
-    need = device_data.ResidentImages.bytes_needed([train_ds.images[i] for i in shard])
     if cfg.device_batches == "auto" and machine.device.type != "cuda":
         return False, f"{per_image} (on a CPU bench.py measured no gain from batched crops; " \
                       f"--device-batches on forces them)"
+    need = device_data.ResidentImages.bytes_needed([train_ds.images[i] for i in shard])
     budget = device_cache_budget(cfg.device_cache_mem, machine.device)
     if cfg.device_batches == "auto" and need > budget:
         return False, f"{per_image}: the images need {need / 2**30:.2f} GiB on {machine.device}, over " \
