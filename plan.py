@@ -7,8 +7,10 @@ schedule exactly when the time runs out (Li et al., "Budgeted Training: Rethinki
 Neural Network Training Under Resource Constraints", ICLR 2020).
 
 Progressive resizing (``--img-size-start``) grows the crops linearly, in steps of 16 px,
-from the start size in the first epoch to the final size at 3/4 of the epochs (as FFCV's
-ImageNet recipes do), so the last quarter trains at the size that is validated.
+from the start size to the final size between two fractions of the run (``--img-size-ramp``):
+by default from the first epoch to 3/4 of the epochs, so the last quarter trains at its final
+size; ``--recipe budget`` holds the small crops for the first 45% and grows them until 85%, as
+FFCV's ImageNet recipes ramp late.
 
 Standard library only: the planner is plain arithmetic, tested with injected costs.
 """
@@ -36,21 +38,30 @@ class Plan:
         return self.last_epoch_steps if epoch == self.epochs - 1 else self.steps_per_epoch
 
 
-def ramp_sizes(epochs: int, start: int, end: int) -> tuple[int, ...]:
-    """Crop size of each epoch: ``end`` throughout without progressive resizing (start 0)."""
-    if not start or start >= end:
-        return (end,) * epochs
-    sizes = []
-    for epoch in range(epochs):
-        ramp = min(1.0, epoch / max(1.0, 0.75 * epochs - 1))
-        size = start + ramp * (end - start)
-        sizes.append(min(end, max(start, round(size / 16) * 16)))
-    return tuple(sizes)
+@dataclass(frozen=True)
+class Resizing:
+    """The training crop sizes of a run: ``end`` throughout, or (progressive resizing) growing
+    from ``start`` to ``end`` between the fractions ``ramp`` of the epochs."""
+    start: int  # 0: no progressive resizing
+    end: int
+    ramp: tuple[float, float] = (0.0, 0.75)
+
+    def sizes(self, epochs: int) -> tuple[int, ...]:
+        """Crop size of each epoch."""
+        if not self.start or self.start >= self.end:
+            return (self.end,) * epochs
+        first, last = max(0.0, self.ramp[0] * epochs - 1), self.ramp[1] * epochs - 1  # epoch indices
+        sizes = []
+        for epoch in range(epochs):
+            grown = min(1.0, max(0.0, (epoch - first) / max(1.0, last - first)))
+            size = self.start + grown * (self.end - self.start)
+            sizes.append(min(self.end, max(self.start, round(size / 16) * 16)))
+        return tuple(sizes)
 
 
-def fixed_plan(epochs: int, start: int, end: int, steps_per_epoch: int) -> Plan:
+def fixed_plan(epochs: int, resizing: Resizing, steps_per_epoch: int) -> Plan:
     """--epochs: every epoch whole."""
-    return Plan(epochs, ramp_sizes(epochs, start, end), steps_per_epoch, steps_per_epoch)
+    return Plan(epochs, resizing.sizes(epochs), steps_per_epoch, steps_per_epoch)
 
 
 @dataclass(frozen=True)
@@ -85,10 +96,10 @@ def plan_seconds(plan: Plan, costs: Costs, first_epoch: int = 0) -> float:
     return sum(epoch_seconds(plan, e, costs) for e in range(first_epoch, plan.epochs))
 
 
-def _longest_fitting(epochs: int, start: int, end: int, steps_per_epoch: int, costs: Costs, seconds: float,
+def _longest_fitting(epochs: int, resizing: Resizing, steps_per_epoch: int, costs: Costs, seconds: float,
                      first_epoch: int) -> Plan | None:
     """The plan of ``epochs`` epochs with the longest last epoch that fits, or None."""
-    sizes = ramp_sizes(epochs, start, end)
+    sizes = resizing.sizes(epochs)
     whole = Plan(epochs, sizes, steps_per_epoch, steps_per_epoch)
     before_last = plan_seconds(whole, costs, first_epoch) - epoch_seconds(whole, epochs - 1, costs)
     left = seconds - before_last - costs.val_s - costs.epoch_overhead_s
@@ -96,12 +107,12 @@ def _longest_fitting(epochs: int, start: int, end: int, steps_per_epoch: int, co
     return Plan(epochs, sizes, steps_per_epoch, last) if last >= 1 else None
 
 
-def fit_budget(seconds: float, start: int, end: int, steps_per_epoch: int, costs: Costs,
+def fit_budget(seconds: float, resizing: Resizing, steps_per_epoch: int, costs: Costs,
                first_epoch: int = 0) -> Plan | None:
     """The plan with the most optimizer steps whose epochs from ``first_epoch`` on fit in
     ``seconds``; None if not even one step (and its validation) fits."""
     def fits(epochs: int) -> Plan | None:
-        return _longest_fitting(epochs, start, end, steps_per_epoch, costs, seconds, first_epoch)
+        return _longest_fitting(epochs, resizing, steps_per_epoch, costs, seconds, first_epoch)
 
     good = first_epoch + 1
     if fits(good) is None:

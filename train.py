@@ -78,9 +78,11 @@ RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting
 # at the tutorial's 10 epochs `fast` won two of three same-machine pairs with `tutorial` and
 # tied the third (README, "Accuracy"), so it is the default; --recipe tutorial restores the seed's settings.
 DEFAULT_RECIPE = "fast"
-# `long`, ending its progressive resizing a little below the validated size (FixRes): the recipe
-# --budget plans its epochs for (README, "Time is the budget")
-RECIPES["budget"] = RECIPES["long"] | dict(img_size_end=-1)  # -1: 6/7 of --img-size, 192 px for 224
+# the recipe --budget plans its epochs for (README, "Time is the budget"): `long`, ending its
+# progressive resizing a little below the validated size (FixRes) and growing the crops late (FFCV),
+# with the lower learning rate and dropout that suit runs of a few epochs
+RECIPES["budget"] = RECIPES["long"] | dict(img_size_end=-1, img_size_ramp=(0.45, 0.85), lr=4e-4, dropout=0.25)
+# -1: 6/7 of --img-size, 192 px for 224
 BUDGET_RECIPE = "budget"
 # --demo: small synthetic images, so a laptop CPU reaches >90% in a few minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
@@ -100,6 +102,7 @@ class Config:
     img_size: int = 224
     img_size_start: int = 0  # progressive resizing: first epoch's crop size (0 = off)
     img_size_end: int = 0  # the last epochs' training crop size (0 = img_size, the validated size)
+    img_size_ramp: tuple[float, float] = (0.0, 0.75)  # progressive resizing grows the crops between these fractions of the epochs
     val_resize: int = 256  # short side before the validation centre crop; 0 = squash to img_size
     tta: bool = False
     crop_scale: tuple[float, float] = (0.25, 1.0)
@@ -151,6 +154,10 @@ class Config:
     @property
     def train_size_end(self) -> int:
         return self.img_size_end or self.img_size
+
+    @property
+    def resizing(self) -> plan.Resizing:
+        return plan.Resizing(self.img_size_start, self.train_size_end, self.img_size_ramp)
 
     @property
     def eval_transform(self) -> EvalTransform:
@@ -211,7 +218,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--clip-grad", type=float, help="clip the gradient norm (0 = off) [recipe]")
     a("--img-size", type=int, help=f"crop size fed to the network, {MIN_IMG_SIZE}-{MAX_IMG_SIZE}")
     a("--img-size-start", type=int, help="progressive resizing: training crops grow from this size at the first "
-      "epoch to --img-size at 3/4 of the epochs; small early epochs run several times faster (0 = off) [recipe]")
+      "epoch to --img-size at 3/4 of the epochs (--img-size-ramp); small early epochs run several times faster "
+      "(0 = off) [recipe]")
+    a("--img-size-ramp", type=float, nargs=2, metavar=("FROM", "TO"), help="progressive resizing: the crops grow "
+      "between these fractions of the epochs (default 0 0.75) [recipe]")
     a("--img-size-end", type=int, help="the training crop size of the last epochs, if not --img-size: training a "
       "little smaller than testing is cheaper and matches the apparent object size of the centre crop "
       "(Touvron et al., FixRes, 2019) (0 = --img-size) [recipe]")
@@ -349,6 +359,8 @@ def check_ranges(cfg: Config) -> None:
          f"must be 0 (= --img-size) or in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}")
     need(cfg.img_size_start == 0 or MIN_IMG_SIZE <= cfg.img_size_start <= cfg.train_size_end, "img-size-start",
          cfg.img_size_start, f"must be 0 (off) or in {MIN_IMG_SIZE}..{cfg.train_size_end} (the final training size)")
+    need(0 <= cfg.img_size_ramp[0] < cfg.img_size_ramp[1] <= 1, "img-size-ramp", " ".join(map(str, cfg.img_size_ramp)),
+         "must be two fractions FROM TO with 0 <= FROM < TO <= 1")
     need(cfg.val_resize == 0 or cfg.img_size <= cfg.val_resize <= 4096, "val-resize", cfg.val_resize,
          f"must be 0 (squash) or in --img-size {cfg.img_size}..4096")
 
@@ -723,12 +735,12 @@ def choose_plan(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loader
     """--epochs as given; or, with --budget, the most steps that end when the time does."""
     steps = len(loaders.train)
     if not cfg.budget:
-        return plan.fixed_plan(cfg.epochs, cfg.img_size_start, cfg.train_size_end, steps), None
+        return plan.fixed_plan(cfg.epochs, cfg.resizing, steps), None
     costs = measure_costs(cfg, machine, trainer, loaders)
     left = budget_seconds_left(cfg, started)
-    chosen = plan.fit_budget(left, cfg.img_size_start, cfg.train_size_end, steps, costs)
+    chosen = plan.fit_budget(left, cfg.resizing, steps, costs)
     if chosen is None or chosen.epochs == 1 and chosen.last_epoch_steps < steps:
-        whole = plan.plan_seconds(plan.fixed_plan(1, cfg.img_size_start, cfg.train_size_end, steps), costs)
+        whole = plan.plan_seconds(plan.fixed_plan(1, cfg.resizing, steps), costs)
         raise ArgumentError(f"--budget {cfg.budget:g}s: one epoch takes about {whole:.0f} s here and setting up "
                             f"took {time.monotonic() - started:.0f} s; give at least "
                             f"{math.ceil(whole + time.monotonic() - started) + 1} s")
@@ -796,7 +808,7 @@ def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wa
     costs = plan.Costs({s: t * factor for s, t in state.costs.step_s.items()},
                        row["seconds"] - row["train_seconds"], saving)
     left = budget_seconds_left(cfg, state.started)
-    new = plan.fit_budget(left, cfg.img_size_start, cfg.train_size_end, state.plan.steps_per_epoch, costs,
+    new = plan.fit_budget(left, cfg.resizing, state.plan.steps_per_epoch, costs,
                           first_epoch=state.epoch)
     if new is None:
         new = dataclasses.replace(state.plan, epochs=state.epoch, sizes=state.plan.sizes[:state.epoch],
@@ -843,8 +855,7 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
         chosen, costs = choose_plan(cfg, machine, trainer, loaders, started)
         return RunState(chosen, started, costs)
     steps = len(loaders.train)
-    kept = plan.Plan(**resume["plan"]) if cfg.budget else plan.fixed_plan(cfg.epochs, cfg.img_size_start,
-                                                                           cfg.train_size_end, steps)
+    kept = plan.Plan(**resume["plan"]) if cfg.budget else plan.fixed_plan(cfg.epochs, cfg.resizing, steps)
     state = RunState(kept, started, epoch=resume["epoch"], history=list(resume["metrics"]),
                      best_acc=resume["best_acc"], best_epoch=resume["best_epoch"])
     state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0

@@ -50,6 +50,8 @@ def one_error_line(err: str) -> str:
     (["--img-size", "32"], "--img-size 32: must be in 63..1024 (AlexNet needs at least 63 px)"),
     (["--img-size", "5000"], "--img-size 5000"),
     (["--img-size-start", "300"], "--img-size-start 300"),
+    (["--img-size-ramp", "0.9", "0.5"], "--img-size-ramp 0.9 0.5: must be two fractions FROM TO with 0 <= FROM < TO <= 1"),
+    (["--img-size-ramp", "0", "nan"], "--img-size-ramp 0.0 nan"),
     (["--val-resize", "100"], "--val-resize 100: must be 0 (squash) or in --img-size 224..4096"),
     (["--warmup-epochs", "20"], "--warmup-epochs 20.0"),
     (["--ema", "1"], "--ema 1.0"),

@@ -19,35 +19,47 @@ def budget_args(data, out, budget: str) -> list[str]:
 
 
 COSTS = plan.Costs({128: 0.3, 176: 0.6, 224: 1.0}, val_s=3.0, epoch_overhead_s=1.5)
+LINEAR = plan.Resizing(128, 224)  # --img-size-start 128, growing from the first epoch to 3/4 of the run
+LATE = plan.Resizing(128, 224, (0.45, 0.85))  # --recipe budget's ramp
 
 
+def test_crops_grow_between_the_fractions_of_the_ramp():
+    assert plan.Resizing(0, 224).sizes(3) == (224, 224, 224)  # no progressive resizing
+    assert plan.Resizing(128, 192).sizes(7) == (128, 144, 160, 176, 192, 192, 192)
+    assert plan.Resizing(128, 192, (0.45, 0.85)).sizes(7) == (128, 128, 128, 144, 176, 192, 192)
+    assert plan.Resizing(128, 192, (0.45, 0.85)).sizes(20) == (128,) * 10 + (144, 160, 160, 160, 176) + (192,) * 5
+    assert plan.Resizing(128, 192, (0.45, 0.85)).sizes(1) == (128,)
+
+
+@pytest.mark.parametrize("resizing", [LINEAR, LATE], ids=["linear", "late"])
 @pytest.mark.parametrize("seconds", [60, 150, 700, 2000, 20000])
-def test_the_plan_fits_the_budget_and_fills_it(seconds):
-    chosen = plan.fit_budget(seconds, 128, 224, 87, COSTS)
+def test_the_plan_fits_the_budget_and_fills_it(seconds, resizing):
+    chosen = plan.fit_budget(seconds, resizing, 87, COSTS)
     used = plan.plan_seconds(chosen, COSTS)
     assert used <= seconds
     # one more step would not fit: the schedule ends when the time does
     longer = plan.Plan(chosen.epochs, chosen.sizes, 87, chosen.last_epoch_steps + 1)
     assert chosen.last_epoch_steps == 87 or plan.plan_seconds(longer, COSTS) > seconds
     if chosen.last_epoch_steps == 87:  # a whole last epoch: then not even one step of another epoch fits
-        assert plan.fit_budget(seconds, 128, 224, 87, COSTS).epochs == chosen.epochs
+        assert plan.fit_budget(seconds, resizing, 87, COSTS).epochs == chosen.epochs
         assert seconds - used < COSTS.val_s + COSTS.epoch_overhead_s + COSTS.step_at(224)
-    # progressive resizing: from the start size, growing, the final size for the last quarter
+    # progressive resizing: from the start size, growing, the final size from the ramp's end on
+    assert chosen.sizes == resizing.sizes(chosen.epochs)
     assert chosen.sizes[0] == 128 and list(chosen.sizes) == sorted(chosen.sizes)
-    if chosen.epochs >= 4:
-        assert chosen.sizes[-(chosen.epochs // 4):] == (224,) * (chosen.epochs // 4)
+    final = int(chosen.epochs * (1 - resizing.ramp[1]))
+    assert chosen.sizes[len(chosen.sizes) - final:] == (224,) * final
 
 
 def test_the_learning_rate_reaches_the_end_of_its_cosine_at_the_budget():
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "10m"]))[0]
-    chosen = plan.fit_budget(600, 128, 224, 87, COSTS)
+    chosen = plan.fit_budget(600, LINEAR, 87, COSTS)
     lrs = [train.lr_at(cfg, chosen, step) for step in range(chosen.total_steps + 1)]
     assert max(lrs) == pytest.approx(cfg.lr)
     assert lrs[chosen.total_steps] == pytest.approx(0.0, abs=1e-12) and lrs[-2] < 0.01 * cfg.lr
 
 
 def test_a_budget_shorter_than_one_epoch_is_none_here_and_one_line_in_train(colour_data, tmp_path, capsys):
-    assert plan.fit_budget(2.0, 128, 224, 87, COSTS) is None
+    assert plan.fit_budget(2.0, LINEAR, 87, COSTS) is None
     assert train.cli(budget_args(colour_data, tmp_path / "o", "1s")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --budget 1s: one epoch takes about")
@@ -73,6 +85,7 @@ def test_budget_uses_its_recipe_unless_told_otherwise():
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m"]))[0]
     assert (cfg.recipe, cfg.budget, cfg.img_size_start, cfg.img_size_end, cfg.sched) == ("budget", 300.0, 128, 192,
                                                                                           "cosine")
+    assert (cfg.img_size_ramp, cfg.lr, cfg.dropout) == ((0.45, 0.85), 4e-4, 0.25)
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--img-size", "112"]))[0]
     assert (cfg.img_size_start, cfg.img_size_end) == (0, 96)  # 6/7 of the size; no smaller first crops at 112 px
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--recipe", "fast"]))[0]
@@ -129,7 +142,7 @@ def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slo
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
     machine = train.Machine(torch.device("cpu"), "fp32")
     started = 1000.0
-    first = plan.fit_budget(700, 128, 192, 87, COSTS)
+    first = plan.fit_budget(700, cfg.resizing, 87, COSTS)
     state = train.RunState(first, started, COSTS, epoch=1)
     train_s = slower * 87 * COSTS.step_at(first.sizes[0])
     row = {"train_size": first.sizes[0], "train_seconds": train_s, "seconds": train_s + 3.0}

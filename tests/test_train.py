@@ -164,7 +164,7 @@ def test_plateau_schedule_is_torchs_and_divides_after_patience_bad_epochs():
 
 def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
     cfg = config("--epochs", "4", "--warmup-epochs", "1")
-    run_plan = plan.fixed_plan(4, 0, 224, steps_per_epoch=10)
+    run_plan = plan.fixed_plan(4, plan.Resizing(0, 224), steps_per_epoch=10)
     lrs = [train.lr_at(cfg, run_plan, step) for step in range(40)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 1e-5
