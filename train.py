@@ -80,9 +80,9 @@ RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting
 DEFAULT_RECIPE = "fast"
 # the recipe --budget plans its epochs for (README, "Time is the budget"): `long`, ending its
 # progressive resizing a little below the validated size (FixRes) and growing the crops late (FFCV),
-# with the lower learning rate and dropout that suit runs of a few epochs
+# with the lower learning rate and dropout that suit runs of a few epochs; img_size_end -1 means
+# 6/7 of --img-size, 192 px for 224
 RECIPES["budget"] = RECIPES["long"] | dict(img_size_end=-1, img_size_ramp=(0.45, 0.85), lr=4e-4, dropout=0.25)
-# -1: 6/7 of --img-size, 192 px for 224
 BUDGET_RECIPE = "budget"
 # --demo: small synthetic images, so a laptop CPU reaches >90% in a few minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
@@ -102,7 +102,7 @@ class Config:
     img_size: int = 224
     img_size_start: int = 0  # progressive resizing: first epoch's crop size (0 = off)
     img_size_end: int = 0  # the last epochs' training crop size (0 = img_size, the validated size)
-    img_size_ramp: tuple[float, float] = (0.0, 0.75)  # progressive resizing grows the crops between these fractions of the epochs
+    img_size_ramp: tuple[float, float] = (0.0, 0.75)  # the fractions of the epochs between which the crops grow
     val_resize: int = 256  # short side before the validation centre crop; 0 = squash to img_size
     tta: bool = False
     crop_scale: tuple[float, float] = (0.25, 1.0)
@@ -221,7 +221,7 @@ def get_args_parser() -> argparse.ArgumentParser:
       "epoch to --img-size at 3/4 of the epochs (--img-size-ramp); small early epochs run several times faster "
       "(0 = off) [recipe]")
     a("--img-size-ramp", type=float, nargs=2, metavar=("FROM", "TO"), help="progressive resizing: the crops grow "
-      "between these fractions of the epochs (default 0 0.75) [recipe]")
+      "between these fractions of the epochs [recipe]")
     a("--img-size-end", type=int, help="the training crop size of the last epochs, if not --img-size: training a "
       "little smaller than testing is cheaper and matches the apparent object size of the centre crop "
       "(Touvron et al., FixRes, 2019) (0 = --img-size) [recipe]")
@@ -808,8 +808,7 @@ def replan(cfg: Config, machine: Machine, state: "RunState", row: dict, epoch_wa
     costs = plan.Costs({s: t * factor for s, t in state.costs.step_s.items()},
                        row["seconds"] - row["train_seconds"], saving)
     left = budget_seconds_left(cfg, state.started)
-    new = plan.fit_budget(left, cfg.resizing, state.plan.steps_per_epoch, costs,
-                          first_epoch=state.epoch)
+    new = plan.fit_budget(left, cfg.resizing, state.plan.steps_per_epoch, costs, first_epoch=state.epoch)
     if new is None:
         new = dataclasses.replace(state.plan, epochs=state.epoch, sizes=state.plan.sizes[:state.epoch],
                                   last_epoch_steps=state.plan.steps_in(state.epoch - 1))
