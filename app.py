@@ -16,10 +16,17 @@ image file and returns the classes with their probabilities:
 It loads and preprocesses through predict.py (one prediction path for the command line,
 evaluate.py and this page). gradio is imported here only: pip install -r requirements-app.txt.
 """
+from errors import quiet_startup_interrupt
+
+if __name__ == "__main__":
+    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+
 import base64
+import errno
 import html
 import io
 import os
+import socket
 import sys
 import time
 
@@ -28,7 +35,7 @@ from PIL import Image
 import folders
 import images
 import predict
-from errors import ArgumentError, DataError, OneLineParser, UserError, printable_console
+from errors import ArgumentError, DataError, OneLineParser, UserError, run_main
 
 MAX_UPLOAD_MB = 20
 TOP_SHOWN = 5
@@ -59,7 +66,8 @@ class Page:
 
     def __init__(self, classifier, max_upload_mb: float):
         self.classifier, self.max_mb = classifier, max_upload_mb
-        self.classifier.probabilities([self.classifier.prepare_pil(Image.new("RGB", (64, 64)), "warm-up")])
+        predict.checked_probabilities(classifier, [classifier.prepare_pil(Image.new("RGB", (64, 64)), "warm-up")],
+                                      ["a blank test image"])
 
     def open(self, path: str, name: str):
         """An uploaded file as an upright RGB image; DataError with the reason if it is none."""
@@ -76,7 +84,7 @@ class Page:
 
     def classify(self, img, name: str) -> tuple[dict[str, float], object]:
         """{class: probability}, and the Grad-CAM overlay (None for an ONNX model)."""
-        probs = self.classifier.probabilities([self.classifier.prepare_pil(img, name)])[0]
+        probs = predict.checked_probabilities(self.classifier, [self.classifier.prepare_pil(img, name)], [name])[0]
         named = dict(zip(self.classifier.names, probs))
         overlay = None
         if isinstance(self.classifier, predict.TorchClassifier):
@@ -176,9 +184,29 @@ def check_args(args) -> None:
         raise ArgumentError(f"--port {args.port}: must be in 1..65535")
     if not 0 < args.max_upload_mb <= 1024:
         raise ArgumentError(f"--max-upload-mb {args.max_upload_mb}: must be in (0, 1024]")
+    check_listen(args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: --host {args.host}: the page and its API are open to every machine that can reach "
               f"this one; there is no login", file=sys.stderr)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind once to say which of --host and --port is wrong, before loading anything."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ArgumentError(f"--host {host}: not a host name or address ({e})") from None
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ArgumentError(f"--port {port}: already in use on {host}; pick another port") from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise ArgumentError(f"--port {port}: not allowed to listen there (ports below 1024 need "
+                                    f"administrator rights)") from None
+            raise ArgumentError(f"--host {host}: cannot listen on this address ({e.strerror or e}); "
+                                f"127.0.0.1 or 0.0.0.0 work everywhere") from None
 
 
 def launch(args, gr):
@@ -191,27 +219,25 @@ def launch(args, gr):
                       show_error=True, ssr_mode=False, max_file_size=f"{args.max_upload_mb}mb", footer_links=["api"],
                       css=CSS)
     except OSError as e:
-        raise ArgumentError(f"--port {args.port}: cannot listen there ({e})") from None
+        raise ArgumentError(f"--host {args.host} --port {args.port}: cannot listen there ({e})") from None
     return blocks
 
 
 def cli(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    printable_console()
     args = get_args_parser().parse_args(argv)
-    try:
-        gr = require_gradio()
-        blocks = launch(args, gr)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"serving {args.weights} on http://{args.host}:{args.port}/ (ready in {time.monotonic() - started:.1f} s; "
-          f"Ctrl-C to stop)", flush=True)
-    try:
-        blocks.block_thread()
-    except KeyboardInterrupt:
-        blocks.close()
-    return 0
+
+    def serve(args) -> int:
+        blocks = launch(args, require_gradio())
+        print(f"serving {args.weights} on http://{args.host}:{args.port}/ (ready in {time.monotonic() - started:.1f} "
+              f"s; Ctrl-C to stop)", flush=True)
+        try:
+            blocks.block_thread()
+        except KeyboardInterrupt:
+            blocks.close()
+        return 0
+
+    return run_main(serve, args)
 
 
 if __name__ == "__main__":

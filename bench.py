@@ -18,7 +18,11 @@ Prints, as medians over --repeats:
      with its ONNX export, against the tutorial's predict.py; and batched inference,
      PyTorch against onnxruntime.
 """
-import argparse
+from errors import quiet_startup_interrupt
+
+if __name__ == "__main__":
+    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+
 import itertools
 import json
 import os
@@ -34,8 +38,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import folders
 import shapes
 import train
+from errors import OneLineParser, run_main
 from model import AlexNet
 
 HERE = Path(__file__).resolve().parent
@@ -112,8 +118,10 @@ def tutorial_loaders(root: Path, batch_size: int):
                                    transforms.ToTensor(), norm])
     val_tf = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(), norm])
     nw = min([os.cpu_count(), batch_size if batch_size > 1 else 0, 8])
-    train_ds = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-    val_ds = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+    # regular files only: ImageFolder would open a named pipe called x.jpg and wait for ever
+    regular = lambda path: folders.is_image_file(path) and os.path.isfile(path)  # noqa: E731
+    train_ds = datasets.ImageFolder(str(root / "train"), transform=train_tf, is_valid_file=regular)
+    val_ds = datasets.ImageFolder(str(root / "val"), transform=val_tf, is_valid_file=regular)
     return (torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=nw),
             torch.utils.data.DataLoader(val_ds, batch_size=4, shuffle=False, num_workers=nw), nw)
 
@@ -254,7 +262,7 @@ def predict_walls(image: Path, repeats: int, work: Path) -> dict[str, list[float
     tut = work / "tutorial"
     tut.mkdir()
     (tut / "predict.py").write_text(TUTORIAL_PREDICT)
-    for name in ("model.py", "errors.py"):  # the tutorial imports our model.py, which imports errors.py
+    for name in ("model.py", "errors.py", "folders.py", "metadata.py"):  # the tutorial imports our model.py and it these
         shutil.copy(HERE / name, tut / name)
     shutil.copy(HERE / "class_indices.json", tut / "class_indices.json")
     net = AlexNet(num_classes=5, init_weights=True)
@@ -328,6 +336,8 @@ def run(args) -> dict:
     try:
         root = Path(args.data) if args.data else Path(shapes.make_shapes(
             work / "photos", args.train_per_class, args.val_per_class, size=256, photo_sides=(320, 500)))
+        for part in ("train", "val"):
+            folders.find_classes(str(root / part))  # a DataError naming the folder if it is none
         n_train = len(list((root / "train").rglob("*.*")))
         print(f"bench: {root} ({n_train} training images), device {device}, batch {args.batch_size}, "
               f"{args.repeats} repeats, {torch.get_num_threads()} threads", file=sys.stderr)
@@ -411,7 +421,7 @@ def report(res: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Tutorial pipeline vs ours, side by side.")
+    p = OneLineParser(description="Tutorial pipeline vs ours, side by side.")
     p.add_argument("--data", help="folder with train/ and val/ (default: generated 320-500 px photos)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32, help="the tutorial's 32 by default, for both paths")
@@ -422,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-per-class", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the model step under torch.compile")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
-    args = p.parse_args(argv)
+    return run_main(bench, p.parse_args(argv))
+
+
+def bench(args) -> int:
     res = run(args)
     if args.json:
         print(json.dumps(res, indent=2))

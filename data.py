@@ -58,7 +58,7 @@ def open_rgb(path: str) -> torch.Tensor:
 
 def decode_rgb(path: str) -> torch.Tensor:
     """torchvision's decoder for 8-bit JPEG/PNG (bit-identical to Pillow's, about 1.7x faster),
-    Pillow for everything else and for file names that are not valid UTF-8."""
+    Pillow for everything else (16-bit samples too) and for file names that are not valid UTF-8."""
     try:
         from torchvision.io import ImageReadMode, decode_image, read_file
     except ImportError:
@@ -72,9 +72,11 @@ def decode_rgb(path: str) -> torch.Tensor:
     if not fast:
         return open_rgb(path)
     try:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        decoded = decode_image(read_file(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError:
         return open_rgb(path)  # raises a DataError naming the file if Pillow cannot read it either
+    # a 48-bit PNG decodes to uint16 here; Pillow scales it to 8 bits
+    return decoded if decoded.dtype == torch.uint8 else open_rgb(path)
 
 
 # ---------------------------------------------------------------- tensor transforms

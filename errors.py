@@ -8,7 +8,11 @@ with \\x escapes instead of crashing the print (``printable_console``).
 """
 import argparse
 import codecs
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from typing import Callable
 
 
@@ -41,13 +45,47 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def run_main(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
-    """Each script's cli(): main(args)'s exit code, or for a UserError one line and 2."""
+    """Each script's cli(): main(args)'s exit code, or for a UserError one line and 2, or
+    for Ctrl-C or SIGTERM one line and 130 (after the ``finally`` clean-ups ran)."""
     printable_console()
+    with interrupts_raise():
+        try:
+            return main(args) or 0
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+@contextmanager
+def interrupts_raise():
+    """SIGINT and SIGTERM raise KeyboardInterrupt while inside; the handlers before are restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return main(args) or 0
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def quiet_startup_interrupt() -> None:
+    """Ctrl-C while a script still imports its libraries (seconds for torch on a slow CPU):
+    one line and exit code 130 instead of a traceback through the import machinery. Called
+    first thing by each script run as a program; ``run_main`` takes over once it runs."""
+    def stop(signum, frame):
+        sys.stderr.write("interrupted\n")
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
 
 
 def _escape_bytes(err: UnicodeError) -> tuple[str, int]:

@@ -23,6 +23,11 @@ cache, batched inference), so top-1 on the val/ split is the checkpoint's best_a
 code 0; 1 if some images could not be read (the rest are scored); 2 for unusable
 weights, data or options.
 """
+from errors import quiet_startup_interrupt
+
+if __name__ == "__main__":
+    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+
 import csv
 import io
 import json
@@ -81,7 +86,7 @@ def find_split(path: str | None, trained_on: str | None, classes: list[str]) -> 
 
 def match_classes(split: str, known: list[str], skip_unknown: bool) -> list[str]:
     """The split's class folders, matched to the model's classes by name."""
-    found = folders.find_classes(split)
+    found = folders.find_classes(split, print)
     unknown = [c for c in found if c not in known]
     if unknown and not skip_unknown:
         raise DataError(f"{os.path.join(split, unknown[0])}: the model does not know class {unknown[0]!r} "
@@ -377,16 +382,22 @@ def main(args) -> int:
     classifier = predict.load_classifier(args.weights, args.device, False, args.class_indices)
     names, card = classifier.names, classifier.card
     split_root = find_split(args.data, card["data"], names)
-    out = Path(args.output_dir) if args.output_dir else Path(args.weights).resolve().parent / "eval"
+    out = Path(args.output_dir) if args.output_dir else Path(args.weights).resolve().parent / outputs.EVAL_FOLDER
+    if out.resolve().is_relative_to(Path(split_root).resolve()):
+        raise ArgumentError(f"--output-dir {out}: is inside the data folder {split_root}; the report would mix "
+                            f"with the images. Pick a folder outside it")
     outputs.check_writable_folder(out, "--output-dir")
     classifier.transform = data.EvalTransform(classifier.transform.size, classifier.transform.resize,
                                               bool(card["tta"]) if args.tta is None else args.tta)
-    machine = train.Machine(classifier.device, train.pick_precision("auto", classifier.device), quiet=args.quiet)
+    # fp32, as predict.py, app.py and the ONNX model: the same image gets the same probabilities everywhere
+    machine = train.Machine(classifier.device, "fp32", quiet=args.quiet)
     cache = Path(args.weights).resolve().parent / ".cache"  # train.py's: its val/ crops are there already
     split = load_split(split_root, match_classes(split_root, names, args.skip_unknown), names, classifier.transform,
                        str(cache) if cache.is_dir() else None, args.quiet)
     loader = torch.utils.data.DataLoader(split.dataset, args.batch_size or (32 if machine.device.type == "cpu" else 256))
     probs, targets = collect(classifier.model, loader, machine, classifier.mean, classifier.std)
+    if not torch.isfinite(probs).all():
+        raise CheckpointError(f"{args.weights}: the model gives NaN or infinite probabilities: its weights are broken")
     k = min(args.topk, len(names))
     confusion = confusion_matrix(targets, probs.argmax(1), len(names))
     table = class_metrics(confusion)

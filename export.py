@@ -16,6 +16,11 @@ or generated ones. It prints the largest difference of the probabilities and the
 agreement, and fails (exit 1, the file removed) above ``--tolerance`` or below 100%.
 Exit 2: unusable checkpoint or options, or onnx / onnxruntime / onnxscript missing.
 """
+from errors import quiet_startup_interrupt
+
+if __name__ == "__main__":
+    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+
 import importlib.util
 import json
 import os
@@ -119,9 +124,13 @@ def main(args) -> int:
     import predict
 
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
-    outputs.check_writable_file(out, "--output")
     if Path(args.weights).suffix.lower() == ".onnx":
         raise CheckpointError(f"{args.weights}: already an ONNX file; export reads a train.py checkpoint (.pth)")
+    if out.suffix.lower() != ".onnx":
+        raise ArgumentError(f"--output {out}: an ONNX model's name must end in .onnx (predict.py tells the formats "
+                            f"apart by it)")
+    outputs.check_new_output(out, "--output", "the ONNX model", (args.weights, args.class_indices),
+                             lambda held: held in ("an ONNX model", "an empty file"))
     classifier = predict.load_classifier(args.weights, "cpu", False, args.class_indices)
     export(classifier, out, args.opset)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {classifier.card['arch']} AlexNet, "

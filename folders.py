@@ -12,10 +12,12 @@ forever and says nothing about the files it skips (tests/test_folders.py checks 
 both list the same files on an ordinary tree).
 """
 import os
+import stat
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from errors import DataError  # also registers the 'escape-bytes' error handler printable() uses
+from errors import DataError, UserError  # also registers the 'escape-bytes' error handler printable() uses
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -36,6 +38,7 @@ class Listing:
     files: list[str] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # extension (as written) -> count
     duplicates: int = 0  # links to a file already listed
+    first_duplicate_of: str = ""  # the folder the first such file was listed under
 
     def add(self, other: "Listing") -> None:
         self.files += other.files
@@ -43,13 +46,13 @@ class Listing:
         self.duplicates += other.duplicates
 
 
-def list_images(folder: str, seen: set | None = None) -> Listing:
+def list_images(folder: str, seen: dict | None = None) -> Listing:
     """Every image file under ``folder`` (recursively), in ImageFolder's order.
 
-    ``seen`` holds the (device, inode) of files already listed elsewhere, so one file
-    reached through two links is listed once across calls.
+    ``seen`` maps the (device, inode) of files already listed elsewhere to the folder
+    they were listed under, so one file reached through two links is listed once across calls.
     """
-    seen = set() if seen is None else seen
+    seen = {} if seen is None else seen
     listing = Listing()
     found: list[tuple[str, list[str]]] = []
     _walk(folder, os.path.realpath(folder), set(), found, listing)
@@ -63,8 +66,9 @@ def list_images(folder: str, seen: set | None = None) -> Listing:
                 continue
             if (st.st_dev, st.st_ino) in seen:
                 listing.duplicates += 1
+                listing.first_duplicate_of = listing.first_duplicate_of or seen[st.st_dev, st.st_ino]
                 continue
-            seen.add((st.st_dev, st.st_ino))
+            seen[st.st_dev, st.st_ino] = folder
             listing.files.append(full)
     return listing
 
@@ -97,9 +101,19 @@ def _walk(path: str, top: str, visited: set, found: list[tuple[str, list[str]]],
             names.append(e.name)
         elif is_file:
             listing.skipped[os.path.splitext(e.name)[1] or "(no extension)"] += 1
+        elif _exists(e.path):  # a named pipe, a socket or a device: reading one can block or never end
+            listing.skipped["(not a regular file)"] += 1
         elif e.is_symlink():
             listing.skipped["(broken link)"] += 1
     found.append((path, names))
+
+
+def _exists(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
 
 
 def _is_ancestor(folder: str, of: str) -> bool:
@@ -115,26 +129,41 @@ def describe_skipped(listing: Listing) -> str:
     return f"skipped {total} file{'s' if total != 1 else ''}: {', '.join(parts)}" if total else ""
 
 
-def find_classes(root: str) -> list[str]:
-    """Class folders of an ImageFolder root (links to folders count), hidden ones skipped."""
+def find_classes(root: str, log=None) -> list[str]:
+    """Class folders of an ImageFolder root (links to folders count). Hidden ones (a name
+    starting with a dot) are never classes; ``log`` is told which were left out."""
     if not os.path.isdir(root):
         raise DataError(f"{root}: data folder not found")
     try:
         entries = list(os.scandir(root))
     except OSError as e:
         raise DataError(f"{root}: cannot read this folder ({e.strerror or e})") from None
-    classes = sorted(e.name for e in entries if not is_hidden(e.name) and e.is_dir())
+    dirs = [e for e in entries if _is_dir(e)]
+    classes = sorted(e.name for e in dirs if not is_hidden(e.name))
+    hidden = sorted(e.name for e in dirs if is_hidden(e.name))
+    if hidden and log is not None:
+        log(f"{root}: left out {len(hidden)} hidden folder(s), never classes: {printable(', '.join(hidden))}")
     if not classes:
         raise DataError(f"{root}: no class folders inside (expected {root}/<class>/<image>.jpg)")
     return classes
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def class_samples(root: str, classes: list[str]) -> tuple[list[tuple[str, int]], Listing]:
     """(path, class index) for every image of every class folder, and what was skipped.
     A class folder without images is an error naming it."""
-    samples, total, seen = [], Listing(), set()
+    samples, total, seen = [], Listing(), {}
     for index, name in enumerate(classes):
         listing = list_images(os.path.join(root, name), seen)
+        if not listing.files and listing.duplicates:
+            raise DataError(f"{os.path.join(root, name)}: holds the same image files as {listing.first_duplicate_of} "
+                            f"(a link to it?); an image can belong to one class only")
         if not listing.files:
             raise DataError(f"{os.path.join(root, name)}: class folder has no images ({', '.join(IMG_EXTENSIONS)})")
         samples += [(f, index) for f in listing.files]
@@ -146,3 +175,68 @@ def printable(name: str) -> str:
     """A file name that may hold bytes that are not UTF-8 (Linux allows any), with those
     bytes as \\x escapes, so it can be printed, drawn in a figure or written to a CSV."""
     return name.encode("utf-8", "escape-bytes").decode("utf-8")
+
+
+# ---------------------------------------------------------------- single files the user names
+def check_file(path: str | os.PathLike, what: str, error: type[UserError] = DataError, max_bytes: int = 0) -> int:
+    """The size of ``path`` if it is a regular file (links followed) of at most ``max_bytes``
+    (0: any size); else ``error`` naming the file. Checked before anything reads it: a named
+    pipe blocks a reader for ever, a link to /dev/zero never ends."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read this {what} ({e.strerror or e})") from None
+    a = "an" if what[0] in "aeiou" else "a"
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a folder, not {a} {what} file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: is {_special_kind(st.st_mode)}, not a regular file; {a} {what} must be a file")
+    if max_bytes and st.st_size > max_bytes:
+        raise error(f"{path}: {st.st_size / 2**20:,.0f} MiB is over the {max_bytes / 2**20:,.0f} MiB {a} {what} "
+                    f"can have here; not read")
+    return st.st_size
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+# the first bytes of the kinds of file the tools read and write
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+          (b"%PDF", "a PDF document"), (b"<?xml", "an XML or SVG file"), (b"<svg", "an SVG image"))
+
+
+def describe_contents(path: str | os.PathLike) -> str:
+    """What a regular file holds, from its first bytes: 'a PyTorch checkpoint', 'a JPEG
+    image', 'an ONNX model', 'text', ... (the tools tell "not a checkpoint at all" apart
+    from "refused for safety", and never write one kind of file over another)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                torch_zip = any(n.endswith("/data.pkl") for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return "a damaged ZIP archive"
+        return "a PyTorch checkpoint" if torch_zip else "a ZIP archive"
+    if head[0] == 0x80 and len(head) > 1 and head[1] <= 5:
+        return "a PyTorch checkpoint (legacy format)"  # a pickle, as torch.save wrote before PyTorch 1.6
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "a WebP image"
+    kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    if kind:
+        return kind
+    if head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42):
+        return "an ONNX model"  # protobuf: a small ir_version, then one of ModelProto's text or graph fields
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of an unknown kind"
+    return "text"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+import folders
 from errors import DataError
 
 TUTORIAL_MEAN = TUTORIAL_STD = (0.5, 0.5, 0.5)  # the tutorial's Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -38,7 +39,9 @@ def check_pixel_count(img: Image.Image, name: str) -> None:
 
 
 def open_image(path: str) -> Image.Image:
-    """Pillow's image, header read and checked; DataError names the file if it is none."""
+    """Pillow's image, header read and checked; DataError names the file if it is none
+    (or is no regular file: a named pipe would block the reader for ever)."""
+    folders.check_file(path, "image")
     try:
         img = Image.open(path)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -51,15 +54,28 @@ def open_image(path: str) -> Image.Image:
     return img
 
 
+def to_8bit(img: Image.Image) -> Image.Image:
+    """Greyscale samples wider than 8 bits scaled to 0..255, where Pillow's convert() would
+    clip them (a 16-bit photo turns white) or truncate them (a float image in 0..1 turns
+    black): integers as 16-bit (the high byte, as Pillow reads 48-bit RGB), floats as
+    0..1 when none is above 1, else as 0..255."""
+    if img.mode in ("F", "I") or img.mode.startswith("I;16"):
+        values = np.asarray(img)
+        if img.mode == "F":
+            values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+            values = values * 255 if values.size and values.max() <= 1.0 else values
+        else:
+            values = values.astype(np.int64) >> 8
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def upright_rgb(img: Image.Image, name: str) -> Image.Image:
-    """Any image Pillow reads (CMYK, 16-bit, palette, RGBA, greyscale), turned upright as
-    its EXIF orientation says, as 8-bit RGB."""
+    """Any image Pillow reads (CMYK, 16-bit, 48-bit, float, 1-bit, palette, RGBA,
+    greyscale), turned upright as its EXIF orientation says, as 8-bit RGB."""
     check_pixel_count(img, name)
     try:
-        img = ImageOps.exif_transpose(img)
-        if img.mode.startswith("I"):
-            # 16-bit greyscale: Pillow's convert("RGB") clips instead of scaling
-            img = img.point(lambda v: v / 256).convert("L")
+        img = to_8bit(ImageOps.exif_transpose(img))
         return img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{name}: not a readable image ({reason(e)})") from None

@@ -9,13 +9,18 @@ The attribute names ``features`` / ``avgpool`` / ``classifier`` and the layer or
 keep the state_dict keys equal to the tutorial's ``AlexNet.pth`` and to
 ``torchvision.models.alexnet().state_dict()``.
 """
-import os
+import warnings
 import zipfile
 
 import torch
 from torch import nn
 
+import folders
+import metadata
 from errors import CheckpointError
+
+# the paper's width with Adam's two buffers per weight and an EMA copy is about 1.2 GB
+MAX_CHECKPOINT_BYTES = 4 * 2**30
 
 # conv widths (5 layers) and hidden FC width for each variant
 ARCHS: dict[str, tuple[tuple[int, int, int, int, int], int]] = {
@@ -110,34 +115,57 @@ def infer_arch(state_dict: dict, path: str) -> str:
 
 def load_checkpoint(path: str, mmap: bool = False) -> dict:
     """Load one of our checkpoints, or a raw state_dict such as the tutorial's ``AlexNet.pth``,
-    as a dict with at least ``model``, ``arch`` and ``num_classes``.
+    as a dict with at least ``model``, ``arch`` and ``num_classes``, every field checked
+    (``check_checkpoint``): a bad one is a CheckpointError naming the file and the field.
 
     ``weights_only=True``: a file that would run code when unpickled is refused, not run.
     ``mmap=True`` reads only the tensors used (predict.py skips the optimizer state); files
     in the legacy (pre-1.6, non-zip) format cannot be mapped and are read whole.
     """
-    if mmap and not zipfile.is_zipfile(path) and os.path.isfile(path):
-        mmap = False
+    folders.check_file(path, "checkpoint", CheckpointError, MAX_CHECKPOINT_BYTES)
+    kind = folders.describe_contents(path)
+    if kind == "a damaged ZIP archive":  # what a checkpoint cut short by a crash or a full disk looks like
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {kind})")
+    if not kind.startswith("a PyTorch checkpoint"):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint at all: it is {kind}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from None
+        with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it: the refusal says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:
         text = str(e)
-        why = ("refused: it holds pickled objects that could run code (only plain weights are loaded)"
+        why = ("refused for safety: it holds pickled objects that could run code (only plain weights are loaded)"
                if "weights_only" in text or "Unsupported global" in text else
                f"not a readable checkpoint (truncated or corrupt: {text.splitlines()[0][:120] if text else type(e).__name__})")
         raise CheckpointError(f"{path}: {why}") from None
-    if isinstance(ckpt, dict) and "model" in ckpt and "arch" in ckpt:
-        return ckpt
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         arch = infer_arch(ckpt, path)
         if "classifier.6.weight" not in ckpt:
             raise CheckpointError(f"{path}: a state_dict, but not of an AlexNet (no classifier.6.weight)")
-        return {"model": ckpt, "arch": arch, "num_classes": ckpt["classifier.6.weight"].shape[0]}
-    raise CheckpointError(f"{path}: not an AlexNet checkpoint (expected a state_dict or a train.py checkpoint)")
+        ckpt = {"model": ckpt, "arch": arch, "num_classes": ckpt["classifier.6.weight"].shape[0]}
+    elif not (isinstance(ckpt, dict) and "model" in ckpt and "arch" in ckpt):
+        raise CheckpointError(f"{path}: not an AlexNet checkpoint (expected a state_dict or a train.py checkpoint)")
+    check_checkpoint(ckpt, path)
+    return ckpt
+
+
+def check_checkpoint(ckpt: dict, path: str) -> None:
+    """Every field a reader uses, so that a damaged or crafted file is one line naming the
+    field rather than a traceback or a plausible wrong answer (NaN weights print ``nan``)."""
+    for key in ("model", "raw_model"):
+        if key not in ckpt:
+            continue
+        weights = ckpt[key]
+        if not (isinstance(weights, dict) and weights and
+                all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())):
+            raise CheckpointError(f"{path}: field {key!r} is not a state_dict (names -> tensors)")
+        bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise CheckpointError(f"{path}: field '{key}.{bad}' holds NaN or infinite values: the weights are "
+                                  f"broken (saved from a diverged run?)")
+    if ckpt["arch"] not in ARCHS:
+        raise CheckpointError(f"{path}: field 'arch' is {ckpt['arch']!r}; known: {', '.join(ARCHS)}")
+    metadata.check_fields(ckpt, path)
 
 
 def from_checkpoint(ckpt: dict, path: str) -> AlexNet:

@@ -11,13 +11,23 @@ import shutil
 from pathlib import Path
 from typing import IO, Callable
 
+import folders
 from errors import OutputError
 
 TMP_MARK = ".tmp-"
+# what train.py writes into its --output-dir, and what evaluate.py and export.py write beside
+# a checkpoint by default: --overwrite removes them all, so no file of an older run survives
+# looking like the new run's
+RUN_FILES = ("best.pth", "last.pth", "metrics.csv", "curves.png", "class_indices.json", "best.onnx", "last.onnx")
+EVAL_FOLDER = "eval"
+EVAL_FILES = ("summary.json", "per_class.csv", "predictions.csv", "confusion_matrix.png", "mistakes.png",
+              "conv1_filters.png", "neighbours.png")
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it into place."""
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it into
+    place. A failure (a full disk, a folder that vanished) leaves the old file as it was and
+    is an OutputError naming ``path`` and the cause."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     try:
@@ -26,9 +36,20 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e}{free_space(path.parent)}); "
+                          f"the previous file, if any, is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
+
+
+def free_space(folder: Path) -> str:
+    """', 12 MiB free there', or '' where the disk cannot be asked."""
+    try:
+        return f", {shutil.disk_usage(folder).free / 2**20:,.0f} MiB free there"
+    except OSError:
+        return ""
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -69,13 +90,56 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def save_torch(obj: object, path: str | os.PathLike) -> None:
     import torch
 
-    write_atomic(path, lambda f: torch.save(obj, f))
+    def write(f: IO[bytes]) -> None:
+        recording = _WriteErrors(f)
+        try:
+            torch.save(obj, recording)
+        except RuntimeError:  # torch's zip writer turns a failed write (a full disk) into its own error
+            if recording.error is None:
+                raise
+            raise recording.error from None
+
+    write_atomic(path, write)
+
+
+class _WriteErrors:
+    """A file whose first failed write is kept, so the OSError behind torch's RuntimeError
+    (ENOSPC, EFBIG) reaches the user as its one-line cause."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     """A matplotlib figure, in the format its file name says (.png, .pdf, .svg, ...)."""
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
+
+
+def clear_run(folder: Path) -> list[str]:
+    """Remove the files an earlier run left in ``folder`` (RUN_FILES, and evaluate.py's
+    report in eval/); returns their names. Nothing else in the folder is touched."""
+    removed = []
+    for name in (*RUN_FILES, *(f"{EVAL_FOLDER}/{f}" for f in EVAL_FILES)):
+        path = folder / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    try:
+        (folder / EVAL_FOLDER).rmdir()  # only if that left it empty
+    except OSError:
+        pass
+    return removed
 
 
 def remove_stale(folder: Path) -> None:
@@ -98,6 +162,42 @@ def check_writable_file(path: str | os.PathLike, option: str) -> None:
     except OSError as e:
         raise OutputError(f"{path}: {option}: cannot write there ({e.strerror or e})") from None
     probe.unlink(missing_ok=True)
+
+
+def check_new_output(path: str | os.PathLike, option: str, kind: str, inputs: tuple = (),
+                     replaceable=lambda held: False) -> None:
+    """Fail before any work if writing ``path`` (a file of ``kind``) would replace one of this
+    command's ``inputs``, or an existing file that ``replaceable(description)`` does not
+    accept (an earlier output of the same kind): a checkpoint is never replaced by an ONNX
+    file, nor a photo by a figure. Then as ``check_writable_file``."""
+    path = Path(path)
+    for given in inputs:
+        if given and _same_file(path, Path(given)):
+            raise OutputError(f"{path}: {option} names an input of this command ({given}); writing {kind} there "
+                              f"would replace it: pick another file name")
+    if path.exists() and not path.is_dir():
+        try:
+            held = folders.describe_contents(path)
+        except OSError as e:
+            raise OutputError(f"{path}: {option}: cannot read the file already there ({e.strerror or e})") from None
+        if not replaceable(held):
+            raise OutputError(f"{path}: {option}: already holds {held}, which {kind} would replace; pick another "
+                              f"file name, or remove it yourself first")
+    check_writable_file(path, option)
+
+
+def written_by_matplotlib(path: str | os.PathLike) -> bool:
+    """Whether a figure file came from matplotlib (PNG, PDF, SVG and EPS name it in their
+    metadata): such a file may be replaced by a new figure, a photo may not."""
+    with open(path, "rb") as f:
+        return b"matplotlib" in f.read(4096).lower()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def check_writable_folder(folder: str | os.PathLike, option: str) -> None:

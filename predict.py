@@ -16,6 +16,7 @@ is shown or saved, so a one-image prediction starts fast.
 this script, evaluate.py's per-image report and app.py's web page.
 """
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,8 +24,9 @@ from typing import Iterator
 
 import folders
 import images
+import metadata
 import outputs
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError, run_main
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError, run_main
 
 DEFAULT_WEIGHTS = "runs/best.pth"
 MAX_SHOWN = 16  # images in the figure; all of them are printed
@@ -48,16 +50,17 @@ def get_args_parser() -> OneLineParser:
     return p
 
 
+MAX_CLASS_FILE_BYTES = 16 * 2**20
+MAX_ONNX_BYTES = 4 * 2**30
+
+
 def read_class_indices(path: str) -> list[str]:
+    folders.check_file(path, "class index", CheckpointError, MAX_CLASS_FILE_BYTES)
     try:
         mapping = json.loads(Path(path).read_text(encoding="utf-8"))
         names = [mapping[str(i)] for i in range(len(mapping))]
         if not all(isinstance(n, str) for n in names):
             raise TypeError
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: class index file not found (pass --class-indices)") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, not a class index file") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
     except (KeyError, AttributeError, TypeError, UnicodeDecodeError):
@@ -71,7 +74,7 @@ def class_names(own: list[str] | None, num_classes: int, class_indices: str | No
     path = class_indices or (None if own else "class_indices.json")
     names = read_class_indices(path) if path else list(own)
     if len(names) != num_classes:
-        raise CheckpointError(f"{path}: lists {len(names)} classes, but {weights} has {num_classes} outputs")
+        raise CheckpointError(f"{path or weights}: lists {len(names)} classes, but {weights} has {num_classes} outputs")
     if own and names != list(own):
         raise CheckpointError(f"{path}: classes {names} disagree with {weights}: {list(own)}")
     return names
@@ -109,7 +112,9 @@ class TorchClassifier:
         from model import probabilities
 
         x = self.data.normalize(self.torch.stack(batch).to(self.device), self.mean, self.std)
-        with self.torch.inference_mode():
+        # fp32 on every path (and whatever autocast a caller has on): the probabilities
+        # predict.py, evaluate.py, app.py and the ONNX model report agree to 1e-5
+        with self.torch.inference_mode(), self.torch.autocast(self.device.type, enabled=False):
             return probabilities(self.model, x, self.transform.views).cpu().tolist()
 
     def grad_cam(self, image, class_index: int) -> tuple:
@@ -142,23 +147,17 @@ class OnnxClassifier:
         except ImportError as e:
             raise UserError(f"{e.name}: not installed; .onnx models need it: pip install -r requirements.txt") from None
         self.np = np
-        if not os.path.isfile(weights):
-            raise CheckpointError(f"{weights}: model file not found")
+        folders.check_file(weights, "ONNX model", CheckpointError, MAX_ONNX_BYTES)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors reach the user as one line, not as onnxruntime's log
         try:
             self.session = onnxruntime.InferenceSession(weights, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own, unexported exception types
             raise CheckpointError(f"{weights}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map.get("alexnet")
-        try:
-            info = json.loads(meta) if meta else {}
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{weights}: its 'alexnet' metadata is not valid JSON") from None
-        num_classes = self.session.get_outputs()[0].shape[-1]
-        self.names = class_names(info.get("classes"), int(num_classes), class_indices, weights)
-        side = self.session.get_inputs()[0].shape[-1]
-        ev = info.get("eval", {"size": side if isinstance(side, int) else 224, "resize": 0})
+        num_classes, side = onnx_signature(self.session, weights)
+        info = onnx_metadata(self.session, weights, num_classes)
+        self.names = class_names(info.get("classes"), num_classes, class_indices, weights)
+        ev = info.get("eval", {"size": side or 224, "resize": 0})
         self.transform = images.EvalViews(ev["size"], ev["resize"], tta)
         self.mean, self.std = info.get("mean", images.TUTORIAL_MEAN), info.get("std", images.TUTORIAL_STD)
         self.card = {"weights": str(weights), "arch": info.get("arch"), "classes": self.names,
@@ -181,6 +180,37 @@ class OnnxClassifier:
         return probs.reshape(len(batch), -1, probs.shape[1]).mean(axis=1).tolist()
 
 
+def onnx_signature(session, weights: str) -> tuple[int, int | None]:
+    """(classes, input side or None if dynamic) of an image classifier's graph: one input
+    N x 3 x S x S, one output N x classes; any other model is one line."""
+    inputs, outputs_ = session.get_inputs(), session.get_outputs()
+    shape_in = inputs[0].shape if len(inputs) == 1 else None
+    shape_out = outputs_[0].shape if outputs_ else None
+    fits = (shape_in is not None and len(shape_in) == 4 and shape_in[1] == 3 and shape_in[2] == shape_in[3]
+            and shape_out is not None and len(shape_out) == 2 and isinstance(shape_out[1], int) and shape_out[1] >= 1
+            and "float" in inputs[0].type)
+    if not fits:
+        raise CheckpointError(f"{weights}: not an image classifier export (inputs "
+                              f"{[(i.name, i.shape, i.type) for i in inputs]}, output shape {shape_out}); "
+                              f"export.py writes one input N x 3 x S x S and one output N x classes")
+    side = shape_in[3] if isinstance(shape_in[3], int) else None
+    return shape_out[1], side
+
+
+def onnx_metadata(session, weights: str, num_classes: int) -> dict:
+    """export.py's 'alexnet' metadata (JSON), every field predict.py uses checked by type."""
+    meta = session.get_modelmeta().custom_metadata_map.get("alexnet")
+    try:
+        info = json.loads(meta) if meta else {}
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{weights}: its 'alexnet' metadata is not valid JSON") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{weights}: its 'alexnet' metadata is not a JSON object")
+    fields = {k: info[k] for k in ("classes", "eval", "mean", "std", "best_acc", "epoch") if k in info}
+    metadata.check_fields({"num_classes": num_classes, **fields}, f"{weights} (metadata)")
+    return info
+
+
 def load_classifier(weights: str, device: str = "cpu", tta: bool = False, class_indices: str | None = None):
     """The model behind --weights, ready to classify: a .onnx file through onnxruntime,
     anything else as a PyTorch checkpoint."""
@@ -196,7 +226,7 @@ def load_classifier(weights: str, device: str = "cpu", tta: bool = False, class_
 def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
     """Files as given, folders as their image files (sorted, recursive); plus errors, and
     a line saying which files the folders held that are not images."""
-    files, errors, listing, seen = [], [], folders.Listing(), set()
+    files, errors, listing, seen = [], [], folders.Listing(), {}
     for p in paths:
         if os.path.isdir(p):
             found = folders.list_images(p, seen)
@@ -211,13 +241,24 @@ def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
     return files, errors, folders.describe_skipped(listing)
 
 
+def checked_probabilities(classifier, views: list, names: list[str]) -> list[list[float]]:
+    """The classifier's probabilities, or a CheckpointError if any is NaN or infinite: broken
+    weights must never print as a confident answer."""
+    probs = classifier.probabilities(views)
+    for name, p in zip(names, probs):
+        if not all(math.isfinite(v) for v in p):
+            raise CheckpointError(f"{classifier.card['weights']}: the model gives NaN or infinite probabilities "
+                                  f"for {name}: its weights are broken")
+    return probs
+
+
 def predict_files(classifier, files: list[str],
                   batch_size: int) -> Iterator[tuple[str, list[float] | None, str | None]]:
     """(path, probabilities or None, error or None) for each file, batching readable images."""
     batch: list[tuple[str, object]] = []
 
     def flush():
-        probs = classifier.probabilities([x for _, x in batch])
+        probs = checked_probabilities(classifier, [x for _, x in batch], [path for path, _ in batch])
         out = [(path, p, None) for (path, _), p in zip(batch, probs)]
         batch.clear()
         return out
@@ -285,9 +326,26 @@ def check_args(args) -> None:
     if not 1 <= args.batch_size <= 1024:
         raise ArgumentError(f"--batch-size {args.batch_size}: must be in 1..1024")
     if args.save:
-        outputs.check_writable_file(args.save, "--save")
+        check_figure_name(args.save, [*args.paths, args.weights, args.class_indices])
     if args.cam and args.weights.lower().endswith(".onnx"):
         raise ArgumentError(f"--cam: Grad-CAM looks inside the network; give the PyTorch checkpoint, not {args.weights}")
+
+
+def check_figure_name(path: str, inputs: list) -> None:
+    """--save: a format matplotlib writes, and never over an input or a file that is no earlier figure."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt and fmt not in formats:
+        raise ArgumentError(f"--save {path}: .{fmt} is not a figure format matplotlib writes; use one of "
+                            f"{', '.join('.' + f for f in sorted(formats))}")
+    inside = [p for p in inputs if p and os.path.isdir(p)]
+    for folder in inside:
+        if Path(path).resolve().is_relative_to(Path(folder).resolve()):
+            raise OutputError(f"{path}: --save is inside the input folder {folder}; pick a place outside it")
+    outputs.check_new_output(path, "--save", "the figure", tuple(inputs),
+                             lambda held: held == "an empty file" or outputs.written_by_matplotlib(path))
 
 
 def main(args) -> int:

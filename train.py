@@ -22,6 +22,11 @@ import time
 
 COMMAND_STARTED = time.monotonic()  # --budget counts from here: importing torch alone takes seconds on a slow CPU
 
+from errors import quiet_startup_interrupt  # noqa: E402
+
+if __name__ == "__main__":
+    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+
 import argparse
 import copy
 import csv
@@ -49,8 +54,9 @@ import device_data
 import outputs
 import plan
 from data import EvalTransform
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError, printable_console
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, run_main
 from images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
+from metadata import MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS
 from model import ARCHS, AlexNet, load_checkpoint, probabilities
 
 FLOWERS = "data_set/flower_data"
@@ -87,7 +93,6 @@ BUDGET_RECIPE = "budget"
 # --demo: small synthetic images, so a laptop CPU reaches >90% in a few minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-MIN_IMG_SIZE, MAX_IMG_SIZE = 63, 1024  # AlexNet's smallest input; a batch of 32 at 1024 px needs ~10 GiB to train
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--weights", help="start from a torchvision AlexNet state_dict (e.g. ImageNet) or a checkpoint, new head")
     a("--freeze-features", **flag, help="with --weights: train only the classifier")
     a("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    a("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="autocast precision")
+    a("--precision", choices=["auto", *PRECISIONS], help="training precision (autocast). auto: bf16 on GPUs that "
+      "have it (else fp16), bf16 on CPUs with AMX or AMD's AVX512-BF16, else fp32; a resumed run keeps its own")
     a("--compile", **flag, help="torch.compile the model")
     a("--device-batches", choices=["auto", "on", "off"], help="keep the decoded training images on the device and "
       "crop whole batches there (auto: on CUDA when they fit --device-cache-mem)")
@@ -292,6 +298,7 @@ def resumed_values(given: dict) -> tuple[dict, dict]:
     ckpt = load_checkpoint(path)
     if "config" not in ckpt or "optimizer" not in ckpt:
         raise CheckpointError(f"{path}: a bare state_dict cannot be resumed (use --weights to start from it)")
+    check_resumable(ckpt, path)
     saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ckpt["config"].items()
              if k in FIELDS and k not in MACHINE_KEYS}
     saved.setdefault("val_resize", ckpt.get("eval", {}).get("resize"))
@@ -305,7 +312,44 @@ def resumed_values(given: dict) -> tuple[dict, dict]:
                             f"run from these weights with --weights {path}")
     values = saved | {k: v for k, v in given.items() if k in MACHINE_KEYS + RESUME_MAY_CHANGE}
     values["output_dir"] = given.get("output_dir") or str(Path(path).parent)
+    check_no_later_epochs(path, ckpt["epoch"], Path(values["output_dir"]) / "last.pth")
     return values, ckpt
+
+
+RESUME_FIELDS = {"optimizer": dict, "scaler": dict, "metrics": list, "rng": dict, "epoch": int, "best_epoch": int,
+                 "best_acc": (int, float), "config": dict}
+
+
+def check_resumable(ckpt: dict, path: str) -> None:
+    """What --resume reads beyond the fields every reader checks (model.check_checkpoint),
+    by type: one line naming the field, never a traceback from a damaged file."""
+    for key, kind in RESUME_FIELDS.items():
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path}: field {key!r} is missing or not of type "
+                                  f"{getattr(kind, '__name__', 'number')}; this checkpoint cannot be resumed")
+    for key, value in ckpt["config"].items():
+        default = FIELDS[key].default if key in FIELDS else None
+        if default is None or value is None:
+            continue
+        kinds = (int, float) if isinstance(default, float) else (list, tuple) if isinstance(default, tuple) \
+            else type(default)
+        if not isinstance(value, kinds) or isinstance(value, bool) != isinstance(default, bool):
+            raise CheckpointError(f"{path}: field 'config.{key}' is {value!r}, not of type {type(default).__name__}; "
+                                  f"this checkpoint cannot be resumed")
+
+
+def check_no_later_epochs(path: str, epoch: int, last: Path) -> None:
+    """Resuming best.pth (or a copy) would overwrite the output folder's last.pth; refuse
+    when that holds later epochs, which would be lost."""
+    if not last.is_file() or os.path.samefile(path, last):
+        return
+    try:
+        later = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch", 0)
+    except Exception:  # an unreadable last.pth holds nothing to keep
+        return
+    if isinstance(later, int) and later > epoch:
+        raise ArgumentError(f"--resume {path}: {last} holds a later epoch ({later} > {epoch}) that resuming this file "
+                            f"would overwrite; resume from {last}, or pass another --output-dir")
 
 
 def weights_values(given: dict) -> dict:
@@ -426,29 +470,44 @@ def pick_device(name: str, local_rank: int = 0, option: str = "--device") -> tor
     return device
 
 
+def cpu_bf16_is_fast() -> bool:
+    """Whether bf16 training beats fp32 on this CPU, from what torch reports about it, never
+    from a timing: a timing race gave fp32 in three runs of a command and bf16 in the fourth.
+    bf16 ran 2-3x faster than fp32 with AMX (Intel Xeon, Sapphire Rapids on) and on AMD's
+    AVX512-BF16 (Zen 4 on), but at about half the fp32 rate on an Intel CPU that has
+    AVX512-BF16 without AMX (docs/failure-modes.md, "Precision")."""
+    caps = cpu_capabilities()
+    if caps.get("amx_bf16"):
+        return True
+    return bool(caps.get("avx512_bf16")) and cpu_vendor() == "AuthenticAMD"
+
+
 def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls can run at about twice the fp32 rate (x86 Linux only)."""
+    """bf16 matrix instructions (AVX512-BF16 or AMX), fast or not."""
+    caps = cpu_capabilities()
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def cpu_capabilities() -> dict:
+    """torch's own report of the CPU's instruction sets (torch 2.7 on); older torch: the
+    flags of /proc/cpuinfo (x86 Linux), else nothing."""
+    if hasattr(torch.cpu, "get_capabilities"):
+        return torch.cpu.get_capabilities()
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return {}
+    return {flag: True for flag in flags}
 
 
-def cpu_bf16_is_faster() -> bool:
-    """Some CPUs (and virtual machines) advertise AVX512-BF16 yet run bf16 convolutions
-    slower than fp32, so time one small training step both ways (about 0.2 s)."""
-    if not cpu_has_bf16():
-        return False
-    conv = nn.Conv2d(64, 128, 3, padding=1).to(memory_format=torch.channels_last)
-    x = torch.randn(16, 64, 27, 27).contiguous(memory_format=torch.channels_last)
-    best = {}
-    for bf16 in (False, True, False, True):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            conv(x).float().sum().backward()
-        best[bf16] = min(best.get(bf16, math.inf), time.perf_counter() - t0)
-    return best[True] < 0.9 * best[False]
+def cpu_vendor() -> str:
+    """The x86 vendor string (GenuineIntel, AuthenticAMD), or '' where the OS does not say."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
 
 
 def pick_precision(name: str, device: torch.device) -> str:
@@ -457,21 +516,24 @@ def pick_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_bf16_is_faster():
+    if device.type == "cpu" and cpu_bf16_is_fast():
         return "bf16"
     return "fp32"
 
 
-def setup_machine(cfg: Config) -> Machine:
+def setup_machine(cfg: Config, resume: dict | None = None) -> Machine:
     rank, world, local_rank = dist_info()
     device = pick_device(cfg.device, local_rank)
+    precision = pick_precision(cfg.precision, device)
+    if cfg.precision == "auto" and resume and resume.get("device_type") == device.type and resume.get("precision"):
+        precision = resume["precision"]  # a resumed run trains on as it began, so it ends as an uninterrupted one
     owns_group = world > 1 and not torch.distributed.is_initialized()
     if owns_group:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    return Machine(device, pick_precision(cfg.precision, device), rank, world, cfg.quiet, owns_group)
+    return Machine(device, precision, rank, world, cfg.quiet, owns_group)
 
 
 def teardown(machine: Machine) -> None:
@@ -511,8 +573,8 @@ def load_data(cfg: Config, machine: Machine) -> Loaders:
 
 def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     train_root, val_root = os.path.join(cfg.data, "train"), os.path.join(cfg.data, "val")
-    classes = data.folders.find_classes(train_root)
-    val_classes = data.folders.find_classes(val_root)
+    classes = data.folders.find_classes(train_root, machine.log)
+    val_classes = data.folders.find_classes(val_root, machine.log)
     if val_classes != classes:
         raise DataError(f"{val_root}: classes {val_classes} differ from {train_root}: {classes}")
     if len(classes) < 2:
@@ -843,6 +905,7 @@ class RunState:
     best_acc: float = 0.0
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    saved_epoch: int = 0  # the epoch last.pth holds (0: none written by this run or the one it resumes)
 
 
 def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float,
@@ -856,7 +919,7 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     steps = len(loaders.train)
     kept = plan.Plan(**resume["plan"]) if cfg.budget else plan.fixed_plan(cfg.epochs, cfg.resizing, steps)
     state = RunState(kept, started, epoch=resume["epoch"], history=list(resume["metrics"]),
-                     best_acc=resume["best_acc"], best_epoch=resume["best_epoch"])
+                     best_acc=resume["best_acc"], best_epoch=resume["best_epoch"], saved_epoch=resume["epoch"])
     state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0
     trainer.optimizer.load_state_dict(resume["optimizer"])
     trainer.scaler.load_state_dict(resume["scaler"])
@@ -985,8 +1048,7 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
             loss = trainer.criterion(logits, y)
         value = loss.item()
         if not math.isfinite(value):
-            raise TrainingStopped(f"loss is {value} at epoch {state.epoch + 1} step {i + 1}; stopped "
-                                  f"(best.pth and last.pth keep the last good epoch). Try a lower --lr.", 1)
+            raise TrainingStopped(f"loss is {value} at epoch {state.epoch + 1} step {i + 1}: try a lower --lr", 1)
         optimizer_step(cfg, trainer, loss)
         seen, size = seen + len(y), x.shape[-1]
         loss_sum += value * len(y)
@@ -1050,7 +1112,7 @@ def progress(iterable, machine: Machine, desc: str, total: int | None = None):
 def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, row: dict,
                  classes: list[str]) -> None:
     """Record the epoch: best so far, the plateau schedule, the log line, and (rank 0) the files."""
-    improved = row["val_top1"] > state.best_acc
+    improved = row["val_top1"] > state.best_acc or state.best_epoch == 0  # the first epoch is the best so far
     if improved:
         state.best_acc, state.best_epoch = row["val_top1"], row["epoch"]
     if trainer.plateau is not None and row["epoch"] > cfg.warmup_epochs:
@@ -1065,15 +1127,16 @@ def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunStat
     if not machine.is_main:
         return
     out = Path(cfg.output_dir)
-    ckpt = build_checkpoint(cfg, trainer, state, classes)
+    ckpt = build_checkpoint(cfg, machine, trainer, state, classes)
     outputs.save_torch(ckpt, out / "last.pth")
+    state.saved_epoch = state.epoch
     if improved:  # the same bytes: a second name for last.pth's file (which the next epoch replaces, not rewrites)
         outputs.link_atomic(out / "last.pth", out / "best.pth")
     write_metrics(out / "metrics.csv", state.history)
     plot_curves(cfg, state.history, out / "curves.png")
 
 
-def build_checkpoint(cfg: Config, trainer: Trainer, state: RunState, classes: list[str]) -> dict:
+def build_checkpoint(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str]) -> dict:
     """One dict of plain types: everything predict.py needs, and everything --resume needs."""
     # "model" holds the weights that were validated, so predict.py and --weights need not know about EMA
     weights = {"model": trainer.validated_model.state_dict()}
@@ -1086,7 +1149,8 @@ def build_checkpoint(cfg: Config, trainer: Trainer, state: RunState, classes: li
             "config": dataclasses.asdict(cfg), "plan": dataclasses.asdict(state.plan), "metrics": state.history,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             "lighting": trainer.lighting_basis, "eval": {"size": cfg.img_size, "resize": cfg.val_resize},
-            "mean": list(cfg.mean), "std": list(cfg.std)}
+            "mean": list(cfg.mean), "std": list(cfg.std),
+            "precision": machine.precision, "device_type": machine.device.type}
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
@@ -1134,14 +1198,16 @@ def plot_curves(cfg: Config, history: list[dict], path: Path) -> None:
 
 def summarize(cfg: Config, machine: Machine, state: RunState) -> dict:
     out = Path(cfg.output_dir)
-    machine.log(f"done: best val top-1 {state.best_acc:.4f} at epoch {state.best_epoch}; weights in {out / 'best.pth'}")
+    files = [f"{out / name}" for name in ("best.pth", "last.pth") if (out / name).exists()]
+    machine.log(f"done: best val top-1 {state.best_acc:.4f} at epoch {state.best_epoch}; weights in "
+                f"{' and '.join(files) or '(no checkpoint written)'}")
     return {"best_acc": state.best_acc, "best_epoch": state.best_epoch, "history": state.history, "output_dir": str(out)}
 
 
 # ---------------------------------------------------------------- the run
 def fit(cfg: Config, resume: dict | None, started: float) -> dict:
     """setup -> restore -> epochs -> summary."""
-    machine = setup_machine(cfg)
+    machine = setup_machine(cfg, resume)
     try:
         loaders = load_data(cfg, machine)
         if resume and resume["classes"] != loaders.classes:
@@ -1149,6 +1215,11 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
                                   f"but {cfg.data} has {loaders.classes}")
         trainer = build_trainer(cfg, machine, loaders, resume)
         state = restore_state(cfg, machine, trainer, loaders, started, resume)
+        if cfg.overwrite and resume is None and machine.is_main:
+            # only now, once the new run has started: a run that fails to start leaves the old model alone
+            removed = outputs.clear_run(Path(cfg.output_dir))
+            if removed:
+                machine.log(f"--overwrite: removed the older run's {', '.join(removed)}")
         announce(cfg, machine, loaders, state)
         train_epochs(cfg, machine, trainer, loaders, state)
         return summarize(cfg, machine, state)
@@ -1157,7 +1228,9 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
 
 
 def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, state: RunState) -> None:
-    """The loop, until the plan's last epoch or a stop (Ctrl-C, SIGTERM, a loss that is not a number)."""
+    """The loop, until the plan's last epoch or a stop: Ctrl-C or SIGTERM, a loss that is not
+    a number, a checkpoint that cannot be written (a full disk), an image that vanished or
+    became unreadable. Each ends in one line that says what last.pth holds and how to go on."""
     with Stop(machine) as stop:
         try:
             while state.epoch < state.plan.epochs:
@@ -1166,12 +1239,26 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
                 finish_epoch(cfg, machine, trainer, state, row, loaders.classes)
                 if state.costs is not None and state.epoch < state.plan.epochs:
                     replan(cfg, machine, state, row, time.monotonic() - epoch_start)
-        except TrainingStopped as e:
-            if state.epoch:
-                last = Path(cfg.output_dir) / "last.pth"
-                e.args = (f"{e.args[0]}; last.pth holds epoch {state.epoch}: "
-                          f"resume with  python train.py --resume {last}",)
-            raise
+        except (TrainingStopped, OutputError, DataError) as e:
+            code = e.code if isinstance(e, TrainingStopped) else 1
+            raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state)}", code) from None
+
+
+def one_line(e: Exception) -> str:
+    """An error's message; one raised in a DataLoader worker arrives wrapped in the worker's
+    traceback, whose last line is the message itself."""
+    text = str(e).strip()
+    if "Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(type(e).__name__) else last
+    return text
+
+
+def how_to_go_on(cfg: Config, state: RunState) -> str:
+    last = Path(cfg.output_dir) / "last.pth"
+    if not state.saved_epoch:
+        return "no checkpoint was written: run the same command again"
+    return f"last.pth holds epoch {state.saved_epoch}: resume with  python train.py --resume {last}"
 
 
 def announce(cfg: Config, machine: Machine, loaders: Loaders, state: RunState) -> None:
@@ -1240,6 +1327,10 @@ def main(args: argparse.Namespace, started: float | None = None) -> dict:
     cfg, resume = resolve_config(args)
     rank = dist_info()[0]
     out = Path(cfg.output_dir)
+    for option, folder in (("--output-dir", out), ("--cache-dir", Path(cfg.cache_dir))):
+        if folder.resolve().is_relative_to(Path(cfg.data).resolve()):
+            raise ArgumentError(f"{option} {folder}: is inside the data folder {cfg.data}; what train.py writes "
+                                f"there would mix with the images. Pick a folder outside it")
     fresh = resume is None and not cfg.overwrite
     if rank == 0 and cfg.cache_mem != 0 and Path(cfg.cache_dir).parent != out:
         outputs.check_writable_folder(cfg.cache_dir, "--cache-dir")
@@ -1248,17 +1339,15 @@ def main(args: argparse.Namespace, started: float | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None, started: float | None = None) -> int:
-    printable_console()
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args, started)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingStopped as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return e.code
-    return 0
+    def run(args: argparse.Namespace) -> int:
+        try:
+            main(args, started)
+        except TrainingStopped as e:
+            print(f"stopped: {e}", file=sys.stderr)
+            return e.code
+        return 0
+
+    return run_main(run, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

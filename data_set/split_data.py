@@ -10,6 +10,7 @@ Images in sub-folders of a class belong to it, as train.py reads them; links are
 once. Files are copied (or hard-linked with --link); nothing is ever deleted, and an
 existing train/ or val/ is left alone: the tool refuses instead.
 """
+import errno
 import json
 import os
 import random
@@ -30,7 +31,7 @@ def plan_split(src: Path, val_ratio: float,
     deterministic for a given folder, ratio and seed; and what was skipped."""
     classes = folders.find_classes(str(src))
     rng = random.Random(seed)
-    plan, skipped, seen = {}, folders.Listing(), set()
+    plan, skipped, seen = {}, folders.Listing(), {}
     for c in classes:
         listing = folders.list_images(str(src / c), seen)
         skipped.add(listing)
@@ -57,18 +58,27 @@ def split(src: Path, dest: Path, val_ratio: float = 0.1, seed: int = 0, link: bo
     for part in ("train", "val"):
         if (dest / part).exists():
             raise OutputError(f"{dest / part}: already exists; remove it yourself or pass another --dest")
-    counts = {"train": 0, "val": 0}
-    put = os.link if link else shutil.copy2
-    for c, (train, val) in plan.items():
-        for part, files in (("train", train), ("val", val)):
-            (dest / part / c).mkdir(parents=True, exist_ok=True)
-            for f in files:
-                target = dest / part / c / f
-                target.parent.mkdir(parents=True, exist_ok=True)
-                put(src / c / f, target)
-            counts[part] += len(files)
-        if not quiet:
-            print(f"{folders.printable(c):>12}: {len(train)} train, {len(val)} val")
+    created = [p for p in (dest, *dest.parents) if not p.exists()]
+    dest.mkdir(parents=True, exist_ok=True)
+    # built under temporary names and renamed at the end: a failure (a full disk, --link across
+    # disks) leaves no half-made train/ or val/ that the next run would refuse
+    partial = {part: dest / f".{part}.partial-{os.getpid()}" for part in ("train", "val")}
+    try:
+        counts = fill(src, partial, plan, link, quiet)
+        for part, folder in partial.items():
+            folder.rename(dest / part)
+    except OSError as e:
+        why = "hard links cannot cross disks: drop --link to copy" if link and e.errno == errno.EXDEV else \
+            (e.strerror or str(e))
+        raise OutputError(f"{e.filename or dest}: {why}; nothing was kept in {dest}") from None
+    finally:
+        for folder in partial.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        for p in created:  # innermost first; only if still empty (on failure)
+            try:
+                p.rmdir()
+            except OSError:
+                pass
     (dest / "split.json").write_text(json.dumps({"source": folders.printable(str(src)), "val_ratio": val_ratio,
                                                  "seed": seed, "classes": [folders.printable(c) for c in plan],
                                                  **counts}, indent=2))
@@ -76,6 +86,23 @@ def split(src: Path, dest: Path, val_ratio: float = 0.1, seed: int = 0, link: bo
         if folders.describe_skipped(skipped):
             print(folders.describe_skipped(skipped))
         print(f"{counts['train']} train / {counts['val']} val images in {dest}")
+    return counts
+
+
+def fill(src: Path, parts: dict[str, Path], plan: dict, link: bool, quiet: bool) -> dict[str, int]:
+    """Copy (or hard-link) every planned file into ``parts[train|val]/<class>/``."""
+    counts = {"train": 0, "val": 0}
+    put = os.link if link else shutil.copy2
+    for c, (train, val) in plan.items():
+        for part, files in (("train", train), ("val", val)):
+            (parts[part] / c).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                target = parts[part] / c / f
+                target.parent.mkdir(parents=True, exist_ok=True)
+                put(src / c / f, target)
+            counts[part] += len(files)
+        if not quiet:
+            print(f"{folders.printable(c):>12}: {len(train)} train, {len(val)} val")
     return counts
 
 

@@ -1,7 +1,9 @@
 """Shared fixtures: tiny generated image folders and a trained checkpoint, all on CPU."""
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,19 @@ def make_colour_folder(root: Path, n_train: int = 10, n_val: int = 4, size: int 
                 arr = img.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
                 Image.fromarray(arr).save(folder / f"{name}_{i}.jpg", quality=90)
     return root
+
+
+def write_png48(path: Path, rgb16) -> None:
+    """A 48-bit RGB PNG from an H x W x 3 uint16 array (Pillow cannot write one): 16 bits per
+    sample, big-endian, as a scanner or a raw converter writes it."""
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\0" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -132,8 +132,8 @@ def test_unusable_weights_are_one_line_errors(case, trained, photos, tmp_path, c
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     named = extra[1] if extra else str(weights)
     assert f"{named}: " in err
-    expected = {"truncated": "not a readable checkpoint", "garbage": "not a readable checkpoint",
-                "malicious": "refused", "missing": "checkpoint not found", "disagreeing": "disagree",
+    expected = {"truncated": "not a readable checkpoint", "garbage": "not a PyTorch checkpoint at all: it is text",
+                "malicious": "refused for safety", "missing": "checkpoint not found", "disagreeing": "disagree",
                 "malformed_json": "malformed JSON", "folder": "is a folder"}[case]
     assert expected in err
     assert not marker.exists()  # the pickle's payload never ran

@@ -1,0 +1,392 @@
+"""Point every tool at hostile but realistic inputs, each as a separate process, and tabulate
+what happened: the exit code, the first line it printed, the seconds it took and its peak
+memory. The table in docs/failure-modes.md is this script's output.
+
+    python tools/try_inputs.py                  # Markdown table on stdout (about 3 minutes)
+    python tools/try_inputs.py --only predict   # the cases whose command starts with predict
+
+Everything happens in a temporary folder: tiny generated images, a model trained for one
+tiny epoch, crafted checkpoints and ONNX files, named pipes, a link to /dev/zero. The
+full-disk case runs where a small disk is mounted (root on Linux; 1.5 checkpoints fit):
+
+    mkdir -p /tmp/alexnet-small-disk && mount -t tmpfs -o size=270m tmpfs /tmp/alexnet-small-disk
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+TIMEOUT_S = 60
+
+
+def run(argv: list[str], cwd: Path, signal_after: float | None = None, limit_fsize: int | None = None,
+        action=None, look: str | None = None) -> dict:
+    """One process: exit code, first line of stderr (else stdout; or the first line holding
+    ``look``), seconds, its own peak RSS in MiB (this driver imports no torch, so a child's
+    peak is its own, not the copy of the parent it began as)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    env.pop("DISPLAY", None)
+
+    def limits():
+        if limit_fsize:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, limit_fsize))
+
+    with tempfile.TemporaryFile("w+", errors="replace") as out, tempfile.TemporaryFile("w+", errors="replace") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, preexec_fn=limits)
+        if signal_after is not None:
+            time.sleep(signal_after)
+            proc.send_signal(signal.SIGINT)
+        if action is not None:
+            action(proc)
+        while True:  # os.wait4, not proc.wait(): it also gives this child's own peak memory
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - started > TIMEOUT_S:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                return {"code": "HANG", "line": f"killed after {TIMEOUT_S} s", "s": TIMEOUT_S, "mib": 0}
+            time.sleep(0.01)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    lines = [ln for ln in (stderr.strip().splitlines() or stdout.strip().splitlines()) if ln.strip()]
+    if look:
+        lines = [ln for ln in (stderr + stdout).splitlines() if look in ln] or lines
+    return {"code": proc.returncode, "line": lines[0] if lines else "", "s": seconds, "mib": usage.ru_maxrss / 1024,
+            "out": stdout, "err": stderr}
+
+
+def prepare(work: Path) -> dict:
+    """The files the cases point at."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import export
+    import train
+    from conftest import make_colour_folder, train_args, write_png48
+
+    f = {}
+    data = make_colour_folder(work / "data", n_train=4, n_val=2)
+    f["data"], f["img"] = data, data / "val" / "red" / "red_0.jpg"
+    run_dir = work / "run"
+    train.main(train.get_args_parser().parse_args(train_args(data, run_dir, "--epochs", "1")))
+    f["run"], f["pth"] = run_dir, run_dir / "best.pth"
+    assert export.cli([str(f["pth"]), "-o", str(run_dir / "best.onnx")]) == 0
+    f["onnx"] = run_dir / "best.onnx"
+    ckpt = torch.load(f["pth"], weights_only=True)
+
+    def crafted(name: str, **changes) -> Path:
+        path = work / f"{name}.pth"
+        torch.save({**ckpt, **changes}, path)
+        return path
+
+    nan = {k: v.clone() for k, v in ckpt["model"].items()}
+    nan["classifier.1.weight"][0, 0] = float("nan")
+    inf = {k: v.clone() for k, v in ckpt["model"].items()}
+    inf["features.0.bias"][1] = float("inf")
+    f["nan"], f["inf"] = crafted("nan", model=nan), crafted("inf", model=inf)
+    f["eval10"] = crafted("eval10", eval={"size": 10, "resize": 0})
+    f["arch"] = crafted("arch", arch="resnet")
+    f["classes"] = crafted("classes", classes=["a", "b"])
+    f["numstr"] = crafted("numstr", num_classes="3")
+    f["mean"] = crafted("mean", mean=[0.5, 0.5])
+    f["std0"] = crafted("std0", std=[0.0, 0.5, 0.5])
+    f["acc"] = crafted("acc", best_acc=5.0)
+    f["cfgtype"] = crafted("cfgtype", config={**ckpt["config"], "epochs": "ten"})
+    f["noopt"] = crafted("noopt", optimizer=None)
+    truncated = work / "truncated.pth"
+    truncated.write_bytes(f["pth"].read_bytes()[: f["pth"].stat().st_size // 2])
+    f["truncated"] = truncated
+    evil = work / "evil.pth"
+    evil.write_bytes(b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94"
+                     b"\x8c\x04true\x94\x85\x94R\x94.")
+    f["evil"] = evil
+    f["jpeg_as_pth"] = work / "photo.pth"
+    shutil.copy(f["img"], f["jpeg_as_pth"])
+    f["onnx_as_pth"] = work / "model.pth"
+    shutil.copy(f["onnx"], f["onnx_as_pth"])
+    (work / "notes.pth").write_text("my notes\n")
+    f["text"] = work / "notes.pth"
+    (work / "empty.pth").write_bytes(b"")
+    f["empty"] = work / "empty.pth"
+    sparse = work / "huge.pth"
+    with open(sparse, "wb") as h:
+        h.truncate(5 * 2**30)
+    f["huge"] = sparse
+    zero = work / "zero.pth"
+    zero.symlink_to("/dev/zero")
+    f["zero"] = zero
+    zero_jpg = work / "zero.jpg"
+    zero_jpg.symlink_to("/dev/zero")
+    f["zero_jpg"] = zero_jpg
+    for name in ("pipe.pth", "pipe.jpg", "pipe.json", "pipe.onnx"):
+        os.mkfifo(work / name)
+    f["pipe"], f["pipe_jpg"], f["pipe_json"], f["pipe_onnx"] = (work / n for n in
+                                                               ("pipe.pth", "pipe.jpg", "pipe.json", "pipe.onnx"))
+    big_json = work / "big.json"
+    with open(big_json, "wb") as h:
+        h.truncate(64 * 2**20)
+    f["big_json"] = big_json
+    (work / "list.json").write_text('["daisy", "rose"]')
+    f["list_json"] = work / "list.json"
+    torch.save(ckpt["model"], work / "raw.pth")
+    f["raw"] = work / "raw.pth"
+
+    # images of every bit depth
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    f["png48"] = work / "deep48.png"
+    write_png48(f["png48"], pixels.astype(np.uint16) * 257)
+    f["tif_f01"] = work / "float01.tif"
+    Image.fromarray(pixels[..., 0].astype(np.float32) / 255).save(f["tif_f01"])
+    f["tif_f255"] = work / "float255.tif"
+    Image.fromarray(pixels[..., 0].astype(np.float32)).save(f["tif_f255"])
+    f["png16"] = work / "grey16.png"
+    Image.fromarray(pixels[..., 0].astype(np.uint16) * 257).save(f["png16"])
+    f["png1"] = work / "bits1.png"
+    Image.fromarray(pixels[..., 0] > 127).save(f["png1"])
+    f["photo"] = work / "photo.png"
+    Image.fromarray(pixels).save(f["photo"])
+
+    # ONNX files: NaN weights, metadata of the wrong types, a foreign model
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(f["onnx"]))
+    init = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).ndim == 2)
+    arr = numpy_helper.to_array(init).copy()
+    arr[0, 0] = np.nan
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    f["onnx_nan"] = work / "nan.onnx"
+    onnx.save(proto, str(f["onnx_nan"]))
+    meta = json.loads(next(p.value for p in onnx.load(str(f["onnx"])).metadata_props if p.key == "alexnet"))
+    for name, changed in (("onnx_classes", {**meta, "classes": 5}), ("onnx_eval", {**meta, "eval": {"size": "224"}}),
+                          ("onnx_notjson", None)):
+        proto = onnx.load(str(f["onnx"]))
+        entry = next(p for p in proto.metadata_props if p.key == "alexnet")
+        entry.value = "{not json" if changed is None else json.dumps(changed)
+        f[name] = work / f"{name}.onnx"
+        onnx.save(proto, str(f[name]))
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 10])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 10])
+    foreign = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                                opset_imports=[helper.make_opsetid("", 17)])
+    foreign.ir_version = 8
+    f["onnx_foreign"] = work / "foreign.onnx"
+    onnx.save(foreign, str(f["onnx_foreign"]))
+    f["jpeg_as_onnx"] = work / "photo.onnx"
+    shutil.copy(f["img"], f["jpeg_as_onnx"])
+
+    # data folders with traps
+    f["data_fifo"] = make_colour_folder(work / "data_fifo", n_train=4, n_val=2)
+    os.mkfifo(f["data_fifo"] / "train" / "red" / "stuck.jpg")
+    f["data_hidden"] = make_colour_folder(work / "data_hidden", n_train=4, n_val=2)
+    shutil.copytree(f["data_hidden"] / "train" / "red", f["data_hidden"] / "train" / ".extra")
+    f["data_link"] = make_colour_folder(work / "data_link", n_train=4, n_val=2)
+    for part in ("train", "val"):
+        (f["data_link"] / part / "crimson").symlink_to(f["data_link"] / part / "red")
+    f["data_deep"] = make_colour_folder(work / "data_deep", n_train=4, n_val=2)
+    shutil.copy(f["png48"], f["data_deep"] / "train" / "red" / "deep48.png")
+    shutil.copy(f["tif_f01"], f["data_deep"] / "train" / "green" / "float01.tif")
+    shutil.copy(f["png16"], f["data_deep"] / "val" / "blue" / "grey16.png")
+    f["data_vanish"] = make_colour_folder(work / "data_vanish", n_train=10, n_val=2)
+    f["raw_fifo"] = work / "raw_fifo"
+    shutil.copytree(f["data"] / "train", f["raw_fifo"])
+    os.mkfifo(f["raw_fifo"] / "red" / "stuck.jpg")
+    f["pred_dir"] = work / "pred_dir"
+    shutil.copytree(f["data"] / "val" / "red", f["pred_dir"])
+    os.mkfifo(f["pred_dir"] / "stuck.jpg")
+
+    # an older run, to be overwritten by a run of other classes
+    f["old_run"] = work / "old_run"
+    shutil.copytree(run_dir, f["old_run"], ignore=shutil.ignore_patterns(".cache"))
+    (f["old_run"] / "eval").mkdir()
+    (f["old_run"] / "eval" / "summary.json").write_text("{}")
+    f["four"] = make_colour_folder(work / "four", n_train=4, n_val=2)
+    shutil.copytree(f["four"] / "train" / "red", f["four"] / "train" / "violet")
+    shutil.copytree(f["four"] / "val" / "red", f["four"] / "val" / "violet")
+    # a finished two-epoch run and a copy of its first epoch as best
+    f["later"] = work / "later"
+    train.main(train.get_args_parser().parse_args(train_args(data, f["later"], "--epochs", "1")))
+    shutil.copy(f["later"] / "last.pth", work / "epoch1.pth")
+    train.main(train.get_args_parser().parse_args(["--resume", str(f["later"] / "last.pth"), "--epochs", "2",
+                                                   "--quiet", "--workers", "0"]))
+    shutil.copy(work / "epoch1.pth", f["later"] / "epoch1.pth")
+    # bf16 run to resume
+    f["bf16"] = work / "bf16"
+    train.main(train.get_args_parser().parse_args(train_args(data, f["bf16"], "--epochs", "1", "--precision", "bf16")))
+    small = Path("/tmp/alexnet-small-disk")
+    f["small"] = small if os.path.ismount(small) else None
+    return f
+
+
+def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
+    """(what, argv, run options) for every case."""
+    img, pth, onnx_ = str(f["img"]), str(f["pth"]), str(f["onnx"])
+    tiny = ["--img-size", "64", "--batch-size", "8", "--quiet", "--workers", "0", "--precision", "fp32"]
+    p = lambda *a: ["predict.py", *map(str, a), "--no-show"]  # noqa: E731
+    t = lambda data, out, *a: ["train.py", "--data", str(data), "--output-dir", str(out), *tiny, *map(str, a)]  # noqa
+    c = [
+        ("weights: a link to /dev/zero", p(img, "--weights", f["zero"]), {}),
+        ("weights: a named pipe", p(img, "--weights", f["pipe"]), {}),
+        ("image: a named pipe called .jpg", p(f["pipe_jpg"], "--weights", pth), {}),
+        ("image: a link to /dev/zero called .jpg", p(f["zero_jpg"], "--weights", pth), {}),
+        ("folder holding a named pipe .jpg", p(f["pred_dir"], "--weights", pth), {}),
+        ("weights: a JPEG named .pth", p(img, "--weights", f["jpeg_as_pth"]), {}),
+        ("weights: an ONNX file named .pth", p(img, "--weights", f["onnx_as_pth"]), {}),
+        ("weights: a text file", p(img, "--weights", f["text"]), {}),
+        ("weights: an empty file", p(img, "--weights", f["empty"]), {}),
+        ("weights: a truncated checkpoint", p(img, "--weights", f["truncated"]), {}),
+        ("weights: a pickle that would run code", p(img, "--weights", f["evil"]), {}),
+        ("weights: a 5 GiB (sparse) file", p(img, "--weights", f["huge"]), {}),
+        ("weights: a folder", p(img, "--weights", work), {}),
+        ("weights: missing", p(img, "--weights", work / "nope.pth"), {}),
+        ("weights: NaN in classifier.1.weight", p(img, "--weights", f["nan"]), {}),
+        ("weights: inf in features.0.bias", p(img, "--weights", f["inf"]), {}),
+        ("checkpoint: eval size 10", p(img, "--weights", f["eval10"]), {}),
+        ("checkpoint: unknown arch", p(img, "--weights", f["arch"]), {}),
+        ("checkpoint: 2 class names for 3 outputs", p(img, "--weights", f["classes"]), {}),
+        ("checkpoint: num_classes a string", p(img, "--weights", f["numstr"]), {}),
+        ("checkpoint: mean of 2 numbers", p(img, "--weights", f["mean"]), {}),
+        ("checkpoint: std 0", p(img, "--weights", f["std0"]), {}),
+        ("checkpoint: best_acc 5", p(img, "--weights", f["acc"]), {}),
+        ("class indices: a named pipe", p(img, "--weights", f["raw"], "--class-indices", f["pipe_json"]), {}),
+        ("class indices: 64 MiB (sparse)", p(img, "--weights", f["raw"], "--class-indices", f["big_json"]), {}),
+        ("class indices: a JSON list", p(img, "--weights", f["raw"], "--class-indices", f["list_json"]), {}),
+        ("--save over the input photo", p(f["photo"], "--weights", pth, "--save", f["photo"]), {}),
+        ("--save fig.xyz", p(img, "--weights", pth, "--save", work / "fig.xyz"), {}),
+        ("--save over a photo that is no input", p(img, "--weights", pth, "--save", f["photo"]), {}),
+        ("--save over a checkpoint", p(img, "--weights", pth, "--save", f["later"] / "epoch1.pth"), {}),
+        ("--save inside the input folder", p(f["pred_dir"], "--weights", pth, "--save", f["pred_dir"] / "f.png"), {}),
+        ("image: 48-bit RGB PNG", p(f["png48"], "--weights", pth), {}),
+        ("image: float32 TIFF in 0..1", p(f["tif_f01"], "--weights", pth), {}),
+        ("image: float32 TIFF in 0..255", p(f["tif_f255"], "--weights", pth), {}),
+        ("image: 16-bit greyscale PNG", p(f["png16"], "--weights", pth), {}),
+        ("image: 1-bit PNG", p(f["png1"], "--weights", pth), {}),
+        ("image: 48-bit PNG through ONNX", p(f["png48"], "--weights", onnx_), {}),
+        ("ONNX: NaN in a weight", p(img, "--weights", f["onnx_nan"]), {}),
+        ("ONNX: metadata classes = 5", p(img, "--weights", f["onnx_classes"]), {}),
+        ("ONNX: metadata eval size a string", p(img, "--weights", f["onnx_eval"]), {}),
+        ("ONNX: metadata not JSON", p(img, "--weights", f["onnx_notjson"]), {}),
+        ("ONNX: a foreign model (1 x 10 in, 1 x 10 out)", p(img, "--weights", f["onnx_foreign"]), {}),
+        ("ONNX: a JPEG named .onnx", p(img, "--weights", f["jpeg_as_onnx"]), {}),
+        ("ONNX: a named pipe", p(img, "--weights", f["pipe_onnx"]), {}),
+        ("export -o the training checkpoint", ["export.py", pth, "-o", str(f["run"] / "last.pth")], {}),
+        ("export -o its own input", ["export.py", pth, "-o", pth], {}),
+        ("export -o a JPEG named .onnx", ["export.py", pth, "-o", str(f["jpeg_as_onnx"])], {}),
+        ("export a NaN checkpoint", ["export.py", str(f["nan"]), "-o", str(work / "n.onnx")], {}),
+        ("export a named pipe", ["export.py", str(f["pipe"]), "-o", str(work / "p.onnx")], {}),
+        ("export a checkpoint with eval size 10", ["export.py", str(f["eval10"]), "-o", str(work / "e.onnx")], {}),
+        ("evaluate NaN weights", ["evaluate.py", "--weights", str(f["nan"]), "--data", str(f["data"] / "val")], {}),
+        ("evaluate --output-dir inside the data", ["evaluate.py", "--weights", pth, "--data", str(f["data"] / "val"),
+                                                   "--output-dir", str(f["data"] / "val" / "report")], {}),
+        ("evaluate --weights a named pipe", ["evaluate.py", "--weights", str(f["pipe"])], {}),
+        ("evaluate --weights foreign ONNX", ["evaluate.py", "--weights", str(f["onnx_foreign"])], {}),
+        ("train --overwrite an older run (3 -> 4 classes)", t(f["four"], f["old_run"], "--epochs", "1",
+                                                               "--overwrite"), {"look": "--overwrite"}),
+        ("train into an older run without --overwrite", t(f["four"], f["old_run"], "--epochs", "1"), {}),
+        ("train on 48-bit PNG, float TIFF, 16-bit PNG", t(f["data_deep"], work / "o_deep", "--epochs", "1"),
+         {"look": "done:"}),
+        ("train: a named pipe in train/red", t(f["data_fifo"], work / "o_fifo", "--epochs", "1"), {"look": "skipped"}),
+        ("train: a hidden class folder .extra", t(f["data_hidden"], work / "o_hidden", "--epochs", "1"), {}),
+        ("train: a class folder linking to another", t(f["data_link"], work / "o_link", "--epochs", "1"), {}),
+        ("train --output-dir inside --data", t(f["data"], f["data"] / "train" / "runs", "--epochs", "1"), {}),
+        ("train --weights NaN checkpoint", t(f["data"], work / "o_nan", "--epochs", "1", "--weights", f["nan"]), {}),
+        ("train --resume a JPEG", ["train.py", "--resume", str(f["jpeg_as_pth"])], {}),
+        ("train --resume an .onnx", ["train.py", "--resume", onnx_], {}),
+        ("train --resume config.epochs 'ten'", ["train.py", "--resume", str(f["cfgtype"])], {}),
+        ("train --resume without optimizer state", ["train.py", "--resume", str(f["noopt"])], {}),
+        ("train --resume epoch-1 copy beside a later last.pth", ["train.py", "--resume", str(f["later"] / "epoch1.pth"),
+                                                                 "--epochs", "3"], {}),
+        ("train --resume a bf16 run keeps bf16", ["train.py", "--resume", str(f["bf16"] / "last.pth"), "--epochs", "2",
+                                                  "--quiet"], {"look": "cpu "}),
+        ("train --precision auto", ["train.py", "--data", str(f["data"]), "--output-dir", str(work / "o_auto"),
+                                    *tiny[:-2], "--epochs", "1", "--precision", "auto"], {"look": "cpu "}),
+        ("train: an image deleted after epoch 1 (uncached)", t(f["data_vanish"], work / "o_vanish", "--epochs", "30",
+                                                               "--cache-mem", "0"),
+         {"action": vanish(f["data_vanish"] / "train" / "red" / "red_3.jpg", work / "o_vanish")}),
+        ("train: checkpoint over the file-size limit (resume)", ["train.py", "--resume", str(f["later"] / "last.pth"),
+                                                                 "--epochs", "3", "--quiet"],
+         {"limit_fsize": 8 * 2**20}),
+        ("train: Ctrl-C during start-up", ["train.py", "--data", str(f["data"]), "--output-dir", str(work / "o_int")],
+         {"signal_after": 0.4}),
+        ("app --host 999.1.1.1", ["app.py", "--weights", pth, "--host", "999.1.1.1"], {}),
+        ("app --host 192.0.2.1 (not this machine)", ["app.py", "--weights", pth, "--host", "192.0.2.1"], {}),
+        ("app --weights NaN ONNX", ["app.py", "--weights", str(f["onnx_nan"]), "--port", "7999"], {}),
+        ("split --link to another disk", ["data_set/split_data.py", str(f["data"] / "train"), "--dest",
+                                          "/dev/shm/alexnet-split-test", "--link"], {}),
+        ("split a folder holding a named pipe", ["data_set/split_data.py", str(f["raw_fifo"]), "--dest",
+                                                 str(work / "split_fifo")], {"look": "skipped"}),
+        ("bench --data a file", ["bench.py", "--data", img], {}),
+        ("bench --data without val/", ["bench.py", "--data", str(f["raw_fifo"])], {}),
+    ]
+    if f["small"]:
+        c.append(("train: a full disk at a checkpoint write", t(f["data"], f["small"] / "run", "--epochs", "2",
+                                                                "--cache-dir", str(work / "cache_small")), {}))
+        c.append(("train: its last.pth after the full disk", ["-c", "import torch, sys; print('last.pth epoch', "
+                                                            "torch.load(sys.argv[1], weights_only=True)['epoch'])",
+                                                            str(f["small"] / "run" / "last.pth")], {}))
+    return c
+
+
+def vanish(image: Path, out: Path):
+    """Delete ``image`` once the first epoch's checkpoint exists."""
+    def act(proc):
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (out / "last.pth").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        image.unlink(missing_ok=True)
+    return act
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help="run only the cases whose command starts with this script name")
+    p.add_argument("--prepare", metavar="DIR", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.prepare:  # the child that makes the files, so that the driver never holds torch
+        sys.stdout = open(os.devnull, "w")  # the set-up's own training logs
+        files = prepare(Path(args.prepare))
+        (Path(args.prepare) / "files.json").write_text(json.dumps({k: v and str(v) for k, v in files.items()}))
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="alexnet-inputs-"))
+    shutil.rmtree("/dev/shm/alexnet-split-test", ignore_errors=True)
+    small = Path("/tmp/alexnet-small-disk")
+    if os.path.ismount(small):
+        shutil.rmtree(small / "run", ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, __file__, "--prepare", str(work)], check=True)
+        files = {k: v and Path(v) for k, v in json.loads((work / "files.json").read_text()).items()}
+        print("| # | input | command | exit | first line | s | peak MiB |\n| --- | --- | --- | --- | --- | --- | --- |")
+        for n, (what, argv, opts) in enumerate(cases(files, work), 1):
+            if args.only and not argv[0].startswith(args.only):
+                continue
+            r = run(argv, ROOT, **opts)
+            shown = " ".join(a.replace(str(work), "$W") for a in argv)
+            line = r["line"].replace(str(work), "$W").replace("|", "\\|")
+            print(f"| {n} | {what} | `{shown}` | {r['code']} | {line[:220]} | {r['s']:.1f} | {r['mib']:.0f} |",
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
