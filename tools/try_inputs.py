@@ -31,12 +31,15 @@ TIMEOUT_S = 60
 
 
 def run(argv: list[str], cwd: Path, signal_after: float | None = None, limit_fsize: int | None = None,
-        action=None, look: str | None = None) -> dict:
+        action=None, look: str | None = None, tmpdir: Path | None = None) -> dict:
     """One process: exit code, first line of stderr (else stdout; or the first line holding
     ``look``), seconds, its own peak RSS in MiB (this driver imports no torch, so a child's
     peak is its own, not the copy of the parent it began as)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
     env.pop("DISPLAY", None)
+    if tmpdir:
+        tmpdir.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmpdir)
 
     def limits():
         if limit_fsize:
@@ -207,6 +210,10 @@ def prepare(work: Path) -> dict:
     shutil.copy(f["tif_f01"], f["data_deep"] / "train" / "green" / "float01.tif")
     shutil.copy(f["png16"], f["data_deep"] / "val" / "blue" / "grey16.png")
     f["data_vanish"] = make_colour_folder(work / "data_vanish", n_train=10, n_val=2)
+    f["data_rotated"] = make_colour_folder(work / "data_rotated", n_train=6, n_val=2)
+    val = f["data_rotated"] / "val"  # each val folder holds the next class's photos: top-1 stays 0
+    for src, dst in (("red", "tmp"), ("green", "red"), ("blue", "green"), ("tmp", "blue")):
+        (val / src).rename(val / dst)
     f["raw_fifo"] = work / "raw_fifo"
     shutil.copytree(f["data"] / "train", f["raw_fifo"])
     os.mkfifo(f["raw_fifo"] / "red" / "stuck.jpg")
@@ -302,6 +309,8 @@ def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
         ("train --overwrite an older run (3 -> 4 classes)", t(f["four"], f["old_run"], "--epochs", "1",
                                                                "--overwrite"), {"look": "--overwrite"}),
         ("train into an older run without --overwrite", t(f["four"], f["old_run"], "--epochs", "1"), {}),
+        ("train where no epoch beats 0.0 top-1", t(f["data_rotated"], work / "o_zero", "--epochs", "2"),
+         {"look": "done:"}),
         ("train on 48-bit PNG, float TIFF, 16-bit PNG", t(f["data_deep"], work / "o_deep", "--epochs", "1"),
          {"look": "done:"}),
         ("train: a named pipe in train/red", t(f["data_fifo"], work / "o_fifo", "--epochs", "1"), {"look": "skipped"}),
@@ -335,6 +344,12 @@ def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
         ("split a folder holding a named pipe", ["data_set/split_data.py", str(f["raw_fifo"]), "--dest",
                                                  str(work / "split_fifo")], {"look": "skipped"}),
         ("bench --data a file", ["bench.py", "--data", img], {}),
+        ("bench on data holding a named pipe (tiny)", ["bench.py", "--data", str(f["data_fifo"]), "--repeats", "1",
+                                                       "--steps", "1", "--predict-runs", "1", "--batch-size", "4"],
+         {"look": "training epoch"}),
+        ("bench: Ctrl-C after 8 s", ["bench.py", "--repeats", "1"], {"signal_after": 8.0, "tmpdir": work / "tmp_b"}),
+        ("bench: its temporary folder after Ctrl-C", ["-c", "import os, sys; print('left in TMPDIR:', "
+                                                      "os.listdir(sys.argv[1]))", str(work / "tmp_b")], {}),
         ("bench --data without val/", ["bench.py", "--data", str(f["raw_fifo"])], {}),
     ]
     if f["small"]:
