@@ -151,6 +151,18 @@ def test_overwrite_leaves_no_file_of_the_older_run(trained, tmp_path, capsys):
     assert done.endswith(f"weights in {old / 'best.pth'} and {old / 'last.pth'}")
 
 
+def test_a_run_whose_top1_stays_zero_still_saves_its_best_and_names_only_real_files(colour_data, tmp_path, monkeypatch,
+                                                                                    capsys):
+    validate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: {**validate(*args, **kwargs), "val_top1": 0.0})
+    out = tmp_path / "zero"
+    summary = run_train(train_args(colour_data, out, "--epochs", "2"))
+    assert summary["best_epoch"] == 1 and summary["best_acc"] == 0.0
+    assert torch.load(out / "best.pth", weights_only=True)["epoch"] == 1
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    assert done == f"done: best val top-1 0.0000 at epoch 1; weights in {out / 'best.pth'} and {out / 'last.pth'}"
+
+
 # ---------------------------------------------------------------- every bit depth, every path
 PIXELS = np.random.default_rng(0).integers(0, 256, (12, 20, 3), dtype=np.uint8)
 GREY = PIXELS[..., 0]
