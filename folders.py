@@ -233,7 +233,7 @@ def describe_contents(path: str | os.PathLike) -> str:
     kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
     if kind:
         return kind
-    if head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42):
+    if len(head) > 2 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42):
         return "an ONNX model"  # protobuf: a small ir_version, then one of ModelProto's text or graph fields
     try:
         head.decode("utf-8")

@@ -30,6 +30,8 @@ from errors import ArgumentError, CheckpointError, DataError, OneLineParser, Out
 
 DEFAULT_WEIGHTS = "runs/best.pth"
 MAX_SHOWN = 16  # images in the figure; all of them are printed
+MAX_CLASS_FILE_BYTES = 16 * 2**20  # 100,000 class names fit in 4 MiB
+MAX_ONNX_BYTES = 4 * 2**30  # the paper-width AlexNet is 0.24 GB
 
 
 def get_args_parser() -> OneLineParser:
@@ -50,11 +52,9 @@ def get_args_parser() -> OneLineParser:
     return p
 
 
-MAX_CLASS_FILE_BYTES = 16 * 2**20
-MAX_ONNX_BYTES = 4 * 2**30
-
-
 def read_class_indices(path: str) -> list[str]:
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{path}: class index file not found (pass --class-indices)")
     folders.check_file(path, "class index", CheckpointError, MAX_CLASS_FILE_BYTES)
     try:
         mapping = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -31,7 +31,7 @@ TIMEOUT_S = 60
 
 
 def run(argv: list[str], cwd: Path, signal_after: float | None = None, limit_fsize: int | None = None,
-        action=None, look: str | None = None, tmpdir: Path | None = None) -> dict:
+        action=None, look: str | None = None, tmpdir: Path | None = None, timeout: float = TIMEOUT_S) -> dict:
     """One process: exit code, first line of stderr (else stdout; or the first line holding
     ``look``), seconds, its own peak RSS in MiB (this driver imports no torch, so a child's
     peak is its own, not the copy of the parent it began as)."""
@@ -58,11 +58,11 @@ def run(argv: list[str], cwd: Path, signal_after: float | None = None, limit_fsi
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if time.monotonic() - started > TIMEOUT_S:
+            if time.monotonic() - started > timeout:
                 proc.kill()
                 os.wait4(proc.pid, 0)
                 proc.returncode = -9
-                return {"code": "HANG", "line": f"killed after {TIMEOUT_S} s", "s": TIMEOUT_S, "mib": 0}
+                return {"code": "HANG", "line": f"killed after {timeout:g} s", "s": timeout, "mib": 0}
             time.sleep(0.01)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - started
@@ -368,6 +368,7 @@ def vanish(image: Path, out: Path):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help="run only the cases whose command starts with this script name")
+    p.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds before a case counts as a hang")
     p.add_argument("--prepare", metavar="DIR", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.prepare:  # the child that makes the files, so that the driver never holds torch
@@ -387,7 +388,7 @@ def main() -> int:
         for n, (what, argv, opts) in enumerate(cases(files, work), 1):
             if args.only and not argv[0].startswith(args.only):
                 continue
-            r = run(argv, ROOT, **opts)
+            r = run(argv, ROOT, timeout=args.timeout, **opts)
             shown = " ".join(a.replace(str(work), "$W") for a in argv)
             line = r["line"].replace(str(work), "$W").replace("|", "\\|")
             print(f"| {n} | {what} | `{shown}` | {r['code']} | {line[:220]} | {r['s']:.1f} | {r['mib']:.0f} |",
