@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 TIMEOUT_S = 60
 
 
-def run(argv: list[str], cwd: Path, signal_after: float | None = None, limit_fsize: int | None = None,
+def run(argv: list[str], cwd: Path, signal_after: float | None = None, sig: int = signal.SIGINT,
+        limit_fsize: int | None = None,
         action=None, look: str | None = None, tmpdir: Path | None = None, timeout: float = TIMEOUT_S) -> dict:
     """One process: exit code, first line of stderr (else stdout; or the first line holding
     ``look``), seconds, its own peak RSS in MiB (this driver imports no torch, so a child's
@@ -51,7 +52,7 @@ def run(argv: list[str], cwd: Path, signal_after: float | None = None, limit_fsi
                                 stdin=subprocess.DEVNULL, preexec_fn=limits)
         if signal_after is not None:
             time.sleep(signal_after)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
         if action is not None:
             action(proc)
         while True:  # os.wait4, not proc.wait(): it also gives this child's own peak memory
@@ -341,8 +342,9 @@ def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
         ("bench on data holding a named pipe (tiny)", ["bench.py", "--data", str(f["data_fifo"]), "--repeats", "1",
                                                        "--steps", "1", "--predict-runs", "1", "--batch-size", "4"],
          {"look": "training epoch"}),
-        ("bench: Ctrl-C after 8 s", ["bench.py", "--repeats", "1"], {"signal_after": 8.0, "tmpdir": work / "tmp_b"}),
-        ("bench: its temporary folder after Ctrl-C", ["-c", "import os, sys; print('left in TMPDIR:', "
+        ("bench: SIGTERM after 8 s", ["bench.py", "--repeats", "1"],
+         {"signal_after": 8.0, "sig": signal.SIGTERM, "tmpdir": work / "tmp_b"}),
+        ("bench: its temporary folder after SIGTERM", ["-c", "import os, sys; print('left in TMPDIR:', "
                                                       "os.listdir(sys.argv[1]))", str(work / "tmp_b")], {}),
         ("bench --data without val/", ["bench.py", "--data", str(f["raw_fifo"])], {}),
     ]
