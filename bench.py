@@ -41,6 +41,7 @@ from torch import nn
 import folders
 import shapes
 import train
+from machine import AMP_DTYPES, cpu_has_bf16, pick_device, pick_precision
 from errors import OneLineParser, run_main
 from model import AlexNet
 
@@ -164,7 +165,7 @@ def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: 
     rows = summary["history"][1:]
     return {"train": [r["train_images_per_s"] for r in rows], "val": [r["val_images_per_s"] for r in rows],
             "startup_s": time.perf_counter() - t0 - sum(r["seconds"] for r in summary["history"]),
-            "precision": train.pick_precision("auto", train.pick_device(device, 0))}
+            "precision": pick_precision("auto", pick_device(device, 0))}
 
 
 def batch_building_rates(root: Path, batch_size: int, device: torch.device, batches: int) -> dict[str, float]:
@@ -207,7 +208,7 @@ def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.d
     step_net = torch.compile(net) if compile else net
     x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 5, (batch_size,), device=device)
-    dtype = train.AMP_DTYPES.get(precision)
+    dtype = AMP_DTYPES.get(precision)
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
@@ -241,7 +242,7 @@ def bf16_supported(device: torch.device) -> bool:
     under 1 GFLOP/s and would take minutes to time."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and train.cpu_has_bf16()
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 def train_flops_per_image() -> float:
@@ -331,7 +332,7 @@ def peak_rss_mib() -> float:
 
 
 def run(args) -> dict:
-    device = train.pick_device(args.device, 0)
+    device = pick_device(args.device, 0)
     work = Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
     try:
         root = Path(args.data) if args.data else Path(shapes.make_shapes(

@@ -42,7 +42,7 @@ import data
 import folders
 import outputs
 import predict
-import train
+from machine import Machine, cache_budget, predict_batches, progress
 from errors import ArgumentError, CheckpointError, DataError, OneLineParser, run_main
 
 NEIGHBOURS = 6  # training images shown for each test image in neighbours.png, as in the paper
@@ -117,17 +117,17 @@ def load_split(root: str, classes: list[str], model_classes: list[str], transfor
                cache_dir: str | None, quiet: bool) -> data.Split:
     """The split decoded once (or read from the run's cache, as train.py left it), with
     unreadable images left out and listed, and targets as the model's class indices."""
-    policy = data.CachePolicy(cache_dir, train.cache_budget(-1), "skip", quiet)
+    policy = data.CachePolicy(cache_dir, cache_budget(-1), "skip", quiet)
     split = data.build_split(root, classes, transform, None, policy, print)
     index = [model_classes.index(c) for c in classes]
     return data.Split(Relabelled(split.dataset, index), [(p, index[t]) for p, t in split.samples], model_classes,
                       split.bad)
 
 
-def collect(model, loader, machine: train.Machine, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+def collect(model, loader, machine: Machine, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities and targets of every image, through train.py's validation batches."""
     probs, targets = [], []
-    for p, t in train.predict_batches(model, loader, machine, mean, std, desc="evaluate"):
+    for p, t in predict_batches(model, loader, machine, mean, std, desc="evaluate"):
         probs.append(p)
         targets.append(t)
     return torch.cat(probs), torch.cat(targets)
@@ -321,10 +321,10 @@ def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int, chunk: int = 4096
 
 
 @torch.inference_mode()
-def features_of(model, loader, machine: train.Machine, mean, std) -> torch.Tensor:
+def features_of(model, loader, machine: Machine, mean, std) -> torch.Tensor:
     model.eval()
     chunks = []
-    for images, _ in train.progress(loader, machine, "features"):
+    for images, _ in progress(loader, machine, "features"):
         x = data.normalize(images.to(machine.device), mean, std)
         with machine.autocast():
             chunks.append(hidden_features(model, x).float().cpu())
@@ -346,7 +346,7 @@ def plot_neighbours(queries: list[str], found: list[list[str]], path: Path) -> N
     outputs.save_figure(fig, path)
 
 
-def neighbours_figure(count: int, model, machine: train.Machine, classifier, split: data.Split, trained_on: str | None,
+def neighbours_figure(count: int, model, machine: Machine, classifier, split: data.Split, trained_on: str | None,
                       out: Path) -> str:
     """neighbours.png for ``count`` test images, or why it was not drawn."""
     train_root = os.path.join(trained_on, "train") if trained_on else None
@@ -390,7 +390,7 @@ def main(args) -> int:
     classifier.transform = data.EvalTransform(classifier.transform.size, classifier.transform.resize,
                                               bool(card["tta"]) if args.tta is None else args.tta)
     # fp32, as predict.py, app.py and the ONNX model: the same image gets the same probabilities everywhere
-    machine = train.Machine(classifier.device, "fp32", quiet=args.quiet)
+    machine = Machine(classifier.device, "fp32", quiet=args.quiet)
     cache = Path(args.weights).resolve().parent / ".cache"  # train.py's: its val/ crops are there already
     split = load_split(split_root, match_classes(split_root, names, args.skip_unknown), names, classifier.transform,
                        str(cache) if cache.is_dir() else None, args.quiet)

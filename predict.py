@@ -88,7 +88,7 @@ class TorchClassifier:
 
         import data
         from model import from_checkpoint, load_checkpoint
-        from train import pick_device
+        from machine import pick_device
 
         self.torch, self.data = torch, data
         ckpt = load_checkpoint(weights, mmap=True)

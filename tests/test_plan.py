@@ -7,6 +7,7 @@ import torch
 
 import plan
 import train
+from machine import Machine
 from conftest import run_train, train_args
 from errors import ArgumentError
 
@@ -140,7 +141,7 @@ def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slo
     """An epoch that took ``slower`` times its prediction: the rest is re-planned with costs
     scaled by as much and ends within the time left; when no epoch fits, the run ends now."""
     cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
-    machine = train.Machine(torch.device("cpu"), "fp32")
+    machine = Machine(torch.device("cpu"), "fp32")
     started = 1000.0
     first = plan.fit_budget(700, cfg.resizing, 87, COSTS)
     state = train.RunState(first, started, COSTS, epoch=1)

@@ -24,6 +24,7 @@ import evaluate
 import export
 import folders
 import images
+import machine
 import outputs
 import predict
 import train
@@ -206,17 +207,17 @@ def test_every_bit_depth_reaches_the_model_as_8_bit_rgb_on_every_path(depth, tmp
     ({}, "", "fp32"),
 ])
 def test_precision_is_decided_by_what_the_cpu_reports(caps, vendor, expected, monkeypatch):
-    monkeypatch.setattr(train, "cpu_capabilities", lambda: caps)
-    monkeypatch.setattr(train, "cpu_vendor", lambda: vendor)
-    assert {train.pick_precision("auto", torch.device("cpu")) for _ in range(5)} == {expected}
-    assert train.pick_precision("fp32", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(machine, "cpu_capabilities", lambda: caps)
+    monkeypatch.setattr(machine, "cpu_vendor", lambda: vendor)
+    assert {machine.pick_precision("auto", torch.device("cpu")) for _ in range(5)} == {expected}
+    assert machine.pick_precision("fp32", torch.device("cpu")) == "fp32"
 
 
 def test_this_cpu_gets_one_precision_every_time():
-    assert len({train.pick_precision("auto", torch.device("cpu")) for _ in range(5)}) == 1
+    assert len({machine.pick_precision("auto", torch.device("cpu")) for _ in range(5)}) == 1
 
 
-@pytest.mark.skipif(not train.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+@pytest.mark.skipif(not machine.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
 def test_bf16_training_is_recorded_and_kept_on_resume(colour_data, tmp_path, capsys):
     out = tmp_path / "bf16"
     summary = run_train(train_args(colour_data, out, "--epochs", "1", "--precision", "bf16"))
@@ -235,7 +236,7 @@ def test_bf16_training_is_recorded_and_kept_on_resume(colour_data, tmp_path, cap
 def test_an_fp32_run_resumes_in_fp32_whatever_auto_would_pick(colour_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "fp32"
     run_train(train_args(colour_data, out, "--epochs", "1"))
-    monkeypatch.setattr(train, "pick_precision", lambda name, device: "bf16" if name == "auto" else name)
+    monkeypatch.setattr(machine, "pick_precision", lambda name, device: "bf16" if name == "auto" else name)
     capsys.readouterr()
     run_train(["--resume", str(out / "last.pth"), "--epochs", "2", "--quiet", "--workers", "0"])
     assert "cpu fp32" in capsys.readouterr().out

@@ -12,6 +12,7 @@ import data
 import images
 import plan
 import train
+from machine import Machine
 from conftest import COLOURS, make_colour_folder, run_train, train_args
 from errors import ArgumentError, DataError
 
@@ -296,7 +297,7 @@ def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path)
     torch.save(tv, tmp_path / "alexnet-imagenet.pth")
     cfg = config("--weights", str(tmp_path / "alexnet-imagenet.pth"), "--freeze-features")
     assert cfg.arch == "torchvision" and cfg.mean == images.IMAGENET_MEAN
-    model = train.init_model(cfg, 5, None, train.Machine(torch.device("cpu"), "fp32"))
+    model = train.init_model(cfg, 5, None, Machine(torch.device("cpu"), "fp32"))
     ours = model.state_dict()
     for k, v in tv.items():
         if k.startswith("classifier.6."):

@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train  # noqa: E402
+from machine import Machine, dist_info  # noqa: E402
 
 
 def checksum(t: torch.Tensor) -> float:
@@ -25,11 +26,11 @@ def checksum(t: torch.Tensor) -> float:
 
 
 def main(data_dir: str, same_dir: str, out: str, result: str) -> int:
-    rank, world, _ = train.dist_info()
+    rank, world, _ = dist_info()
     cfg, _ = train.resolve_config(train.get_args_parser().parse_args(
         ["--data", same_dir, "--output-dir", f"{out}-same-{rank}", "--img-size", "64", "--batch-size", "4",
          "--workers", "0", "--device", "cpu", "--quiet", "--cache-mem", "0"]))
-    machine = train.Machine(torch.device("cpu"), "fp32", rank, world, quiet=True)
+    machine = Machine(torch.device("cpu"), "fp32", rank, world, quiet=True)
     loaders = train.build_loaders(cfg, machine)  # the DistributedSampler needs no process group
     train.start_epoch(cfg, loaders, 0, rank, 64)
     images, _ = next(iter(loaders.train))
