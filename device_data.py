@@ -30,6 +30,17 @@ import torch
 from torch import Tensor
 
 BUCKET_STEP = 64
+# Of the per-image augmentation settings (data.PER_IMAGE_AUGMENTATIONS), the values this path
+# reproduces; the crop and the flip it always does. A setting missing here is implemented for
+# no value: train.py then falls back to the per-image path (--device-batches auto) or refuses (on).
+IMPLEMENTS = {"aug": ("none",)}
+
+
+def unsupported(settings: dict[str, object]) -> list[str]:
+    """'--aug trivialaugment' for each per-image augmentation setting whose value this path
+    does not implement."""
+    return [f"--{name.replace('_', '-')} {value}" for name, value in settings.items()
+            if value not in IMPLEMENTS.get(name, ())]
 
 
 def sample_boxes(sizes: Tensor, scale: tuple[float, float], ratio: tuple[float, float],

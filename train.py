@@ -408,6 +408,9 @@ def check_ranges(cfg: Config) -> None:
          "must be two fractions FROM TO with 0 <= FROM < TO <= 1")
     need(cfg.val_resize == 0 or cfg.img_size <= cfg.val_resize <= 4096, "val-resize", cfg.val_resize,
          f"must be 0 (squash) or in --img-size {cfg.img_size}..4096")
+    missing = device_data.unsupported({name: getattr(cfg, name) for name in data.PER_IMAGE_AUGMENTATIONS})
+    need(cfg.device_batches != "on" or not missing, "device-batches", cfg.device_batches,
+         f"batches built on the device do not implement {', '.join(missing)}; drop one of the two")
 
 
 # ---------------------------------------------------------------- data
@@ -489,8 +492,9 @@ def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: rang
         return False, f"{per_image} (--device-batches off)"
     if not isinstance(train_ds, data.CachedImages):
         return False, f"{per_image}: the decoded images are not cached in memory"
-    if cfg.aug != "none":
-        return False, f"{per_image}: --aug {cfg.aug} works image by image"
+    missing = device_data.unsupported({name: getattr(cfg, name) for name in data.PER_IMAGE_AUGMENTATIONS})
+    if missing:  # --device-batches on with these was refused by check_ranges
+        return False, f"{per_image}: batches built on the device do not implement {', '.join(missing)}"
     if cfg.device_batches == "auto" and machine.device.type != "cuda":
         return False, f"{per_image} (on a CPU bench.py measured no gain from batched crops; " \
                       f"--device-batches on forces them)"

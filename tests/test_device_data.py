@@ -11,7 +11,9 @@ from torchvision.transforms.v2 import functional as TF
 import data
 import device_data
 import shapes
+import train
 from conftest import run_train, train_args
+from machine import Machine
 
 SCALE, RATIO = (0.25, 1.0), (3 / 4, 4 / 3)
 
@@ -93,3 +95,37 @@ def test_a_run_through_the_batched_path_learns(colour_data, tmp_path, capsys):
     assert max(r["val_top1"] for r in summary["history"]) > 0.5
     losses = [r["train_loss"] for r in summary["history"]]
     assert losses[-1] < losses[0]
+
+
+def aug_choices() -> list[str]:
+    return next(a.choices for a in train.get_args_parser()._actions if a.dest == "aug")
+
+
+@pytest.mark.parametrize("aug", aug_choices())
+def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_rest(aug, colour_data, tmp_path,
+                                                                                     capsys):
+    argv = train_args(colour_data, tmp_path / "on", "--device-batches", "on", "--epochs", "1", "--aug", aug)
+    if aug in device_data.IMPLEMENTS["aug"]:
+        run_train(argv)
+        assert "training batches: built on cpu" in capsys.readouterr().out
+        return
+    assert train.cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: --device-batches on: batches built on the device do not implement --aug {aug}; " \
+                          f"drop one of the two" and not (tmp_path / "on").exists()
+    cfg, _ = train.resolve_config(train.get_args_parser().parse_args(
+        train_args(colour_data, tmp_path / "auto", "--device-batches", "auto", "--aug", aug)))
+    machine = Machine(torch.device("cuda"), "fp32")  # auto would build batches on a GPU: not with this --aug
+    split = data.build_split(str(colour_data / "train"), ["blue", "green", "red"], data.ShortSide(73), None,
+                             data.CachePolicy(None, 2**30), lambda line: None)
+    on_device, why = train.device_batches_decision(cfg, machine, split.dataset, range(len(split.dataset)))
+    assert not on_device and why.endswith(f"batches built on the device do not implement --aug {aug}")
+
+
+def test_every_per_image_augmentation_setting_is_declared():
+    """A new argument of data.train_augment is an augmentation the batched path must declare."""
+    import inspect
+
+    extra = [p for p in inspect.signature(data.train_augment).parameters if p not in ("size", "scale")]
+    assert extra == list(data.PER_IMAGE_AUGMENTATIONS)
+    assert all(name in train.FIELDS for name in data.PER_IMAGE_AUGMENTATIONS)
