@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import config
 import folders
 import shapes
 import train
@@ -176,8 +177,8 @@ def batch_building_rates(root: Path, batch_size: int, device: torch.device, batc
 
     policy = data.CachePolicy(None, 2**40, "skip", quiet=True)
     classes = data.folders.find_classes(str(root / "train"))
-    cached = data.build_split(str(root / "train"), classes, data.ShortSide(256), data.train_augment(224, (0.25, 1.0)),
-                              policy, lambda line: None).dataset
+    augment = data.train_augment(224, (0.25, 1.0), config.Config().augmentations)
+    cached = data.build_split(str(root / "train"), classes, data.ShortSide(256), augment, policy, lambda line: None).dataset
     per_image = torch.utils.data.DataLoader(cached, batch_size, shuffle=True)
     resident = device_data.ResidentImages(cached.images, cached.targets, device)
     batched = device_data.DeviceBatches(cached, resident, batch_size, (0.25, 1.0), 224, drop_last=False)

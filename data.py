@@ -224,18 +224,14 @@ def pca_basis(images: Iterable[torch.Tensor], pixels_per_image: int = 4096) -> t
     return eigval.clamp(min=0).tolist(), eigvec.tolist()
 
 
-# The settings (Config fields, train_augment's arguments) that add per-image augmentations
-# after the crop and flip. A path that builds whole batches (device_data.py) declares which
-# of their values it implements; any other value sends training back to the per-image path.
-PER_IMAGE_AUGMENTATIONS = ("aug",)
-
-
-def train_augment(size: int, scale: tuple[float, float], aug: str = "none") -> Callable:
-    """RandomResizedCrop + flip on uint8 tensors, then --aug: TrivialAugment or colour jitter.
-    The crop comes first, so ``set_train_crop_size`` can change the output size between epochs."""
+def train_augment(size: int, scale: tuple[float, float], augmentations: dict) -> Callable:
+    """RandomResizedCrop + flip on uint8 tensors, then the per-image augmentation settings
+    (config.AUGMENTATIONS; --aug: TrivialAugment or colour jitter). The crop comes first, so
+    ``set_train_crop_size`` can change the output size between epochs."""
     from torchvision.transforms import v2
 
     ops = [v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()]
+    aug = augmentations["aug"]
     if aug == "trivialaugment":
         ops.append(v2.TrivialAugmentWide())
     elif aug == "colorjitter":

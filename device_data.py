@@ -30,16 +30,17 @@ import torch
 from torch import Tensor
 
 BUCKET_STEP = 64
-# Of the per-image augmentation settings (data.PER_IMAGE_AUGMENTATIONS), the values this path
-# reproduces; the crop and the flip it always does. A setting missing here is implemented for
-# no value: train.py then falls back to the per-image path (--device-batches auto) or refuses (on).
-IMPLEMENTS = {"aug": ("none",)}
+# This path always does the crop and the flip. Of the per-image augmentations declared in
+# config.py (``augmentation=True``), the values besides "off" that it reproduces: none yet. Any
+# other one switched on sends training back to the per-image path (--device-batches auto) or is
+# refused (on).
+IMPLEMENTS: dict[str, tuple] = {}
 
 
-def unsupported(settings: dict[str, object]) -> list[str]:
-    """'--aug trivialaugment' for each per-image augmentation setting whose value this path
-    does not implement."""
-    return [f"--{name.replace('_', '-')} {value}" for name, value in settings.items()
+def unsupported(switched_on: dict[str, object]) -> list[str]:
+    """'--aug trivialaugment' for each per-image augmentation switched on whose value this
+    path does not implement."""
+    return [f"--{name.replace('_', '-')} {value}" for name, value in switched_on.items()
             if value not in IMPLEMENTS.get(name, ())]
 
 

@@ -142,7 +142,7 @@ def setup_machine(device_name: str, precision_name: str, quiet: bool = False, re
     rank, world, local_rank = dist_info()
     device = pick_device(device_name, local_rank)
     precision = pick_precision(precision_name, device)
-    if precision_name == "auto" and resume and resume.get("device_type") == device.type and resume.get("precision"):
+    if precision_name == "auto" and resume and resume["device_type"] == device.type and resume["precision"]:
         precision = resume["precision"]  # a resumed run trains on as it began, so it ends as an uninterrupted one
     owns_group = world > 1 and not torch.distributed.is_initialized()
     if owns_group:

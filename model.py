@@ -21,6 +21,14 @@ from errors import CheckpointError
 
 # the paper's width with Adam's two buffers per weight and an EMA copy is about 1.2 GB
 MAX_CHECKPOINT_BYTES = 4 * 2**30
+# The layout of the dict train.py saves; written into it as "format". upgrade_checkpoint reads
+# every earlier one, each kept as a fixture in tests/fixtures/checkpoints/:
+#   0  a bare state_dict: the tutorial's AlexNet.pth, torchvision's weights
+#   1  train.py 694ef3c..30913d2: config as argparse left it (None for an option not given),
+#      plateau {"scale", "bad_epochs"}, Python's RNG state in three spellings, no plan
+#   2  train.py 0f3e2ed..23402ed: + plan, ReduceLROnPlateau's own state_dict
+#   3  + format, precision and device_type (the training precision kept on resume)
+CHECKPOINT_FORMAT = 3
 
 # conv widths (5 layers) and hidden FC width for each variant
 ARCHS: dict[str, tuple[tuple[int, int, int, int, int], int]] = {
@@ -145,7 +153,40 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
         ckpt = {"model": ckpt, "arch": arch, "num_classes": ckpt["classifier.6.weight"].shape[0]}
     elif not (isinstance(ckpt, dict) and "model" in ckpt and "arch" in ckpt):
         raise CheckpointError(f"{path}: not an AlexNet checkpoint (expected a state_dict or a train.py checkpoint)")
+    ckpt = upgrade_checkpoint(ckpt, path)
     check_checkpoint(ckpt, path)
+    return ckpt
+
+
+def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
+    """Any earlier format (CHECKPOINT_FORMAT's list) as the current one, so that readers
+    need not know the history. A dict without "format" that has a config but no plan is
+    format 1; any other (format 2, or a hand-made {"model", "arch", ...}) needs no change
+    but the new fields."""
+    fmt = ckpt.get("format", 1 if "config" in ckpt and "plan" not in ckpt else 2)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: field 'format' is {fmt!r}: written by a newer version of this project "
+                              f"(this one reads formats up to {CHECKPOINT_FORMAT}); update it to read this file")
+    ckpt = dict(ckpt)
+    if fmt < 2 and isinstance(ckpt.get("config"), dict):
+        config = {k: v for k, v in ckpt["config"].items() if v is not None}  # None: argparse's "not given"
+        if isinstance(ckpt.get("eval"), dict):
+            config.setdefault("val_resize", ckpt["eval"].get("resize"))
+        ckpt["config"] = config
+        ckpt["plan"] = {}  # the epochs and crop sizes follow from the config, as they did then
+        old = ckpt.get("plateau")
+        # the optimizer's learning rate already holds the old schedule's scale
+        ckpt["plateau"] = ({"best": ckpt.get("best_acc", 0.0), "num_bad_epochs": old.get("bad_epochs", 0)}
+                           if config.get("sched") == "plateau" and isinstance(old, dict) else None)
+        rng = ckpt.get("rng")
+        python = rng.get("python") if isinstance(rng, dict) else None  # getstate(), its list(), or its 625 numbers
+        if isinstance(python, list) and len(python) == 625:
+            ckpt["rng"] = rng | {"python": (3, tuple(python), None)}
+        elif isinstance(python, list) and len(python) == 3 and isinstance(python[1], (list, tuple)):
+            ckpt["rng"] = rng | {"python": (python[0], tuple(python[1]), python[2])}
+    if fmt < 3:  # the precision was not recorded: chosen afresh
+        ckpt = {"precision": None, "device_type": None} | ckpt
+    ckpt["format"] = CHECKPOINT_FORMAT
     return ckpt
 
 

@@ -13,10 +13,10 @@ Writes into --output-dir (default runs/): best.pth (on improvement), last.pth (e
 epoch), class_indices.json, metrics.csv and curves.png. Each checkpoint is one dict of
 plain types, so ``predict.py`` rebuilds the model from it alone.
 
-Reading order: ``Config`` (every setting, resolved once by ``resolve_config``), then
-``fit()``: setup (``setup_machine``, ``load_data``, ``build_trainer``) -> restore
-(``restore_state``, which also plans a --budget run) -> the epoch loop (``train_epochs``:
-``run_epoch``, ``finish_epoch``) -> ``summarize``.
+Reading order: config.py (every setting, declared once and resolved once by
+``resolve_config`` into a frozen ``Config``), then ``fit()``: setup (``setup_machine``,
+``load_data``, ``build_trainer``) -> restore (``restore_state``, which also plans a --budget
+run) -> the epoch loop (``train_epochs``: ``run_epoch``, ``finish_epoch``) -> ``summarize``.
 """
 import time
 
@@ -53,365 +53,12 @@ import data
 import device_data
 import outputs
 import plan
-from data import EvalTransform
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, run_main
-from images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
-from metadata import MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS
+from errors import ArgumentError, CheckpointError, DataError, OutputError, run_main
+from metadata import MIN_IMG_SIZE
 from machine import (Machine, broadcast, cache_budget, device_cache_budget, dist_info, predict_batches, progress,
                      setup_machine, synchronize, teardown)
-from model import ARCHS, AlexNet, load_checkpoint
-
-FLOWERS = "data_set/flower_data"
-DEMO_DATA = "data_set/demo_shapes"
-
-# Each recipe fills the options left unset on the command line. `tutorial` is the seed
-# code exactly; `paper` follows Krizhevsky et al. 2012, section 5 (SGD, momentum 0.9,
-# weight decay 5e-4, lr 0.01 divided by 10 when validation stalls, PCA lighting 0.1,
-# 10-crop testing, batch 128, ~90 epochs); `fast` uses the modern options. A recipe
-# without `val_resize` resizes validation images to 256/224 of --img-size.
-RECIPES: dict[str, dict] = {
-    "tutorial": dict(epochs=10, batch_size=32, opt="adam", lr=2e-4, wd=0.0, sched="constant",
-                     warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
-                     lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch", img_size_start=0,
-                     img_size_end=0),
-    "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau",
-                  warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
-                  lighting=0.1, tta=True, clip_grad=0.0, init="arch", img_size_start=0, img_size_end=0),
-    "fast": dict(epochs=10, batch_size=32, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
-                 warmup_epochs=1.0, label_smoothing=0.1, aug="none", crop_scale=(0.25, 1.0),
-                 lighting=0.0, tta=False, clip_grad=1.0, init="arch", img_size_start=0, img_size_end=0),
-}
-# the longer run that fits 30 minutes on a 2-core CPU (README, "Accuracy"): `fast`, small crops first
-RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting=0.1)
-# at the tutorial's 10 epochs `fast` won two of three same-machine pairs with `tutorial` and
-# tied the third (README, "Accuracy"), so it is the default; --recipe tutorial restores the seed's settings.
-DEFAULT_RECIPE = "fast"
-# the recipe --budget plans its epochs for (README, "Time is the budget"): `long`, ending its
-# progressive resizing a little below the validated size (FixRes) and growing the crops late (FFCV),
-# with the lower learning rate and dropout that suit runs of a few epochs; img_size_end -1 means
-# 6/7 of --img-size, 192 px for 224
-RECIPES["budget"] = RECIPES["long"] | dict(img_size_end=-1, img_size_ramp=(0.45, 0.85), lr=4e-4, dropout=0.25)
-BUDGET_RECIPE = "budget"
-# --demo: small synthetic images, so a laptop CPU reaches >90% in a few minutes
-DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every setting of a run. ``resolve_config`` builds it once (defaults < recipe < demo
-    < command line, or the checkpoint's own with --resume); nothing changes it afterwards,
-    and it is what a checkpoint's ``config`` holds. The defaults here are the plain
-    settings a recipe starts from; an option added later is off in older checkpoints."""
-    # data and augmentation
-    data: str = FLOWERS
-    demo: bool = False
-    img_size: int = 224
-    img_size_start: int = 0  # progressive resizing: first epoch's crop size (0 = off)
-    img_size_end: int = 0  # the last epochs' training crop size (0 = img_size, the validated size)
-    img_size_ramp: tuple[float, float] = (0.0, 0.75)  # the fractions of the epochs between which the crops grow
-    val_resize: int = 256  # short side before the validation centre crop; 0 = squash to img_size
-    tta: bool = False
-    crop_scale: tuple[float, float] = (0.25, 1.0)
-    aug: str = "none"
-    lighting: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mean: tuple[float, ...] = TUTORIAL_MEAN
-    std: tuple[float, ...] = TUTORIAL_STD
-    bad_images: str = "error"
-    # model
-    recipe: str = DEFAULT_RECIPE
-    arch: str = "tutorial"
-    init: str = "arch"
-    dropout: float = 0.5
-    weights: str | None = None
-    freeze_features: bool = False
-    # optimisation
-    epochs: int = 10
-    budget: float = 0.0  # seconds of wall-clock time for the whole command (0 = train --epochs)
-    batch_size: int = 32
-    opt: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    wd: float = 0.0
-    sched: str = "constant"
-    patience: int = 3
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    clip_grad: float = 0.0
-    ema: float = 0.0
-    topk: int = 5
-    seed: int = 0
-    # the machine: taken from the command line, also on --resume
-    device: str = "auto"
-    precision: str = "auto"
-    device_batches: str = "auto"  # build training batches on the device (device_data.py): auto, on, off
-    device_cache_mem: float = -1.0  # GiB of device memory for the resident images; -1: a quarter of what is free
-    compile: bool = False
-    workers: int = -1
-    val_batch_size: int = 0
-    output_dir: str = "runs"
-    cache_dir: str = ""
-    cache_mem: float = -1.0
-    quiet: bool = False
-    overwrite: bool = False
-    resume: str | None = None
-
-    @property
-    def train_size_end(self) -> int:
-        return self.img_size_end or self.img_size
-
-    @property
-    def resizing(self) -> plan.Resizing:
-        return plan.Resizing(self.img_size_start, self.train_size_end, self.img_size_ramp)
-
-    @property
-    def eval_transform(self) -> EvalTransform:
-        return EvalTransform(self.img_size, self.val_resize, self.tta)
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-MACHINE_KEYS = ("device", "precision", "device_batches", "device_cache_mem", "compile", "workers", "val_batch_size",
-                "output_dir", "cache_dir", "cache_mem", "quiet", "overwrite", "resume")
-RESUME_MAY_CHANGE = ("data", "epochs", "bad_images", "topk")  # a longer run, data that moved, reporting
-
-
-class _Help(argparse.HelpFormatter):
-    """Show each option's plain default; recipe options say so instead."""
-
-    def _get_help_string(self, action):
-        if action.dest in RECIPES[DEFAULT_RECIPE] or action.dest not in FIELDS:
-            return action.help
-        default = FIELDS[action.dest].default
-        return action.help if default in (None, False, "") else f"{action.help} (default: {default})"
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    """Every option defaults to None, meaning "not given": ``resolve_config`` fills it."""
-    p = OneLineParser(description="Train AlexNet on an ImageFolder. Options marked [recipe] "
-                                "default to the --recipe's value.", formatter_class=_Help, argument_default=None)
-    a = p.add_argument
-    flag = dict(action="store_true", default=None)
-    a("--data", help="folder with train/ and val/ class folders")
-    a("--demo", **flag, help=f"generate a synthetic 5-class shapes set into {DEMO_DATA} and train on it")
-    a("--recipe", choices=sorted(RECIPES), help="preset for the options marked [recipe]")
-    a("--arch", choices=list(ARCHS), help="network width: tutorial (half), torchvision, paper (+LRN)")
-    a("--epochs", type=int, help="total epochs [recipe]")
-    a("--budget", metavar="DURATION", help="train the best model that fits this wall-clock time on this machine, "
-      "e.g. 90s, 10m, 1h30m: the epochs (and crop sizes) are planned from measured costs; uses the `long` "
-      "recipe unless --recipe is given")
-    a("--batch-size", type=int, help="images per step (per GPU with torchrun) [recipe]")
-    a("--opt", choices=["adam", "adamw", "sgd"], help="optimizer (sgd: momentum 0.9, as in the paper) [recipe]")
-    a("--lr", type=float, help="peak learning rate [recipe]")
-    a("--momentum", type=float, help="SGD momentum")
-    a("--wd", type=float, help="weight decay [recipe]")
-    a("--sched", choices=["constant", "cosine", "plateau"], help="LR schedule (plateau: /10 when val top-1 stalls) [recipe]")
-    a("--patience", type=int, help="plateau: epochs without improvement before dividing the LR by 10")
-    a("--warmup-epochs", type=float, help="linear LR warmup [recipe]")
-    a("--label-smoothing", type=float, help="cross-entropy label smoothing [recipe]")
-    a("--aug", choices=["none", "trivialaugment", "colorjitter"], help="extra augmentation after crop + flip [recipe]")
-    a("--mixup-alpha", type=float, help="MixUp: blend pairs of images and labels, Beta(alpha, alpha) (0 = off)")
-    a("--cutmix-alpha", type=float, help="CutMix: paste a patch of another image, labels by area (0 = off); "
-      "with both, each batch gets one of the two")
-    a("--ema", type=float, help="validate and save an exponential moving average of the weights, "
-      "updated every step with this decay, e.g. 0.998 (0 = off); metrics.csv keeps the raw weights' top-1 too")
-    a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range [recipe]")
-    a("--lighting", type=float, help="PCA colour augmentation std (paper: 0.1; 0 = off) [recipe]")
-    a("--val-resize", type=int, help="validation: short side before the centre crop; 0 = squash to size "
-      "[recipe; default 256/224 of --img-size]")
-    a("--tta", action=argparse.BooleanOptionalAction, help="validate on 10 crops (corners, centre, mirrored) "
-      "per image [recipe]")
-    a("--clip-grad", type=float, help="clip the gradient norm (0 = off) [recipe]")
-    a("--img-size", type=int, help=f"crop size fed to the network, {MIN_IMG_SIZE}-{MAX_IMG_SIZE}")
-    a("--img-size-start", type=int, help="progressive resizing: training crops grow from this size at the first "
-      "epoch to --img-size at 3/4 of the epochs (--img-size-ramp); small early epochs run several times faster "
-      "(0 = off) [recipe]")
-    a("--img-size-ramp", type=float, nargs=2, metavar=("FROM", "TO"), help="progressive resizing: the crops grow "
-      "between these fractions of the epochs [recipe]")
-    a("--img-size-end", type=int, help="the training crop size of the last epochs, if not --img-size: training a "
-      "little smaller than testing is cheaper and matches the apparent object size of the centre crop "
-      "(Touvron et al., FixRes, 2019) (0 = --img-size) [recipe]")
-    a("--dropout", type=float, help="dropout before the two hidden FC layers")
-    a("--init", choices=["arch", "default"], help="arch: the tutorial's / paper's init; default: PyTorch's [recipe]")
-    a("--topk", type=int, help="also report top-k accuracy (capped at the class count)")
-    a("--weights", help="start from a torchvision AlexNet state_dict (e.g. ImageNet) or a checkpoint, new head")
-    a("--freeze-features", **flag, help="with --weights: train only the classifier")
-    a("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    a("--precision", choices=["auto", *PRECISIONS], help="training precision (autocast). auto: bf16 on GPUs that "
-      "have it (else fp16), bf16 on CPUs with AMX or AMD's AVX512-BF16, else fp32; a resumed run keeps its own")
-    a("--compile", **flag, help="torch.compile the model")
-    a("--device-batches", choices=["auto", "on", "off"], help="keep the decoded training images on the device and "
-      "crop whole batches there (auto: on CUDA when they fit --device-cache-mem)")
-    a("--device-cache-mem", type=float, help="GiB of device memory the resident images may use (-1: a quarter of "
-      "what is free)")
-    a("--workers", type=int, help="DataLoader workers (-1: auto)")
-    a("--val-batch-size", type=int, help="0: 32 on a CPU (its fastest here), 256 on a GPU")
-    a("--seed", type=int, help="seed for weights, order and augmentation (repeatable on CPU)")
-    a("--output-dir", help="where checkpoints, metrics and plots go (with --resume: the checkpoint's folder)")
-    a("--resume", metavar="PATH", help="continue from a checkpoint (e.g. runs/last.pth)")
-    a("--overwrite", **flag, help="start afresh in an output folder that holds a trained model")
-    a("--cache-dir", help="decoded-image cache (default OUTPUT_DIR/.cache)")
-    a("--cache-mem", type=float, help="GiB of RAM the decoded images may use (-1: 25%% of RAM; 0: no cache)")
-    a("--bad-images", choices=["error", "skip"], help="unreadable images: refuse to start, or leave them out")
-    a("--quiet", **flag, help="no progress bars")
-    return p
-
-
-# ---------------------------------------------------------------- settings, resolved once
-def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
-    """The run's Config (and the checkpoint to resume, if any) from the parsed command line."""
-    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if v is not None}
-    if "budget" in given:
-        if "epochs" in given:
-            raise ArgumentError(f"--budget {given['budget']} and --epochs {given['epochs']}: give one of the two "
-                                f"(a budget plans the epochs itself)")
-        given["budget"] = plan.parse_duration(given["budget"])
-    if given.get("resume"):
-        values, resume = resumed_values(given)
-    else:
-        if given.get("demo") and "data" in given:
-            raise ArgumentError(f"--demo trains on its own generated {DEMO_DATA}; it never writes into "
-                                f"--data {given['data']}: drop one of the two")
-        recipe = given.get("recipe", BUDGET_RECIPE if "budget" in given else DEFAULT_RECIPE)
-        values = RECIPES[recipe] | {"recipe": recipe} | (DEMO | {"data": DEMO_DATA} if given.get("demo") else {})
-        values, resume = values | given | weights_values(given), None
-    if values.get("img_size_end") == -1:
-        values["img_size_end"] = max(MIN_IMG_SIZE, round(values.get("img_size", 224) * 6 / 7 / 16) * 16)
-    final = values.get("img_size_end") or values.get("img_size", FIELDS["img_size"].default)
-    if "img_size_start" not in given and values.get("img_size_start", 0) >= final:
-        values["img_size_start"] = 0  # the recipe's small first crops are not small at this --img-size
-    if values.get("val_resize") is None:
-        values["val_resize"] = eval_resize(values.get("img_size", FIELDS["img_size"].default))
-    values["cache_dir"] = values.get("cache_dir") or str(Path(values.get("output_dir", "runs")) / ".cache")
-    cfg = Config(**values)
-    check_ranges(cfg)
-    planned = resume.get("plan", {}).get("epochs", cfg.epochs) if resume and cfg.budget else cfg.epochs
-    if resume is not None and resume["epoch"] >= planned:
-        raise ArgumentError(f"--resume {cfg.resume}: already trained {resume['epoch']} of {planned} epochs"
-                            + ("; its --budget is spent" if cfg.budget else "; pass a larger --epochs to train on"))
-    return cfg, resume
-
-
-def resumed_values(given: dict) -> tuple[dict, dict]:
-    """--resume: the checkpoint's settings, the machine's from the command line, and the few
-    that may change (RESUME_MAY_CHANGE); any other option that differs is refused by name."""
-    path = given["resume"]
-    ckpt = load_checkpoint(path)
-    if "config" not in ckpt or "optimizer" not in ckpt:
-        raise CheckpointError(f"{path}: a bare state_dict cannot be resumed (use --weights to start from it)")
-    check_resumable(ckpt, path)
-    saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ckpt["config"].items()
-             if k in FIELDS and k not in MACHINE_KEYS}
-    saved.setdefault("val_resize", ckpt.get("eval", {}).get("resize"))
-    if saved.get("budget") and "epochs" in given:
-        raise ArgumentError(f"--epochs {given['epochs']}: {path} is a --budget run; it resumes its own plan")
-    changed = [k for k, v in given.items() if k not in MACHINE_KEYS + RESUME_MAY_CHANGE and saved.get(k) != v]
-    if changed:
-        names = ", ".join("--" + k.replace("_", "-") for k in sorted(changed))
-        raise ArgumentError(f"--resume {path}: {names} cannot change in a resumed run (it continues with the "
-                            f"checkpoint's settings); drop {'them' if len(changed) > 1 else 'it'}, or start a new "
-                            f"run from these weights with --weights {path}")
-    values = saved | {k: v for k, v in given.items() if k in MACHINE_KEYS + RESUME_MAY_CHANGE}
-    values["output_dir"] = given.get("output_dir") or str(Path(path).parent)
-    check_no_later_epochs(path, ckpt["epoch"], Path(values["output_dir"]) / "last.pth")
-    return values, ckpt
-
-
-RESUME_FIELDS = {"optimizer": dict, "scaler": dict, "metrics": list, "rng": dict, "epoch": int, "best_epoch": int,
-                 "best_acc": (int, float), "config": dict}
-
-
-def check_resumable(ckpt: dict, path: str) -> None:
-    """What --resume reads beyond the fields every reader checks (model.check_checkpoint),
-    by type: one line naming the field, never a traceback from a damaged file."""
-    for key, kind in RESUME_FIELDS.items():
-        if not isinstance(ckpt.get(key), kind):
-            raise CheckpointError(f"{path}: field {key!r} is missing or not of type "
-                                  f"{getattr(kind, '__name__', 'number')}; this checkpoint cannot be resumed")
-    for key, value in ckpt["config"].items():
-        default = FIELDS[key].default if key in FIELDS else None
-        if default is None or value is None:
-            continue
-        kinds = (int, float) if isinstance(default, float) else (list, tuple) if isinstance(default, tuple) \
-            else type(default)
-        if not isinstance(value, kinds) or isinstance(value, bool) != isinstance(default, bool):
-            raise CheckpointError(f"{path}: field 'config.{key}' is {value!r}, not of type {type(default).__name__}; "
-                                  f"this checkpoint cannot be resumed")
-
-
-def check_no_later_epochs(path: str, epoch: int, last: Path) -> None:
-    """Resuming best.pth (or a copy) would overwrite the output folder's last.pth; refuse
-    when that holds later epochs, which would be lost."""
-    if not last.is_file() or os.path.samefile(path, last):
-        return
-    try:
-        later = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch", 0)
-    except Exception:  # an unreadable last.pth holds nothing to keep
-        return
-    if isinstance(later, int) and later > epoch:
-        raise ArgumentError(f"--resume {path}: {last} holds a later epoch ({later} > {epoch}) that resuming this file "
-                            f"would overwrite; resume from {last}, or pass another --output-dir")
-
-
-def weights_values(given: dict) -> dict:
-    """--weights decides the arch and the input statistics: a checkpoint of ours records
-    its own, torchvision's ImageNet weights expect ImageNet's."""
-    if not given.get("weights"):
-        return {}
-    ckpt = load_checkpoint(given["weights"], mmap=True)
-    if "arch" in given and given["arch"] != ckpt["arch"]:
-        raise ArgumentError(f"--arch {given['arch']}: {given['weights']} holds an AlexNet of arch {ckpt['arch']!r}")
-    return {"arch": ckpt["arch"], "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),
-            "std": tuple(ckpt.get("std", IMAGENET_STD))}
-
-
-def check_ranges(cfg: Config) -> None:
-    """Every number the user can give, checked before any work, one line naming the option."""
-    def need(ok: bool, option: str, value: object, allowed: str) -> None:
-        if not ok:
-            raise ArgumentError(f"--{option} {value}: {allowed}")
-
-    fraction = "must be in [0, 1)"
-    for name in ("lr", "momentum", "wd", "warmup_epochs", "label_smoothing", "clip_grad", "ema", "dropout",
-                 "lighting", "mixup_alpha", "cutmix_alpha", "cache_mem", "device_cache_mem"):
-        need(math.isfinite(getattr(cfg, name)), name.replace("_", "-"), getattr(cfg, name), "must be a finite number")
-    need(1 <= cfg.epochs <= 100_000, "epochs", cfg.epochs, "must be at least 1")
-    need(1 <= cfg.batch_size <= 4096, "batch-size", cfg.batch_size, "must be in 1..4096")
-    need(0 <= cfg.val_batch_size <= 4096, "val-batch-size", cfg.val_batch_size, "must be in 0..4096 (0: automatic)")
-    need(0 < cfg.lr <= 10, "lr", cfg.lr, "must be in (0, 10]")
-    need(0 <= cfg.momentum < 1, "momentum", cfg.momentum, fraction)
-    need(0 <= cfg.wd < 1, "wd", cfg.wd, fraction)
-    need(0 <= cfg.warmup_epochs <= cfg.epochs, "warmup-epochs", cfg.warmup_epochs, f"must be in [0, --epochs {cfg.epochs}]")
-    need(0 <= cfg.label_smoothing < 1, "label-smoothing", cfg.label_smoothing, fraction)
-    need(0 <= cfg.dropout < 1, "dropout", cfg.dropout, fraction)
-    need(0 <= cfg.ema < 1, "ema", cfg.ema, "must be in [0, 1) (0 = off, e.g. 0.998)")
-    need(cfg.clip_grad >= 0, "clip-grad", cfg.clip_grad, "must be >= 0 (0 = off)")
-    need(0 <= cfg.lighting <= 1, "lighting", cfg.lighting, "must be in [0, 1] (the paper: 0.1)")
-    need(cfg.mixup_alpha >= 0, "mixup-alpha", cfg.mixup_alpha, "must be >= 0 (0 = off)")
-    need(cfg.cutmix_alpha >= 0, "cutmix-alpha", cfg.cutmix_alpha, "must be >= 0 (0 = off)")
-    lo, hi = cfg.crop_scale
-    need(0 < lo <= hi <= 1, "crop-scale", f"{lo} {hi}", "need 0 < MIN <= MAX <= 1")
-    need(1 <= cfg.topk <= 1000, "topk", cfg.topk, "must be in 1..1000")
-    need(1 <= cfg.patience <= 1000, "patience", cfg.patience, "must be in 1..1000")
-    need(-1 <= cfg.workers <= 64, "workers", cfg.workers, "must be in -1..64 (-1: automatic)")
-    need(cfg.cache_mem >= 0 or cfg.cache_mem == -1, "cache-mem", cfg.cache_mem, "must be >= 0 GiB, or -1 (automatic)")
-    need(cfg.device_cache_mem >= 0 or cfg.device_cache_mem == -1, "device-cache-mem", cfg.device_cache_mem,
-         "must be >= 0 GiB, or -1 (automatic)")
-    need(0 <= cfg.seed < 2**63, "seed", cfg.seed, "must be in 0..2**63-1")
-    need(MIN_IMG_SIZE <= cfg.img_size <= MAX_IMG_SIZE, "img-size", cfg.img_size,
-         f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE} (AlexNet needs at least {MIN_IMG_SIZE} px)")
-    need(cfg.img_size_end == 0 or MIN_IMG_SIZE <= cfg.img_size_end <= MAX_IMG_SIZE, "img-size-end", cfg.img_size_end,
-         f"must be 0 (= --img-size) or in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}")
-    need(cfg.img_size_start == 0 or MIN_IMG_SIZE <= cfg.img_size_start <= cfg.train_size_end, "img-size-start",
-         cfg.img_size_start, f"must be 0 (off) or in {MIN_IMG_SIZE}..{cfg.train_size_end} (the final training size)")
-    need(0 <= cfg.img_size_ramp[0] < cfg.img_size_ramp[1] <= 1, "img-size-ramp", " ".join(map(str, cfg.img_size_ramp)),
-         "must be two fractions FROM TO with 0 <= FROM < TO <= 1")
-    need(cfg.val_resize == 0 or cfg.img_size <= cfg.val_resize <= 4096, "val-resize", cfg.val_resize,
-         f"must be 0 (squash) or in --img-size {cfg.img_size}..4096")
-    missing = device_data.unsupported({name: getattr(cfg, name) for name in data.PER_IMAGE_AUGMENTATIONS})
-    need(cfg.device_batches != "on" or not missing, "device-batches", cfg.device_batches,
-         f"batches built on the device do not implement {', '.join(missing)}; drop one of the two")
-
+from config import Config, get_args_parser, resolve_config
+from model import CHECKPOINT_FORMAT, AlexNet, load_checkpoint
 
 # ---------------------------------------------------------------- data
 @dataclass(frozen=True)
@@ -454,7 +101,7 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     policy = data.CachePolicy(cfg.cache_dir, cache_budget(cfg.cache_mem), cfg.bad_images, quiet=cfg.quiet)
     cache_short = max(cfg.img_size * 8 // 7, cfg.val_resize)  # 256 for 224: room for the crop
     train_ds = data.build_split(train_root, classes, data.ShortSide(cache_short),
-                                data.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug), policy, machine.log).dataset
+                                data.train_augment(cfg.img_size, cfg.crop_scale, cfg.augmentations), policy, machine.log).dataset
     val_ds = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log).dataset
     shard = range(machine.rank, len(train_ds), machine.world)  # with torchrun, each rank's own images
     val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
@@ -492,9 +139,8 @@ def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: rang
         return False, f"{per_image} (--device-batches off)"
     if not isinstance(train_ds, data.CachedImages):
         return False, f"{per_image}: the decoded images are not cached in memory"
-    missing = device_data.unsupported({name: getattr(cfg, name) for name in data.PER_IMAGE_AUGMENTATIONS})
-    if missing:  # --device-batches on with these was refused by check_ranges
-        return False, f"{per_image}: batches built on the device do not implement {', '.join(missing)}"
+    if cfg.device_gaps:  # --device-batches on with these was refused by check_ranges
+        return False, f"{per_image}: batches built on the device do not implement {cfg.device_gaps}"
     if cfg.device_batches == "auto" and machine.device.type != "cuda":
         return False, f"{per_image} (on a CPU bench.py measured no gain from batched crops; " \
                       f"--device-batches on forces them)"
@@ -562,7 +208,7 @@ def init_model(cfg: Config, num_classes: int, resume: dict | None, machine: Mach
     else:
         model = AlexNet(num_classes, init_weights=cfg.init == "arch", arch=cfg.arch, dropout=cfg.dropout)
     if resume:
-        model.load_state_dict(resume.get("raw_model", resume["model"]))
+        model.load_state_dict(resume["raw_model"] if cfg.ema else resume["model"])
     if cfg.freeze_features:
         for p in model.features.parameters():
             p.requires_grad_(False)
@@ -763,15 +409,11 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0
     trainer.optimizer.load_state_dict(resume["optimizer"])
     trainer.scaler.load_state_dict(resume["scaler"])
-    if trainer.ema is not None and "raw_model" in resume:
+    if trainer.ema is not None:
         trainer.ema.module.load_state_dict(resume["model"])
         trainer.ema.n_averaged += 1  # it has averaged before: the next update blends instead of copying
-    if trainer.plateau is not None:
-        saved = resume.get("plateau") or {}
-        if "scale" in saved:  # written before ReduceLROnPlateau: the optimizer's lr already holds the scale
-            trainer.plateau.best, trainer.plateau.num_bad_epochs = resume["best_acc"], saved["bad_epochs"]
-        else:
-            trainer.plateau.load_state_dict(saved)
+    if trainer.plateau is not None:  # over a fresh schedule's state: a format-1 checkpoint saved only its progress
+        trainer.plateau.load_state_dict(trainer.plateau.state_dict() | resume["plateau"])
     # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
     torch.set_rng_state(resume["rng"]["torch"])
     random.setstate(resume["rng"]["python"])
@@ -961,7 +603,7 @@ def build_checkpoint(cfg: Config, machine: Machine, trainer: Trainer, state: Run
     weights = {"model": trainer.validated_model.state_dict()}
     if trainer.ema is not None:
         weights["raw_model"] = trainer.model.state_dict()
-    return {**weights, "arch": cfg.arch, "num_classes": len(classes), "classes": list(classes),
+    return {**weights, "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "num_classes": len(classes), "classes": list(classes),
             "epoch": state.epoch, "best_acc": state.best_acc, "best_epoch": state.best_epoch,
             "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
             "plateau": trainer.plateau.state_dict() if trainer.plateau else None,

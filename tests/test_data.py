@@ -17,7 +17,7 @@ from conftest import make_colour_folder, run_train, train_args
 def build(root, cache_dir, mem_budget, log=print):
     policy = data.CachePolicy(str(cache_dir), mem_budget, "error", quiet=True)
     classes = folders.find_classes(str(root / "train"))
-    return data.build_split(str(root / "train"), classes, data.ShortSide(73), data.train_augment(64, (0.25, 1.0)),
+    return data.build_split(str(root / "train"), classes, data.ShortSide(73), data.train_augment(64, (0.25, 1.0), {"aug": "none"}),
                             policy, log)
 
 
@@ -70,7 +70,7 @@ def test_memory_budget_chooses_the_path_and_says_so(colour_data, tmp_path):
 @pytest.mark.parametrize("extra", ["none", "trivialaugment", "colorjitter"])
 def test_augmentations_keep_shape_dtype_and_range(extra):
     img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
-    aug = data.train_augment(64, (0.08, 1.0), aug=extra)
+    aug = data.train_augment(64, (0.08, 1.0), {"aug": extra})
     for _ in range(5):
         out = aug(img)
         assert out.shape == (3, 64, 64) and out.dtype == torch.uint8

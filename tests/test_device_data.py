@@ -11,6 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 import data
 import device_data
 import shapes
+import config
 import train
 from conftest import run_train, train_args
 from machine import Machine
@@ -105,7 +106,7 @@ def aug_choices() -> list[str]:
 def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_rest(aug, colour_data, tmp_path,
                                                                                      capsys):
     argv = train_args(colour_data, tmp_path / "on", "--device-batches", "on", "--epochs", "1", "--aug", aug)
-    if aug in device_data.IMPLEMENTS["aug"]:
+    if aug == "none" or aug in device_data.IMPLEMENTS.get("aug", ()):
         run_train(argv)
         assert "training batches: built on cpu" in capsys.readouterr().out
         return
@@ -113,7 +114,7 @@ def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_
     err = capsys.readouterr().err
     assert err.strip() == f"error: --device-batches on: batches built on the device do not implement --aug {aug}; " \
                           f"drop one of the two" and not (tmp_path / "on").exists()
-    cfg, _ = train.resolve_config(train.get_args_parser().parse_args(
+    cfg, _ = config.resolve_config(train.get_args_parser().parse_args(
         train_args(colour_data, tmp_path / "auto", "--device-batches", "auto", "--aug", aug)))
     machine = Machine(torch.device("cuda"), "fp32")  # auto would build batches on a GPU: not with this --aug
     split = data.build_split(str(colour_data / "train"), ["blue", "green", "red"], data.ShortSide(73), None,
@@ -122,10 +123,13 @@ def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_
     assert not on_device and why.endswith(f"batches built on the device do not implement --aug {aug}")
 
 
-def test_every_per_image_augmentation_setting_is_declared():
-    """A new argument of data.train_augment is an augmentation the batched path must declare."""
-    import inspect
-
-    extra = [p for p in inspect.signature(data.train_augment).parameters if p not in ("size", "scale")]
-    assert extra == list(data.PER_IMAGE_AUGMENTATIONS)
-    assert all(name in train.FIELDS for name in data.PER_IMAGE_AUGMENTATIONS)
+def test_every_declared_augmentation_changes_what_train_augment_builds():
+    """An augmentation setting (config.py, augmentation=True) is one data.train_augment reads:
+    switched on, the pipeline differs from the one with every setting off."""
+    off = config.Config().augmentations
+    assert off and set(off) == set(config.AUGMENTATIONS)
+    plain = repr(data.train_augment(64, (0.25, 1.0), off))
+    for name in config.AUGMENTATIONS:
+        for value in config.FIELDS[name].metadata["choices"] or {bool: [True], float: [0.5], int: [1]}[config.TYPES[name]]:
+            if value != off[name]:
+                assert repr(data.train_augment(64, (0.25, 1.0), off | {name: value})) != plain, (name, value)

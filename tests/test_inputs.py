@@ -29,8 +29,8 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "--epochs 0: must be at least 1"),
-    (["--epochs", "-3"], "--epochs -3: must be at least 1"),
+    (["--epochs", "0"], "--epochs 0: must be in 1..100000"),
+    (["--epochs", "-3"], "--epochs -3: must be in 1..100000"),
     (["--batch-size", "0"], "--batch-size 0: must be in 1..4096"),
     (["--batch-size", "100000"], "--batch-size 100000: must be in 1..4096"),
     (["--val-batch-size", "-1"], "--val-batch-size -1"),

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import plan
+import config
 import train
 from machine import Machine
 from conftest import run_train, train_args
@@ -52,7 +53,7 @@ def test_the_plan_fits_the_budget_and_fills_it(seconds, resizing):
 
 
 def test_the_learning_rate_reaches_the_end_of_its_cosine_at_the_budget():
-    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "10m"]))[0]
+    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "10m"]))[0]
     chosen = plan.fit_budget(600, LINEAR, 87, COSTS)
     lrs = [train.lr_at(cfg, chosen, step) for step in range(chosen.total_steps + 1)]
     assert max(lrs) == pytest.approx(cfg.lr)
@@ -79,17 +80,17 @@ def test_durations(text, seconds):
 ])
 def test_budget_arguments_are_checked(argv, message):
     with pytest.raises(ArgumentError, match=message):
-        train.resolve_config(train.get_args_parser().parse_args(argv))
+        config.resolve_config(train.get_args_parser().parse_args(argv))
 
 
 def test_budget_uses_its_recipe_unless_told_otherwise():
-    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m"]))[0]
+    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "5m"]))[0]
     assert (cfg.recipe, cfg.budget, cfg.img_size_start, cfg.img_size_end, cfg.sched) == ("budget", 300.0, 128, 192,
                                                                                           "cosine")
     assert (cfg.img_size_ramp, cfg.lr, cfg.dropout) == ((0.45, 0.85), 4e-4, 0.25)
-    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--img-size", "112"]))[0]
+    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--img-size", "112"]))[0]
     assert (cfg.img_size_start, cfg.img_size_end) == (0, 96)  # 6/7 of the size; no smaller first crops at 112 px
-    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--recipe", "fast"]))[0]
+    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--recipe", "fast"]))[0]
     assert (cfg.recipe, cfg.img_size_start, cfg.train_size_end) == ("fast", 0, 224)
 
 
@@ -106,7 +107,7 @@ def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_da
         # at that epoch instead of overrunning (the schedule's cut is tested with injected costs below)
         return
     assert chosen.epochs >= 2
-    cfg = train.Config(**ckpt["config"])
+    cfg = config.Config(**ckpt["config"])
     assert float(rows[-1]["lr"]) == pytest.approx(train.lr_at(cfg, chosen, chosen.total_steps - 1))
     assert train.lr_at(cfg, chosen, chosen.total_steps) == pytest.approx(0.0, abs=1e-12)  # the cosine's end
     assert [int(r["train_size"]) for r in rows][0] == 64 and int(rows[-1]["train_size"]) == 80
@@ -132,7 +133,7 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
     elapsed = [r["elapsed_s"] for r in summary["history"]]
     assert elapsed == sorted(elapsed)  # the clock goes on from what the first part had used
     with pytest.raises(ArgumentError, match="is a --budget run"):
-        train.resolve_config(train.get_args_parser().parse_args(["--resume", str(tmp_path / "last.pth"),
+        config.resolve_config(train.get_args_parser().parse_args(["--resume", str(tmp_path / "last.pth"),
                                                                   "--epochs", "9"]))
 
 
@@ -140,7 +141,7 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
 def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slower, capsys):
     """An epoch that took ``slower`` times its prediction: the rest is re-planned with costs
     scaled by as much and ends within the time left; when no epoch fits, the run ends now."""
-    cfg = train.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
+    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
     machine = Machine(torch.device("cpu"), "fp32")
     started = 1000.0
     first = plan.fit_budget(700, cfg.resizing, 87, COSTS)

@@ -11,14 +11,15 @@ import torch
 import data
 import images
 import plan
+import config
 import train
 from machine import Machine
 from conftest import COLOURS, make_colour_folder, run_train, train_args
 from errors import ArgumentError, DataError
 
 
-def config(*argv: str) -> train.Config:
-    return train.resolve_config(train.get_args_parser().parse_args(list(argv)))[0]
+def resolved(*argv: str) -> config.Config:
+    return config.resolve_config(train.get_args_parser().parse_args(list(argv)))[0]
 
 
 def test_training_writes_every_output_and_learns(trained):
@@ -44,13 +45,13 @@ def test_checkpoint_is_one_self_describing_plain_dict(trained):
     assert {"model", "optimizer", "config", "metrics", "rng", "mean", "std", "eval", "plan"} <= set(ckpt)
     assert ckpt["config"]["epochs"] == 4 and ckpt["config"]["img_size"] == 64
     # the config is the frozen settings object itself, every field of it
-    assert train.Config(**ckpt["config"]) == config(*train_args(ckpt["config"]["data"], out, "--epochs", "4"))
+    assert config.Config(**ckpt["config"]) == resolved(*train_args(ckpt["config"]["data"], out, "--epochs", "4"))
     last = torch.load(out / "last.pth", weights_only=True)
     assert last["epoch"] == 4 and len(last["metrics"]) == 4
 
 
 def test_settings_are_frozen():
-    cfg = config()
+    cfg = resolved()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0
 
@@ -79,11 +80,11 @@ def test_progressive_resizing_grows_the_crops_to_the_full_size(colour_data, tmp_
 
 
 def test_mixup_and_cutmix_give_soft_labels_and_still_learn(colour_data, tmp_path):
-    mix = train.batch_mixing(config("--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"), 3)
+    mix = train.batch_mixing(resolved("--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"), 3)
     x, y = mix(torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert x.shape == (6, 3, 16, 16) and y.shape == (6, 3)
     torch.testing.assert_close(y.sum(1), torch.ones(6))
-    assert train.batch_mixing(config(), 3) is None
+    assert train.batch_mixing(resolved(), 3) is None
     result = run_train(train_args(colour_data, tmp_path, "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0", "--epochs", "4"))
     assert max(r["val_top1"] for r in result["history"]) > 0.5
 
@@ -117,7 +118,7 @@ def test_ema_validates_the_average_leaves_training_alone_and_resumes(colour_data
 
 
 def test_tutorial_recipe_is_the_tutorials_settings():
-    cfg = config("--recipe", "tutorial")
+    cfg = resolved("--recipe", "tutorial")
     assert cfg.tta is False
     assert (cfg.epochs, cfg.batch_size, cfg.opt, cfg.lr, cfg.wd, cfg.sched) == (10, 32, "adam", 2e-4, 0.0, "constant")
     assert (cfg.img_size, cfg.crop_scale, cfg.val_resize, cfg.label_smoothing) == (224, (0.08, 1.0), 0, 0.0)
@@ -127,32 +128,32 @@ def test_tutorial_recipe_is_the_tutorials_settings():
 
 
 def test_default_recipe_is_fast():
-    cfg = config()
+    cfg = resolved()
     assert cfg.recipe == "fast" and (cfg.opt, cfg.lr, cfg.batch_size, cfg.sched) == ("adamw", 1e-3, 32, "cosine")
     assert cfg.val_resize == 256
 
 
 def test_long_recipe_is_fast_for_longer_with_small_crops_first():
-    cfg = config("--recipe", "long")
+    cfg = resolved("--recipe", "long")
     assert (cfg.opt, cfg.lr, cfg.sched, cfg.label_smoothing) == ("adamw", 1e-3, "cosine", 0.1)
     assert (cfg.epochs, cfg.img_size_start, cfg.img_size, cfg.lighting) == (70, 128, 224, 0.1)
 
 
 def test_command_line_beats_the_recipe_and_tta_can_be_switched_off():
-    cfg = config("--recipe", "paper", "--lr", "0.05", "--epochs", "3")
+    cfg = resolved("--recipe", "paper", "--lr", "0.05", "--epochs", "3")
     assert (cfg.lr, cfg.epochs, cfg.opt, cfg.wd, cfg.lighting, cfg.tta) == (0.05, 3, "sgd", 5e-4, 0.1, True)
-    assert config("--recipe", "paper", "--no-tta").tta is False
+    assert resolved("--recipe", "paper", "--no-tta").tta is False
 
 
 def test_validation_resize_follows_the_crop_size():
-    assert config("--img-size", "128").val_resize == 146  # 256/224 of it, as torchvision's presets
-    assert config("--img-size", "128", "--val-resize", "200").val_resize == 200
-    assert config("--img-size", "128", "--recipe", "tutorial").val_resize == 0
+    assert resolved("--img-size", "128").val_resize == 146  # 256/224 of it, as torchvision's presets
+    assert resolved("--img-size", "128", "--val-resize", "200").val_resize == 200
+    assert resolved("--img-size", "128", "--recipe", "tutorial").val_resize == 0
 
 
 def test_plateau_schedule_is_torchs_and_divides_after_patience_bad_epochs():
     model = torch.nn.Linear(2, 2)
-    cfg = config("--recipe", "paper", "--patience", "2")
+    cfg = resolved("--recipe", "paper", "--patience", "2")
     optimizer = train.build_optimizer(cfg, model)
     plateau = train.plateau_schedule(cfg, optimizer)
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -164,7 +165,7 @@ def test_plateau_schedule_is_torchs_and_divides_after_patience_bad_epochs():
 
 
 def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
-    cfg = config("--epochs", "4", "--warmup-epochs", "1")
+    cfg = resolved("--epochs", "4", "--warmup-epochs", "1")
     run_plan = plan.fixed_plan(4, plan.Resizing(0, 224), steps_per_epoch=10)
     lrs = [train.lr_at(cfg, run_plan, step) for step in range(40)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
@@ -172,9 +173,9 @@ def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
 
 
 def test_loss_curve_labels_say_how_each_loss_is_measured():
-    train_label, val_label = train.loss_labels(config("--mixup-alpha", "0.2"))
+    train_label, val_label = train.loss_labels(resolved("--mixup-alpha", "0.2"))
     assert "label smoothing 0.1" in train_label and "MixUp" in train_label and "plain cross-entropy" in val_label
-    assert "smoothing" not in train.loss_labels(config("--recipe", "tutorial"))[0]
+    assert "smoothing" not in train.loss_labels(resolved("--recipe", "tutorial"))[0]
 
 
 def test_no_progress_bars_when_output_is_not_a_terminal(colour_data, tmp_path, capsys):
@@ -203,52 +204,13 @@ def test_resume_applies_safe_options_and_refuses_the_rest_by_name(trained, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "--batch-size, --lr cannot change in a resumed run" in err
-    cfg, _ = train.resolve_config(train.get_args_parser().parse_args(
+    cfg, _ = config.resolve_config(train.get_args_parser().parse_args(
         ["--resume", str(copy / "last.pth"), "--epochs", "6", "--precision", "bf16", "--bad-images", "skip",
          "--lr", "0.001"]))  # --lr equal to the checkpoint's: nothing changes, nothing to refuse
     assert (cfg.epochs, cfg.precision, cfg.bad_images, cfg.output_dir) == (6, "bf16", "skip", str(copy))
     assert cfg.img_size == 64 and cfg.lr == 1e-3
     with pytest.raises(ArgumentError, match="already trained 4 of 4 epochs"):
-        train.resolve_config(train.get_args_parser().parse_args(["--resume", str(copy / "last.pth")]))
-
-
-OLD_CONFIG = {  # vars(args) as train.py at 30913d2 saved it (read off a checkpoint it wrote)
-    "data": None, "demo": False, "recipe": "fast", "arch": "tutorial", "epochs": 2, "batch_size": 8, "opt": "adamw",
-    "lr": 0.001, "momentum": 0.9, "wd": 0.05, "sched": "cosine", "patience": 3, "warmup_epochs": 1,
-    "label_smoothing": 0.1, "aug": "none", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema": 0.0,
-    "crop_scale": [0.25, 1.0], "lighting": 0.0, "val_resize": 256, "tta": False, "clip_grad": 1.0, "img_size": 64,
-    "img_size_start": 0, "dropout": 0.5, "init": "arch", "topk": 5, "weights": None, "freeze_features": False,
-    "device": "auto", "precision": "fp32", "compile": False, "workers": 0, "val_batch_size": 0, "seed": 0,
-    "output_dir": None, "resume": None, "overwrite": False, "cache_dir": None, "cache_mem": -1,
-    "bad_images": "error", "quiet": True, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
-
-
-def old_checkpoint(new: dict, data_dir: str, out: str) -> dict:
-    """A checkpoint in the layout train.py wrote before this redesign: the same keys but no
-    plan, a plateau dict of its own, the config as a plain namespace dict, rows without elapsed_s."""
-    old = {k: v for k, v in new.items() if k != "plan"}
-    old["plateau"] = {"scale": 1.0, "bad_epochs": 0}
-    old["config"] = OLD_CONFIG | {"data": data_dir, "output_dir": out, "cache_dir": f"{out}/.cache"}
-    old["metrics"] = [{k: v for k, v in row.items() if k != "elapsed_s"} for row in new["metrics"]]
-    return old
-
-
-def test_a_checkpoint_of_the_previous_main_predicts_and_resumes(colour_data, tmp_path, capsys):
-    import predict
-
-    run_train(train_args(colour_data, tmp_path / "new", "--epochs", "1"))
-    old_dir = tmp_path / "old"
-    old_dir.mkdir()
-    new = torch.load(tmp_path / "new" / "last.pth", weights_only=True)
-    torch.save(old_checkpoint(new, str(colour_data), str(old_dir)), old_dir / "last.pth")
-    image = colour_data / "val" / "green" / "green_0.jpg"
-    capsys.readouterr()
-    assert predict.cli([str(image), "--weights", str(old_dir / "last.pth"), "--no-show"]) == 0
-    assert capsys.readouterr().out.startswith(f"{image}: ")
-    summary = run_train(["--resume", str(old_dir / "last.pth"), "--workers", "0"])
-    assert [r["epoch"] for r in summary["history"]] == [1, 2]
-    resumed = torch.load(old_dir / "last.pth", weights_only=True)
-    assert resumed["config"]["img_size"] == 64 and resumed["config"]["crop_scale"] == (0.25, 1.0)
+        config.resolve_config(train.get_args_parser().parse_args(["--resume", str(copy / "last.pth")]))
 
 
 def test_missing_data_folder_says_how_to_get_data(tmp_path, capsys):
@@ -284,10 +246,10 @@ def test_demo_data_is_a_five_class_image_folder(tmp_path):
 
 
 def test_demo_flag_sets_the_demo_settings():
-    cfg = config("--demo")
-    assert cfg.data == train.DEMO_DATA and cfg.recipe == "fast"
-    assert all(getattr(cfg, k) == v for k, v in train.DEMO.items())
-    assert config("--demo", "--epochs", "1").epochs == 1
+    cfg = resolved("--demo")
+    assert cfg.data == config.DEMO_DATA and cfg.recipe == "fast"
+    assert all(getattr(cfg, k) == v for k, v in config.DEMO.items())
+    assert resolved("--demo", "--epochs", "1").epochs == 1
 
 
 def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path):
@@ -295,7 +257,7 @@ def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path)
 
     tv = torchvision.models.alexnet(weights=None).state_dict()
     torch.save(tv, tmp_path / "alexnet-imagenet.pth")
-    cfg = config("--weights", str(tmp_path / "alexnet-imagenet.pth"), "--freeze-features")
+    cfg = resolved("--weights", str(tmp_path / "alexnet-imagenet.pth"), "--freeze-features")
     assert cfg.arch == "torchvision" and cfg.mean == images.IMAGENET_MEAN
     model = train.init_model(cfg, 5, None, Machine(torch.device("cpu"), "fp32"))
     ours = model.state_dict()

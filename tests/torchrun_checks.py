@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import config  # noqa: E402
 import train  # noqa: E402
 from machine import Machine, dist_info  # noqa: E402
 
@@ -27,7 +28,7 @@ def checksum(t: torch.Tensor) -> float:
 
 def main(data_dir: str, same_dir: str, out: str, result: str) -> int:
     rank, world, _ = dist_info()
-    cfg, _ = train.resolve_config(train.get_args_parser().parse_args(
+    cfg, _ = config.resolve_config(train.get_args_parser().parse_args(
         ["--data", same_dir, "--output-dir", f"{out}-same-{rank}", "--img-size", "64", "--batch-size", "4",
          "--workers", "0", "--device", "cpu", "--quiet", "--cache-mem", "0"]))
     machine = Machine(torch.device("cpu"), "fp32", rank, world, quiet=True)

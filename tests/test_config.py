@@ -1,0 +1,108 @@
+"""config.py: the command line, --help, the range checks and the resume rules come from
+one declaration per setting; every checkpoint format that shipped still loads and resumes."""
+import re
+
+import pytest
+import torch
+
+import config
+import model
+import predict
+import train
+from checkpoint_fixtures import fixtures, inflate
+from conftest import run_train
+from errors import ArgumentError, CheckpointError
+
+STATED = re.compile(r"\(default: ([^;()]*)((?:; [^;()]*)*)\)$")
+
+
+def stated_defaults(help_text: str) -> dict[str, str] | None:
+    """'... (default: 0.001; tutorial: 0.0002; paper: 0.01)' -> {"": "0.001", "tutorial": "0.0002", ...}"""
+    match = STATED.search(help_text)
+    if match is None:
+        return None
+    others = [part.split(": ", 1) for part in match.group(2).split("; ")[1:]]
+    return {"": match.group(1)} | dict(others)
+
+
+@pytest.mark.parametrize("recipe", sorted(config.RECIPES))
+def test_each_options_help_default_is_what_the_resolved_config_uses(recipe):
+    cfg, _ = config.resolve_config(train.get_args_parser().parse_args(["--recipe", recipe]))
+    for action in train.get_args_parser()._actions:
+        if action.dest in ("help", "recipe"):
+            continue
+        value = getattr(cfg, action.dest)
+        stated = stated_defaults(action.help)
+        if stated is None:  # no default shown: the option is off unless given
+            assert config.is_unset(value) or config.FIELDS[action.dest].metadata["parse"], action.dest
+            continue
+        assert stated.get(recipe, stated[""]) == config.shown(value), (action.dest, recipe, action.help)
+        assert ("[recipe]" in action.help) == (action.dest in config.RECIPE_SET), action.dest
+
+
+def test_help_names_the_recipes_that_differ_and_the_budget_recipe(capsys):
+    with pytest.raises(SystemExit):
+        train.get_args_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--dropout DROPOUT dropout before the two hidden FC layers [recipe] (default: 0.5; budget: 0.25)" in text
+    assert f"uses the `{config.BUDGET_RECIPE}` recipe unless --recipe is given" in text
+    val_resize = next(a.help for a in train.get_args_parser()._actions if a.dest == "val_resize")
+    assert val_resize.count("(default:") == 1 and val_resize.endswith("(default: 256; tutorial: 0)")
+    assert "--tta, --no-tta" in text and "(default: off; paper: on)" in text
+    assert "--seed SEED seed for weights, order and augmentation (repeatable on CPU) (default: 0)" in text
+
+
+def test_recipes_and_the_demo_only_set_declared_options():
+    for values in [*config.RECIPES.values(), config.DEMO]:
+        assert set(values) <= set(config.FIELDS)
+    assert config.DEFAULT_RECIPE in config.RECIPES and config.BUDGET_RECIPE in config.RECIPES
+
+
+def test_every_declared_check_names_its_option():
+    for argv, line in ((["--lr", "0"], "--lr 0.0: must be in (0, 10]"),
+                       (["--dropout", "nan"], "--dropout nan: must be a finite number"),
+                       (["--crop-scale", "0.9", "0.2"], "--crop-scale 0.9 0.2: need 0 < MIN <= MAX <= 1"),
+                       (["--epochs", "2", "--warmup-epochs", "3"], "--warmup-epochs 3.0: must be in [0, --epochs 2]"),
+                       (["--img-size", "96", "--img-size-start", "128"],
+                        "--img-size-start 128: must be 0 (off) or in 63..96 (the final training size)")):
+        with pytest.raises(ArgumentError) as e:
+            config.resolve_config(train.get_args_parser().parse_args(argv))
+        assert str(e.value) == line
+
+
+@pytest.mark.parametrize("fixture", fixtures(), ids=lambda path: path.stem)
+def test_every_checkpoint_format_that_shipped_predicts_and_resumes(fixture, colour_data, tmp_path, capsys):
+    old = inflate(torch.load(fixture, weights_only=True))
+    assert "format" not in old and old["classes"] == ["blue", "green", "red"]
+    path = tmp_path / "last.pth"
+    torch.save(old, path)
+    image = colour_data / "val" / "green" / "green_0.jpg"
+    capsys.readouterr()
+    assert predict.cli([str(image), "--weights", str(path), "--no-show"]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}: ")
+    summary = run_train(["--resume", str(path), "--data", str(colour_data), "--epochs", "2", "--workers", "0",
+                         "--quiet"])
+    assert [r["epoch"] for r in summary["history"]] == [1, 2]
+    resumed = torch.load(path, weights_only=True)
+    assert resumed["format"] == model.CHECKPOINT_FORMAT and resumed["config"]["img_size"] == 64
+    assert resumed["config"]["sched"] == "plateau" and resumed["plateau"]["patience"] == 2
+    assert ("raw_model" in resumed) == bool(resumed["config"]["ema"])
+
+
+def test_a_bare_state_dict_predicts_and_starts_a_run_but_is_not_resumed(colour_data, tmp_path, capsys):
+    path = tmp_path / "AlexNet.pth"  # format 0: what the tutorial's train.py saves
+    torch.save(model.AlexNet(num_classes=3).state_dict(), path)
+    image = colour_data / "val" / "red" / "red_0.jpg"
+    class_file = tmp_path / "class_indices.json"
+    class_file.write_text('{"0": "blue", "1": "green", "2": "red"}')
+    assert predict.cli([str(image), "--weights", str(path), "--class-indices", str(class_file), "--no-show"]) == 0
+    assert train.cli(["--resume", str(path), "--quiet"]) == 2
+    assert "a bare state_dict cannot be resumed (use --weights to start from it)" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_by_name(tmp_path):
+    path = tmp_path / "new.pth"
+    torch.save({"model": model.AlexNet(num_classes=3).state_dict(), "arch": "tutorial", "num_classes": 3,
+                "format": model.CHECKPOINT_FORMAT + 1}, path)
+    with pytest.raises(CheckpointError, match=f"field 'format' is {model.CHECKPOINT_FORMAT + 1}: written by a newer"):
+        model.load_checkpoint(str(path))
