@@ -1,26 +1,35 @@
 """Score a trained AlexNet on a folder of labelled images, and see where it fails and what it learned.
 
-    python evaluate.py                                        # runs/best.pth on the val/ split it was trained with
+    python evaluate.py                                        # runs/best.pth on its data's test/ split (else val/)
     python evaluate.py --data data_set/flower_data/val        # any ImageFolder split (class sub-folders)
     python evaluate.py --data my_test_photos --tta --topk 2   # a separate test folder, 10-crop testing
+    python evaluate.py --compare runs_b/best.pth              # A against B on the same images: McNemar
+    python evaluate.py --calibrate                            # fit the temperature on val/, store it
+    python evaluate.py --weights runs/best.onnx               # an ONNX export (no look inside the network)
     python evaluate.py --weights AlexNet.pth --class-indices class_indices.json --data DIR   # tutorial weights
 
-Prints top-1 and top-k, a per-class table (precision, recall, F1, support, macro and
-support-weighted averages) and the most confused pairs, and writes to --output-dir
-(default: eval/ beside the checkpoint):
+Prints top-1 with its 95% interval (Wilson), top-k, macro-F1 and each class's recall with
+theirs (a seeded bootstrap over the images), a per-class table, the most confused pairs and
+the calibration (expected calibration error, ECE), and writes to --output-dir (default:
+eval/ beside the checkpoint):
 
-    summary.json          top1, top<k>, macro_f1, images, and the weights and data used
+    summary.json          top1, top<k>, macro_f1 and their intervals, ece, the split scored, the comparison
     per_class.csv         the per-class table
     predictions.csv       one row per image: true and predicted class, their probabilities, top-k
     confusion_matrix.png  counts and row-normalised
+    reliability.png       accuracy against confidence (the calibration)
     mistakes.png          the most confidently wrong images (highest loss, fastai's "top losses")
     conv1_filters.png     the first layer's kernels (the paper's figure 3)
     neighbours.png        the training images nearest to a few test images in the last hidden
                           layer (the paper's figure 4, right)
 
-Images take train.py's validation path (the same evaluation transform, the decode-once
-cache, batched inference), so top-1 on the val/ split is the checkpoint's best_acc. Exit
-code 0; 1 if some images could not be read (the rest are scored); 2 for unusable
+The split scored: --data, or the training data's test/ when it has one (split_data.py --test),
+else its val/, which chose the checkpoint and so flatters it (the report says so). Images take
+train.py's validation path (the same evaluation transform, the decode-once cache, batched
+inference), so top-1 on the val/ split is the checkpoint's best_acc. --calibrate fits one
+temperature on val/ (never the split scored when there is a test/), writes it into the
+checkpoint, and predict.py, app.py and export.py apply it; the predicted classes never change.
+Exit code 0; 1 if some images could not be read (the rest are scored); 2 for unusable
 weights, data or options.
 """
 from errors import quiet_startup_interrupt
@@ -42,8 +51,10 @@ import data
 import folders
 import outputs
 import predict
+import stats
 from machine import Machine, cache_budget, predict_batches, progress
 from errors import ArgumentError, CheckpointError, DataError, OneLineParser, run_main
+from model import calibrated, load_checkpoint
 
 NEIGHBOURS = 6  # training images shown for each test image in neighbours.png, as in the paper
 
@@ -52,10 +63,14 @@ def get_args_parser() -> OneLineParser:
     p = OneLineParser(description="Score a trained AlexNet on labelled images; write a report and figures.")
     a = p.add_argument
     a("--weights", "--model_path", dest="weights", default=predict.DEFAULT_WEIGHTS,
-      help="a train.py checkpoint, or a raw state_dict (then with --class-indices, as in predict.py)")
+      help="a train.py checkpoint, a raw state_dict (then with --class-indices, as in predict.py) or an .onnx export")
     a("--class-indices", "--class_indices", dest="class_indices", help='{"0": "daisy", ...} for a raw state_dict')
-    a("--data", help="an ImageFolder split, or a folder holding val/ (default: the val/ split the checkpoint was "
-      "trained on)")
+    a("--data", help="an ImageFolder split, or a folder holding test/ or val/ (default: the test/ split of the data "
+      "the checkpoint was trained on, else its val/)")
+    a("--compare", metavar="WEIGHTS", help="also score this model (.pth or .onnx, the same classes and eval size) on "
+      "the same images: the top-1 difference with its interval and an exact McNemar test")
+    a("--calibrate", action="store_true", help="fit the temperature on the val/ split and store it in the checkpoint: "
+      "predict.py, app.py and export.py then report calibrated probabilities")
     a("--output-dir", help="where the report goes (default: eval/ beside the checkpoint)")
     a("--tta", action="store_true", default=None, help="10-crop testing (default: as the checkpoint was validated)")
     a("--topk", type=int, default=5, help="also report top-k accuracy (capped at the class count)")
@@ -71,17 +86,35 @@ def get_args_parser() -> OneLineParser:
 
 
 # ---------------------------------------------------------------- what is evaluated
-def find_split(path: str | None, trained_on: str | None, classes: list[str]) -> str:
-    """--data as given (a split, or a root holding val/), else the val/ split of the training data."""
+SPLITS = ("test", "val")  # what a data root is scored on, in order of preference
+
+
+def find_split(path: str | None, trained_on: str | None, classes: list[str]) -> tuple[str, str]:
+    """(folder, which split): --data as given (a split, or a root holding test/ or val/),
+    else the training data's test/ split, or its val/ when it has none."""
+    if path is None and not trained_on:
+        raise ArgumentError("--data: this model file does not say which data it was trained on; pass --data DIR")
+    root = trained_on if path is None else path
+    for part in SPLITS:
+        if os.path.isdir(os.path.join(root, part)) and part not in classes:
+            return os.path.join(root, part), part
     if path is None:
-        if not trained_on:
-            raise ArgumentError("--data: this model file does not say which data it was trained on; pass --data DIR")
-        path = os.path.join(trained_on, "val")
-    elif os.path.isdir(os.path.join(path, "val")) and "val" not in classes:
-        path = os.path.join(path, "val")
+        raise DataError(f"{os.path.join(root, 'val')}: data folder not found")
     if not os.path.isdir(path):
         raise DataError(f"{path}: data folder not found")
-    return path
+    name = os.path.basename(os.path.normpath(path))
+    return path, name if name in SPLITS else "given"
+
+
+def calibration_split(split_root: str, which: str, trained_on: str | None) -> str:
+    """The val/ split the temperature is fitted on: beside the split scored, else the training data's."""
+    near = os.path.join(os.path.dirname(os.path.normpath(split_root)), "val")
+    if which in SPLITS and os.path.isdir(near):
+        return near
+    if trained_on and os.path.isdir(os.path.join(trained_on, "val")):
+        return os.path.join(trained_on, "val")
+    raise DataError(f"--calibrate: no val/ split found beside {split_root} or in the training data; the temperature "
+                    f"is fitted on the validation images")
 
 
 def match_classes(split: str, known: list[str], skip_unknown: bool) -> list[str]:
@@ -124,13 +157,23 @@ def load_split(root: str, classes: list[str], model_classes: list[str], transfor
                       split.bad)
 
 
-def collect(model, loader, machine: Machine, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities and targets of every image, through train.py's validation batches."""
-    probs, targets = [], []
-    for p, t in predict_batches(model, loader, machine, mean, std, desc="evaluate"):
-        probs.append(p)
-        targets.append(t)
-    return torch.cat(probs), torch.cat(targets)
+def raw_probabilities(classifier, split: data.Split, machine: Machine, batch_size: int) -> torch.Tensor:
+    """Every image's probabilities before calibration (temperature 1), in the split's order:
+    through train.py's validation batches for a PyTorch model, or as predict.py reads files
+    (Pillow and numpy) for an ONNX one."""
+    if isinstance(classifier, predict.TorchClassifier):
+        loader = torch.utils.data.DataLoader(split.dataset, batch_size)
+        return torch.cat([p for p, _ in predict_batches(classifier.model, loader, machine, classifier.mean,
+                                                        classifier.std, desc="evaluate")])
+    temperature, classifier.temperature = classifier.temperature, 1.0
+    try:
+        rows = list(predict.predict_files(classifier, [path for path, _ in split.samples], batch_size))
+    finally:
+        classifier.temperature = temperature
+    unread = next((path for path, p, _ in rows if p is None), None)
+    if unread is not None:
+        raise DataError(f"{unread}: decoded for the split but not by the ONNX path's Pillow reader")
+    return torch.tensor([p for _, p, _ in rows])
 
 
 # ---------------------------------------------------------------- metrics
@@ -168,22 +211,46 @@ def most_confused(confusion: torch.Tensor, names: list[str], count: int = 5) -> 
     return [(names[i // n], names[i % n], v) for v, i in zip(values.tolist(), flat.tolist()) if v > 0]
 
 
+def topk_hits(probs: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    return (probs.topk(k, dim=1).indices == targets[:, None]).any(1)
+
+
 def topk_accuracy(probs: torch.Tensor, targets: torch.Tensor, k: int) -> float:
-    return (probs.topk(k, dim=1).indices == targets[:, None]).any(1).double().mean().item()
+    return topk_hits(probs, targets, k).double().mean().item()
+
+
+def intervals(probs: torch.Tensor, targets: torch.Tensor, k: int) -> dict:
+    """95% intervals: top-1 by Wilson's formula; top-k, macro-F1 and each class's recall by a
+    seeded bootstrap over the images (their per-image structure has no closed form)."""
+    n, num_classes = probs.shape
+    predicted, hits = probs.argmax(1), topk_hits(probs, targets, k).double()
+
+    def statistic(index: torch.Tensor) -> torch.Tensor:
+        counts = stats.class_counts(targets, predicted, num_classes, index)
+        return torch.cat([hits[index].mean(1, keepdim=True), stats.macro_f1_and_recall(counts)], 1)
+
+    low_high = stats.bootstrap(statistic, n)
+    return {"top1": list(stats.wilson(int((predicted == targets).sum()), n)), f"top{k}": low_high[:, 0].tolist(),
+            "macro_f1": low_high[:, 1].tolist(), "recall": low_high[:, 2:].T.tolist()}
+
+
+def span(low_high) -> str:
+    return f"{low_high[0]:.4f}-{low_high[1]:.4f}"
 
 
 def print_report(names: list[str], probs: torch.Tensor, targets: torch.Tensor, k: int, table: dict,
-                 confusion: torch.Tensor) -> None:
-    print(f"\n{len(targets)} images: top-1 {topk_accuracy(probs, targets, 1):.4f}  top-{k} "
-          f"{topk_accuracy(probs, targets, k):.4f}  macro F1 {table['macro_f1']:.4f}\n")
+                 confusion: torch.Tensor, ci: dict, scored: str) -> None:
+    print(f"\n{len(targets)} images ({scored}): top-1 {topk_accuracy(probs, targets, 1):.4f} (95% CI {span(ci['top1'])})"
+          f"  top-{k} {topk_accuracy(probs, targets, k):.4f} ({span(ci[f'top{k}'])})  macro F1 "
+          f"{table['macro_f1']:.4f} ({span(ci['macro_f1'])})\n")
     width = max(12, *(len(folders.printable(n)) for n in names))
-    print(f"{'class':<{width}}  precision  recall      f1  support")
+    print(f"{'class':<{width}}  precision  recall  recall 95% CI      f1  support")
     for i, name in enumerate(names):
         print(f"{folders.printable(name):<{width}}  {table['precision'][i]:9.4f}  {table['recall'][i]:6.4f}  "
-              f"{table['f1'][i]:6.4f}  {table['support'][i]:7d}")
+              f"{span(ci['recall'][i]):>13}  {table['f1'][i]:6.4f}  {table['support'][i]:7d}")
     for avg in ("macro", "weighted"):
         print(f"{avg + ' avg':<{width}}  {table[f'{avg}_precision']:9.4f}  {table[f'{avg}_recall']:6.4f}  "
-              f"{table[f'{avg}_f1']:6.4f}  {sum(table['support']):7d}")
+              f"{'':>13}  {table[f'{avg}_f1']:6.4f}  {sum(table['support']):7d}")
     pairs = most_confused(confusion, names)
     if pairs:
         print("\nmost confused (true -> predicted: images):")
@@ -195,11 +262,13 @@ def print_report(names: list[str], probs: torch.Tensor, targets: torch.Tensor, k
 def write_tables(out: Path, names: list[str], split: data.Split, probs: torch.Tensor, k: int, summary: dict) -> None:
     """summary.json, per_class.csv and predictions.csv."""
     table = summary.pop("table")
-    rows = [[folders.printable(n), table["precision"][i], table["recall"][i], table["f1"][i], table["support"][i]]
-            for i, n in enumerate(names)]
-    rows += [[f"{avg} avg", table[f"{avg}_precision"], table[f"{avg}_recall"], table[f"{avg}_f1"],
+    recall_ci = summary["ci"]["recall"]
+    rows = [[folders.printable(n), table["precision"][i], table["recall"][i], *recall_ci[i], table["f1"][i],
+             table["support"][i]] for i, n in enumerate(names)]
+    rows += [[f"{avg} avg", table[f"{avg}_precision"], table[f"{avg}_recall"], "", "", table[f"{avg}_f1"],
               sum(table["support"])] for avg in ("macro", "weighted")]
-    outputs.write_text(out / "per_class.csv", csv_text(["class", "precision", "recall", "f1", "support"], rows))
+    outputs.write_text(out / "per_class.csv", csv_text(
+        ["class", "precision", "recall", "recall_ci_low", "recall_ci_high", "f1", "support"], rows))
     top = probs.topk(k, dim=1)
     rows = [[folders.printable(path), folders.printable(names[t]), folders.printable(names[top.indices[i, 0]]),
              round(top.values[i, 0].item(), 6), round(probs[i, t].item(), 6),
@@ -229,9 +298,9 @@ def new_figure(width: float, height: float):
     return fig
 
 
-def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path) -> None:
-    """Counts and row-normalised side by side; cell numbers and font sizes shrink, and the
-    figure grows, with the class count, so 100 classes stay legible."""
+def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path, headline: str) -> None:
+    """Counts and row-normalised side by side, under the headline score; cell numbers and font
+    sizes shrink, and the figure grows, with the class count, so 100 classes stay legible."""
     n = len(names)
     side = min(40.0, max(5.0, 0.22 * n + 2.5))
     fig = new_figure(2 * side + 1.5, side + 1)
@@ -249,6 +318,28 @@ def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path) -> Non
                 text = f"{v:.0f}" if title == "images" else f"{v:.2f}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=label_size,
                         color="white" if v > values.max().item() / 2 else "black")
+    fig.suptitle(headline)
+    fig.tight_layout()
+    outputs.save_figure(fig, path)
+
+
+def plot_reliability(bins: dict, raw_ece: float | None, temperature: float, path: Path) -> None:
+    """Reliability diagram: each confidence bin's accuracy against its mean confidence, with
+    the image count per bin; a calibrated model's bars follow the diagonal."""
+    edges = torch.linspace(0, 1, len(bins["count"]) + 1)
+    fig = new_figure(6, 6.5)
+    ax, counts = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.bar(edges[:-1].tolist(), bins["accuracy"], width=1 / len(bins["count"]), align="edge", edgecolor="black",
+           alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    shown = [(c, a) for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n]
+    ax.plot([c for c, _ in shown], [a for _, a in shown], "o", color="crimson", label="mean confidence")
+    before = "" if raw_ece is None else f" (uncalibrated: {raw_ece:.3f})"
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"ECE {bins['ece']:.3f}{before}, temperature {temperature:.2f}")
+    ax.legend(loc="upper left", fontsize=8)
+    counts.bar(edges[:-1].tolist(), bins["count"], width=1 / len(bins["count"]), align="edge", edgecolor="black")
+    counts.set(xlabel="confidence (top probability)", ylabel="images")
     fig.tight_layout()
     outputs.save_figure(fig, path)
 
@@ -366,54 +457,137 @@ def neighbours_figure(count: int, model, machine: Machine, classifier, split: da
            f"training images"
 
 
+# ---------------------------------------------------------------- two models, and calibration
+def load_other(args, classifier, tta: bool):
+    """--compare's model: it must name the same classes and see the same crops as ours."""
+    other = predict.load_classifier(args.compare, args.device, tta, args.class_indices)
+    if other.names != classifier.names:
+        raise ArgumentError(f"--compare {args.compare}: its classes ({', '.join(other.names)}) differ from "
+                            f"{args.weights}'s ({', '.join(classifier.names)}); compare models of the same classes")
+    geometry = [(c.transform.size, c.transform.resize) for c in (classifier, other)]
+    if geometry[0] != geometry[1]:
+        raise ArgumentError(f"--compare {args.compare}: it evaluates at size {geometry[1][0]} (resize "
+                            f"{geometry[1][1]}), {args.weights} at size {geometry[0][0]} (resize {geometry[0][1]}); "
+                            f"compare models of one evaluation size")
+    return other
+
+
+def compare_models(a_name: str, a_probs: torch.Tensor, b_name: str, b_probs: torch.Tensor,
+                   targets: torch.Tensor) -> dict:
+    """B against A on the same images: the top-1 difference with a paired bootstrap interval,
+    and an exact McNemar test on the images exactly one of the two got right."""
+    right_a, right_b = a_probs.argmax(1) == targets, b_probs.argmax(1) == targets
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    diff = right_b.double() - right_a.double()
+    low, high = stats.bootstrap(lambda index: diff[index].mean(1), len(targets)).tolist()
+    delta, p = diff.mean().item(), stats.mcnemar(only_a, only_b)
+    test = f"exact McNemar: {only_b} images only B got right, {only_a} only A"
+    if p < 0.05:
+        better, sign = ("B", 1) if delta > 0 else ("A", -1)
+        lo, hi = sorted((sign * low, sign * high))
+        verdict = (f"{better} is better by {abs(delta) * 100:.1f} points, 95% CI {lo * 100:.1f} to {hi * 100:.1f}, "
+                   f"p = {p:.2g} ({test})")
+    else:
+        verdict = (f"no difference detectable on {len(targets)} images: B - A = {delta * 100:+.1f} points, 95% CI "
+                   f"{low * 100:.1f} to {high * 100:.1f}, p = {p:.2g} ({test})")
+    return {"a": a_name, "b": b_name, "top1_a": right_a.double().mean().item(), "top1_b": right_b.double().mean().item(),
+            "difference": delta, "difference_ci": [low, high], "only_a": only_a, "only_b": only_b, "p_value": p,
+            "verdict": verdict}
+
+
+def fit_and_store_temperature(args, classifier, machine: Machine, val_root: str, cache: str | None,
+                              batch_size: int) -> float:
+    """--calibrate: the temperature that calibrates the val/ split, written into the checkpoint."""
+    val = load_split(val_root, match_classes(val_root, classifier.names, args.skip_unknown), classifier.names,
+                     classifier.transform, cache, args.quiet)
+    targets = torch.tensor([t for _, t in val.samples])
+    temperature = stats.fit_temperature(raw_probabilities(classifier, val, machine, batch_size), targets)
+    ckpt = load_checkpoint(args.weights)
+    outputs.save_torch(ckpt | {"temperature": temperature}, Path(args.weights))
+    print(f"temperature {temperature:.3f}, fitted on {val_root} ({len(targets)} images), written into {args.weights}"
+          f" (export it again to calibrate its ONNX file)")
+    return temperature
+
+
 # ---------------------------------------------------------------- the run
 def check_args(args) -> None:
     for option, value, low in (("--topk", args.topk, 1), ("--mistakes", args.mistakes, 0),
                                ("--neighbours", args.neighbours, 0), ("--batch-size", args.batch_size, 0)):
         if not low <= value <= 4096:
             raise ArgumentError(f"{option} {value}: must be in {low}..4096")
-    if args.weights.lower().endswith(".onnx"):
-        raise CheckpointError(f"{args.weights}: evaluate.py needs the PyTorch checkpoint (its figures look inside "
-                              f"the network); give the .pth the ONNX file was exported from")
+    if args.calibrate and args.weights.lower().endswith(".onnx"):
+        raise ArgumentError(f"--calibrate: {args.weights} is an ONNX export; calibrate the .pth it was exported from, "
+                            f"then export it again")
 
 
 def main(args) -> int:
     check_args(args)
     classifier = predict.load_classifier(args.weights, args.device, False, args.class_indices)
     names, card = classifier.names, classifier.card
-    split_root = find_split(args.data, card["data"], names)
+    if args.calibrate and card["epoch"] is None:
+        raise CheckpointError(f"{args.weights}: a bare state_dict has no place for a temperature; --calibrate needs "
+                              f"a train.py checkpoint")
+    split_root, which = find_split(args.data, card["data"], names)
     out = Path(args.output_dir) if args.output_dir else Path(args.weights).resolve().parent / outputs.EVAL_FOLDER
     if out.resolve().is_relative_to(Path(split_root).resolve()):
         raise ArgumentError(f"--output-dir {out}: is inside the data folder {split_root}; the report would mix "
                             f"with the images. Pick a folder outside it")
     outputs.check_writable_folder(out, "--output-dir")
-    classifier.transform = data.EvalTransform(classifier.transform.size, classifier.transform.resize,
-                                              bool(card["tta"]) if args.tta is None else args.tta)
+    tta = bool(card["tta"]) if args.tta is None else args.tta
+    classifier.transform = type(classifier.transform)(classifier.transform.size, classifier.transform.resize, tta)
+    other = load_other(args, classifier, tta) if args.compare else None
+    val_root = calibration_split(split_root, which, card["data"]) if args.calibrate else None
     # fp32, as predict.py, app.py and the ONNX model: the same image gets the same probabilities everywhere
-    machine = Machine(classifier.device, "fp32", quiet=args.quiet)
+    machine = Machine(getattr(classifier, "device", torch.device("cpu")), "fp32", quiet=args.quiet)
     cache = Path(args.weights).resolve().parent / ".cache"  # train.py's: its val/ crops are there already
-    split = load_split(split_root, match_classes(split_root, names, args.skip_unknown), names, classifier.transform,
-                       str(cache) if cache.is_dir() else None, args.quiet)
-    loader = torch.utils.data.DataLoader(split.dataset, args.batch_size or (32 if machine.device.type == "cpu" else 256))
-    probs, targets = collect(classifier.model, loader, machine, classifier.mean, classifier.std)
-    if not torch.isfinite(probs).all():
+    cache = str(cache) if cache.is_dir() else None
+    transform = data.EvalTransform(classifier.transform.size, classifier.transform.resize, tta)
+    split = load_split(split_root, match_classes(split_root, names, args.skip_unknown), names, transform, cache,
+                       args.quiet)
+    batch = args.batch_size or (32 if machine.device.type == "cpu" else 256)
+    temperature = fit_and_store_temperature(args, classifier, machine, val_root, cache, batch) if args.calibrate \
+        else classifier.temperature
+    raw = raw_probabilities(classifier, split, machine, batch)
+    if not torch.isfinite(raw).all():
         raise CheckpointError(f"{args.weights}: the model gives NaN or infinite probabilities: its weights are broken")
+    probs, targets = calibrated(raw, temperature), torch.tensor([t for _, t in split.samples])
     k = min(args.topk, len(names))
     confusion = confusion_matrix(targets, probs.argmax(1), len(names))
-    table = class_metrics(confusion)
-    print_report(names, probs, targets, k, table, confusion)
+    table, ci = class_metrics(confusion), intervals(probs, targets, k)
+    bins = stats.expected_calibration_error(probs, targets)
+    raw_ece = stats.expected_calibration_error(raw, targets)["ece"] if temperature != 1.0 else None
+    print_report(names, probs, targets, k, table, confusion, ci, f"{which} split {split_root}")
+    print(f"\ncalibration: ECE {bins['ece']:.4f} ({stats.ECE_BINS} bins), temperature {temperature:.3f}"
+          + (f" (uncalibrated: ECE {raw_ece:.4f})" if raw_ece is not None else
+             "; evaluate.py --calibrate fits one on val/"))
+    if which == "val":
+        print("note: val/ is the split that chose this checkpoint (its best epoch), so its score is optimistic; "
+              "hold out a test split with  python data_set/split_data.py SRC --test 0.1")
+    comparison = None
+    if other is not None:
+        other_probs = calibrated(raw_probabilities(other, split, machine, batch), other.temperature)
+        comparison = compare_models(str(args.weights), probs, str(args.compare), other_probs, targets)
+        print(f"\nA = {args.weights}: top-1 {comparison['top1_a']:.4f}; B = {args.compare}: top-1 "
+              f"{comparison['top1_b']:.4f}\n{comparison['verdict']}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"top1": topk_accuracy(probs, targets, 1), f"top{k}": topk_accuracy(probs, targets, k),
-               "macro_f1": table["macro_f1"], "weighted_f1": table["weighted_f1"], "images": len(targets),
-               "unreadable": len(split.bad), "weights": str(args.weights), "data": split_root,
-               "tta": classifier.transform.tta, "checkpoint_best_acc": card["best_acc"], "table": table}
+    top1 = topk_accuracy(probs, targets, 1)
+    summary = {"top1": top1, f"top{k}": topk_accuracy(probs, targets, k), "macro_f1": table["macro_f1"],
+               "weighted_f1": table["weighted_f1"], "ci": ci, "ece": bins["ece"], "ece_uncalibrated": raw_ece,
+               "temperature": temperature, "images": len(targets), "unreadable": len(split.bad), "split": which,
+               "weights": str(args.weights), "data": split_root, "tta": tta, "checkpoint_best_acc": card["best_acc"],
+               "compare": comparison, "table": table}
     write_tables(out, names, split, probs, k, summary)
-    plot_confusion(confusion, names, out / "confusion_matrix.png")
-    plot_filters(classifier.model, out / "conv1_filters.png")
+    plot_confusion(confusion, names, out / "confusion_matrix.png",
+                   f"top-1 {top1:.3f} (95% CI {span(ci['top1'])}) on {len(targets)} images of {which}")
+    plot_reliability(bins, raw_ece, temperature, out / "reliability.png")
     if args.mistakes:
         plot_mistakes(split, probs, targets, names, args.mistakes, out / "mistakes.png")
-    if args.neighbours:
-        print(neighbours_figure(args.neighbours, classifier.model, machine, classifier, split, card["data"], out))
+    if isinstance(classifier, predict.TorchClassifier):
+        plot_filters(classifier.model, out / "conv1_filters.png")
+        if args.neighbours:
+            print(neighbours_figure(args.neighbours, classifier.model, machine, classifier, split, card["data"], out))
+    else:
+        print("conv1_filters.png and neighbours.png not drawn: they look inside the network, which an ONNX file hides")
     print(f"report and figures in {out}")
     if split.bad:
         print(f"{len(split.bad)} image(s) could not be read; the other {len(targets)} were scored", file=sys.stderr)

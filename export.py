@@ -65,7 +65,7 @@ def metadata(classifier) -> dict:
     return {"format": 1, "classes": classifier.names, "mean": list(classifier.mean), "std": list(classifier.std),
             "eval": {"size": classifier.transform.size, "resize": classifier.transform.resize},
             "arch": card["arch"], "best_acc": card["best_acc"], "epoch": card["epoch"], "data": card["data"],
-            "source": str(card["weights"])}
+            "temperature": card["temperature"], "source": str(card["weights"])}
 
 
 def export(classifier, path: Path, opset: int | None) -> None:

@@ -193,7 +193,7 @@ def synchronize(device: torch.device) -> None:
 
 @torch.inference_mode()
 def predict_batches(model: nn.Module, loader, machine: Machine, mean, std, desc: str = "validate",
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    temperature: float = 1.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(probabilities on the CPU, targets) per batch; the softmax of ten-crop batches is
     averaged over the views. Shared by validation and evaluate.py."""
     model.eval()
@@ -201,7 +201,7 @@ def predict_batches(model: nn.Module, loader, machine: Machine, mean, std, desc:
         views = images.shape[1] if images.dim() == 5 else 1
         x = data.normalize(images.to(machine.device, non_blocking=True), mean, std)
         with machine.autocast():
-            yield probabilities(model, x, views).cpu(), targets
+            yield probabilities(model, x, views, temperature).cpu(), targets
 
 
 def progress(iterable, machine: Machine, desc: str, total: int | None = None):

@@ -1,6 +1,6 @@
 """The fields a model file carries beside its weights, checked alike in a checkpoint and in
 an ONNX export's metadata: the class names, the evaluation geometry, mean/std, the score
-and epoch, the precision it was trained at. A damaged or crafted value is one line naming
+and epoch, the precision it was trained at, the calibration temperature. A damaged or crafted value is one line naming
 the file and the field, never a traceback or a confident wrong answer later.
 
 Standard library only: predict.py's ONNX path checks its metadata without importing torch.
@@ -12,6 +12,7 @@ from errors import CheckpointError
 MIN_IMG_SIZE, MAX_IMG_SIZE = 63, 1024  # AlexNet's smallest input; a batch of 32 at 1024 px needs ~10 GiB to train
 MAX_CLASSES = 100_000
 PRECISIONS = ("fp32", "bf16", "fp16")  # what a run trains at; inference is always fp32
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0  # calibration (stats.fit_temperature keeps T in this range)
 
 
 def check_fields(info: dict, path: str) -> None:
@@ -51,6 +52,10 @@ def check_fields(info: dict, path: str) -> None:
     for key in ("config", "plan"):
         if info.get(key) is not None:
             need(isinstance(info[key], dict), key, "must be a dict")
+    if "temperature" in info:
+        t = info["temperature"]
+        need(isinstance(t, (int, float)) and not isinstance(t, bool) and MIN_TEMPERATURE <= t <= MAX_TEMPERATURE,
+             "temperature", f"is {t!r}; must be a number in {MIN_TEMPERATURE}..{MAX_TEMPERATURE}")
     if info.get("precision") is not None:
         need(info["precision"] in PRECISIONS, "precision", f"is {info['precision']!r}; known: {', '.join(PRECISIONS)}")
 

@@ -27,7 +27,8 @@ MAX_CHECKPOINT_BYTES = 4 * 2**30
 #   1  train.py 694ef3c..30913d2: config as argparse left it (None for an option not given),
 #      plateau {"scale", "bad_epochs"}, Python's RNG state in three spellings, no plan
 #   2  train.py 0f3e2ed..23402ed: + plan, ReduceLROnPlateau's own state_dict
-#   3  + format, precision and device_type (the training precision kept on resume)
+#   3  + format, precision and device_type (the training precision kept on resume), temperature
+#      (evaluate.py --calibrate; 1.0 = uncalibrated)
 CHECKPOINT_FORMAT = 3
 
 # conv widths (5 layers) and hidden FC width for each variant
@@ -184,8 +185,8 @@ def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
             ckpt["rng"] = rng | {"python": (3, tuple(python), None)}
         elif isinstance(python, list) and len(python) == 3 and isinstance(python[1], (list, tuple)):
             ckpt["rng"] = rng | {"python": (python[0], tuple(python[1]), python[2])}
-    if fmt < 3:  # the precision was not recorded: chosen afresh
-        ckpt = {"precision": None, "device_type": None} | ckpt
+    if fmt < 3:  # the precision was not recorded: chosen afresh; the probabilities were never calibrated
+        ckpt = {"precision": None, "device_type": None, "temperature": 1.0} | ckpt
     ckpt["format"] = CHECKPOINT_FORMAT
     return ckpt
 
@@ -221,11 +222,21 @@ def from_checkpoint(ckpt: dict, path: str) -> AlexNet:
     return model
 
 
-def probabilities(model: nn.Module, images: torch.Tensor, views: int = 1) -> torch.Tensor:
+def probabilities(model: nn.Module, images: torch.Tensor, views: int = 1, temperature: float = 1.0) -> torch.Tensor:
     """Softmax over classes of normalised ``images``, averaged over ``views`` consecutive
-    test-time views per image."""
+    test-time views per image, then calibrated by ``temperature``."""
     probs = model(images).float().softmax(dim=1)
-    return probs.view(-1, views, probs.shape[1]).mean(dim=1) if views > 1 else probs
+    probs = probs.view(-1, views, probs.shape[1]).mean(dim=1) if views > 1 else probs
+    return calibrated(probs, temperature)
+
+
+def calibrated(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Temperature scaling, softmax(log p / T), applied after any averaging of views, so that
+    evaluate.py fits T on exactly what predict.py reports. Every probability moves the same
+    way, so the predicted class never changes. (predict.py's ONNX path does the same in numpy.)"""
+    if temperature == 1.0:
+        return probs
+    return (probs.clamp_min(1e-12).log() / temperature).softmax(dim=1)
 
 
 def grad_cam(model: AlexNet, images: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:

@@ -98,6 +98,7 @@ class TorchClassifier:
         ev = ckpt.get("eval", {"size": 224, "resize": 0})  # a raw state_dict: the tutorial's Resize((224, 224))
         self.transform = data.EvalTransform(ev["size"], ev["resize"], tta)
         self.mean, self.std = ckpt.get("mean", images.TUTORIAL_MEAN), ckpt.get("std", images.TUTORIAL_STD)
+        self.temperature = ckpt["temperature"]
         self.card = model_card(ckpt, weights, self.names)
 
     def load(self, path: str):
@@ -115,7 +116,7 @@ class TorchClassifier:
         # fp32 on every path (and whatever autocast a caller has on): the probabilities
         # predict.py, evaluate.py, app.py and the ONNX model report agree to 1e-5
         with self.torch.inference_mode(), self.torch.autocast(self.device.type, enabled=False):
-            return probabilities(self.model, x, self.transform.views).cpu().tolist()
+            return probabilities(self.model, x, self.transform.views, self.temperature).cpu().tolist()
 
     def grad_cam(self, image, class_index: int) -> tuple:
         """(the centre view the model sees, uint8 H x W x 3; its Grad-CAM for the class,
@@ -133,7 +134,7 @@ def model_card(ckpt: dict, weights: str, names: list[str]) -> dict:
     config = ckpt.get("config") or {}
     return {"weights": str(weights), "arch": ckpt.get("arch"), "classes": names, "best_acc": ckpt.get("best_acc"),
             "epoch": ckpt.get("epoch"), "data": config.get("data"), "eval": ckpt.get("eval"),
-            "tta": bool(config.get("tta", False))}
+            "tta": bool(config.get("tta", False)), "temperature": ckpt["temperature"]}
 
 
 class OnnxClassifier:
@@ -160,9 +161,10 @@ class OnnxClassifier:
         ev = info.get("eval", {"size": side or 224, "resize": 0})
         self.transform = images.EvalViews(ev["size"], ev["resize"], tta)
         self.mean, self.std = info.get("mean", images.TUTORIAL_MEAN), info.get("std", images.TUTORIAL_STD)
+        self.temperature = info.get("temperature", 1.0)  # exports before calibration existed: uncalibrated
         self.card = {"weights": str(weights), "arch": info.get("arch"), "classes": self.names,
                      "best_acc": info.get("best_acc"), "epoch": info.get("epoch"), "data": info.get("data"),
-                     "eval": ev, "tta": False}
+                     "eval": ev, "tta": False, "temperature": self.temperature}
 
     def load(self, path: str):
         return self.transform(images.open_rgb(path))
@@ -175,9 +177,15 @@ class OnnxClassifier:
         views = np.concatenate([v.reshape(-1, *v.shape[-3:]) for v in batch])
         logits = self.session.run(None, {self.session.get_inputs()[0].name: images.normalize(views, self.mean,
                                                                                               self.std)})[0]
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = exp / exp.sum(axis=1, keepdims=True)
-        return probs.reshape(len(batch), -1, probs.shape[1]).mean(axis=1).tolist()
+        probs = softmax(np, logits).reshape(len(batch), -1, logits.shape[1]).mean(axis=1)
+        if self.temperature != 1.0:  # model.calibrated, in numpy
+            probs = softmax(np, np.log(np.clip(probs, 1e-12, None)) / self.temperature)
+        return probs.tolist()
+
+
+def softmax(np, logits):
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def onnx_signature(session, weights: str) -> tuple[int, int | None]:
@@ -206,7 +214,7 @@ def onnx_metadata(session, weights: str, num_classes: int) -> dict:
         raise CheckpointError(f"{weights}: its 'alexnet' metadata is not valid JSON") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{weights}: its 'alexnet' metadata is not a JSON object")
-    fields = {k: info[k] for k in ("classes", "eval", "mean", "std", "best_acc", "epoch") if k in info}
+    fields = {k: info[k] for k in ("classes", "eval", "mean", "std", "best_acc", "epoch", "temperature") if k in info}
     metadata.check_fields({"num_classes": num_classes, **fields}, f"{weights} (metadata)")
     return info
 

@@ -587,14 +587,19 @@ def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunStat
                 f"{row['seconds']:.1f}s  ({row['train_images_per_s']:.0f} img/s){'  *best*' if improved else ''}")
     if not machine.is_main:
         return
+    save_checkpoints(cfg, machine, trainer, state, classes)
+    write_metrics(Path(cfg.output_dir) / "metrics.csv", state.history)
+    plot_curves(cfg, state.history, Path(cfg.output_dir) / "curves.png")
+
+
+def save_checkpoints(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str]) -> None:
+    """last.pth, and best.pth when this epoch is the best: the same bytes, a second name for
+    last.pth's file (which the next epoch replaces, not rewrites)."""
     out = Path(cfg.output_dir)
-    ckpt = build_checkpoint(cfg, machine, trainer, state, classes)
-    outputs.save_torch(ckpt, out / "last.pth")
+    outputs.save_torch(build_checkpoint(cfg, machine, trainer, state, classes), out / "last.pth")
     state.saved_epoch = state.epoch
-    if improved:  # the same bytes: a second name for last.pth's file (which the next epoch replaces, not rewrites)
+    if state.best_epoch == state.epoch:
         outputs.link_atomic(out / "last.pth", out / "best.pth")
-    write_metrics(out / "metrics.csv", state.history)
-    plot_curves(cfg, state.history, out / "curves.png")
 
 
 def build_checkpoint(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str]) -> dict:
@@ -611,7 +616,8 @@ def build_checkpoint(cfg: Config, machine: Machine, trainer: Trainer, state: Run
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             "lighting": trainer.lighting_basis, "eval": {"size": cfg.img_size, "resize": cfg.val_resize},
             "mean": list(cfg.mean), "std": list(cfg.std),
-            "precision": machine.precision, "device_type": machine.device.type}
+            "precision": machine.precision, "device_type": machine.device.type,
+            "temperature": 1.0}  # evaluate.py --calibrate fits it on the validation split
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
@@ -700,6 +706,8 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
                 finish_epoch(cfg, machine, trainer, state, row, loaders.classes)
                 if state.costs is not None and state.epoch < state.plan.epochs:
                     replan(cfg, machine, state, row, time.monotonic() - epoch_start)
+                    if state.epoch == state.plan.epochs and machine.is_main:  # cut short: the files say so
+                        save_checkpoints(cfg, machine, trainer, state, loaders.classes)
         except (TrainingStopped, OutputError, DataError) as e:
             code = e.code if isinstance(e, TrainingStopped) else 1
             raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state)}", code) from None

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sha256", default=SHA256, help="expected SHA-256 of the archive")
     p.add_argument("--dir", default=str(HERE), help="where the archive and flower_photos/ go")
     p.add_argument("--dest", default=None, help="split output (default DIR/flower_data)")
+    p.add_argument("--test", type=float, default=0.0, metavar="FRACTION",
+                   help="also hold out this share of each class as test/ (default 0: train/val 9:1)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     folder = Path(args.dir)
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             unpack(archive, tmp)
             (tmp / "flower_photos").replace(photos)
             tmp.rmdir()
-        split(photos, Path(args.dest) if args.dest else folder / "flower_data", quiet=args.quiet)
+        split(photos, Path(args.dest) if args.dest else folder / "flower_data", quiet=args.quiet,
+              test_ratio=args.test)
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,15 @@
-"""Split raw ``<class>/<image>`` folders into ``train/`` and ``val/`` (ImageFolder layout).
+"""Split raw ``<class>/<image>`` folders into ``train/``, ``val/`` and optionally ``test/`` (ImageFolder layout).
 
     python data_set/split_data.py                                  # data_set/flower_photos -> data_set/flower_data
+    python data_set/split_data.py --test 0.1                       # 8:1:1, a test split train.py never reads
     python data_set/split_data.py ~/my_photos --dest data_set/my_data --val-ratio 0.2
 
 Each class sends ``floor(n * val_ratio)`` images to val (at least one), drawn with
 ``random.Random(seed)`` from the sorted file list, classes in sorted order, so every
 machine gets the same split (3306 train / 364 val on the full 3670-image flower_photos).
+With ``--test FRACTION``, ``floor(n * FRACTION)`` (at least one) of the rest go to test, drawn
+after val, so val is the same with or without a test split. train.py picks its model on val
+and never reads test; evaluate.py scores test when there is one.
 Images in sub-folders of a class belong to it, as train.py reads them; links are followed
 once. Files are copied (or hard-linked with --link); nothing is ever deleted, and an
 existing train/ or val/ is left alone: the tool refuses instead.
@@ -25,44 +29,55 @@ import folders  # noqa: E402
 from errors import ArgumentError, DataError, OneLineParser, OutputError, UserError, printable_console  # noqa: E402
 
 
-def plan_split(src: Path, val_ratio: float,
-               seed: int) -> tuple[dict[str, tuple[list[str], list[str]]], folders.Listing]:
-    """{class: (train files, val files)} as paths relative to the class folder,
-    deterministic for a given folder, ratio and seed; and what was skipped."""
+def plan_split(src: Path, val_ratio: float, seed: int,
+               test_ratio: float = 0.0) -> tuple[dict[str, dict[str, list[str]]], folders.Listing]:
+    """{class: {"train": files, "val": files[, "test": files]}} as paths relative to the class
+    folder, deterministic for a given folder, ratios and seed; and what was skipped."""
     classes = folders.find_classes(str(src))
-    rng = random.Random(seed)
+    rng, test_rng = random.Random(seed), random.Random(f"test-{seed}")  # val is the same with or without test/
     plan, skipped, seen = {}, folders.Listing(), {}
     for c in classes:
         listing = folders.list_images(str(src / c), seen)
         skipped.add(listing)
         files = [os.path.relpath(f, src / c) for f in listing.files]
-        if len(files) < 2:
-            raise DataError(f"{src / c}: class folder has {len(files)} image(s); each class needs at least 2, "
-                            f"one for train/ and one for val/")
+        parts = ("train", "val", "test") if test_ratio else ("train", "val")
+        if len(files) < len(parts):
+            raise DataError(f"{src / c}: class folder has {len(files)} image(s); each class needs at least "
+                            f"{len(parts)}, one for each of {'/, '.join(parts)}/")
         val = set(rng.sample(files, k=max(1, int(len(files) * val_ratio))))
-        plan[c] = ([f for f in files if f not in val], sorted(val))
+        rest = [f for f in files if f not in val]
+        test = set(test_rng.sample(rest, k=max(1, int(len(files) * test_ratio)))) if test_ratio else set()
+        if len(test) >= len(rest):
+            raise DataError(f"{src / c}: {len(files)} images; --val-ratio {val_ratio} and --test {test_ratio} "
+                            f"leave none for train/")
+        plan[c] = {"train": [f for f in rest if f not in test], "val": sorted(val)} | \
+            ({"test": sorted(test)} if test_ratio else {})
     return plan, skipped
 
 
 def split(src: Path, dest: Path, val_ratio: float = 0.1, seed: int = 0, link: bool = False,
-          quiet: bool = False) -> dict[str, int]:
-    """Copy ``src/<class>/*`` into ``dest/{train,val}/<class>/``; returns the image counts."""
+          quiet: bool = False, test_ratio: float = 0.0) -> dict[str, int]:
+    """Copy ``src/<class>/*`` into ``dest/{train,val[,test]}/<class>/``; returns the image counts."""
     if not 0 < val_ratio < 1:
         raise ArgumentError(f"--val-ratio {val_ratio}: must be in (0, 1)")
+    if not (test_ratio == 0 or 0 < test_ratio < 1 - val_ratio):
+        raise ArgumentError(f"--test {test_ratio}: must be 0 (no test split) or in (0, {1 - val_ratio:g}), "
+                            f"leaving images for train/ beside --val-ratio {val_ratio}")
     if not src.is_dir():
         raise DataError(f"{src}: source folder not found")
     if dest.resolve() == src.resolve() or dest.resolve().is_relative_to(src.resolve()):
         raise ArgumentError(f"--dest {dest}: is inside the source folder {src}; its train/ and val/ would "
                             f"become classes of the next split. Pick a folder outside it")
-    plan, skipped = plan_split(src, val_ratio, seed)
-    for part in ("train", "val"):
+    plan, skipped = plan_split(src, val_ratio, seed, test_ratio)
+    names = ("train", "val", "test") if test_ratio else ("train", "val")
+    for part in ("train", "val", "test"):
         if (dest / part).exists():
             raise OutputError(f"{dest / part}: already exists; remove it yourself or pass another --dest")
     created = [p for p in (dest, *dest.parents) if not p.exists()]
     dest.mkdir(parents=True, exist_ok=True)
     # built under temporary names and renamed at the end: a failure (a full disk, --link across
     # disks) leaves no half-made train/ or val/ that the next run would refuse
-    partial = {part: dest / f".{part}.partial-{os.getpid()}" for part in ("train", "val")}
+    partial = {part: dest / f".{part}.partial-{os.getpid()}" for part in names}
     try:
         counts = fill(src, partial, plan, link, quiet)
         for part, folder in partial.items():
@@ -80,21 +95,21 @@ def split(src: Path, dest: Path, val_ratio: float = 0.1, seed: int = 0, link: bo
             except OSError:
                 pass
     (dest / "split.json").write_text(json.dumps({"source": folders.printable(str(src)), "val_ratio": val_ratio,
-                                                 "seed": seed, "classes": [folders.printable(c) for c in plan],
-                                                 **counts}, indent=2))
+                                                 "test_ratio": test_ratio, "seed": seed,
+                                                 "classes": [folders.printable(c) for c in plan], **counts}, indent=2))
     if not quiet:
         if folders.describe_skipped(skipped):
             print(folders.describe_skipped(skipped))
-        print(f"{counts['train']} train / {counts['val']} val images in {dest}")
+        print(" / ".join(f"{n} {part}" for part, n in counts.items()) + f" images in {dest}")
     return counts
 
 
 def fill(src: Path, parts: dict[str, Path], plan: dict, link: bool, quiet: bool) -> dict[str, int]:
-    """Copy (or hard-link) every planned file into ``parts[train|val]/<class>/``."""
-    counts = {"train": 0, "val": 0}
+    """Copy (or hard-link) every planned file into ``parts[train|val|test]/<class>/``."""
+    counts = dict.fromkeys(parts, 0)
     put = os.link if link else shutil.copy2
-    for c, (train, val) in plan.items():
-        for part, files in (("train", train), ("val", val)):
+    for c, files_of in plan.items():
+        for part, files in files_of.items():
             (parts[part] / c).mkdir(parents=True, exist_ok=True)
             for f in files:
                 target = parts[part] / c / f
@@ -102,7 +117,7 @@ def fill(src: Path, parts: dict[str, Path], plan: dict, link: bool, quiet: bool)
                 put(src / c / f, target)
             counts[part] += len(files)
         if not quiet:
-            print(f"{folders.printable(c):>12}: {len(train)} train, {len(val)} val")
+            print(f"{folders.printable(c):>12}: " + ", ".join(f"{len(f)} {part}" for part, f in files_of.items()))
     return counts
 
 
@@ -112,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", nargs="?", default=str(HERE / "flower_photos"), help="folder of <class>/<image> folders")
     p.add_argument("--dest", default=str(HERE / "flower_data"), help="where train/ and val/ are created")
     p.add_argument("--val-ratio", type=float, default=0.1)
+    p.add_argument("--test", type=float, default=0.0, metavar="FRACTION",
+                   help="also hold out this share of each class as test/ (default 0: the tutorial's train/val)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--link", action="store_true", help="hard-link instead of copying (same disk only)")
     args = p.parse_args(argv)
     try:
-        split(Path(args.src), Path(args.dest), args.val_ratio, args.seed, args.link)
+        split(Path(args.src), Path(args.dest), args.val_ratio, args.seed, args.link, test_ratio=args.test)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

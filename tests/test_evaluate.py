@@ -48,7 +48,7 @@ def test_a_100_class_confusion_matrix_renders(tmp_path):
     gen = torch.Generator().manual_seed(0)
     targets = torch.randint(0, 100, (3000,), generator=gen)
     predicted = torch.where(torch.rand(3000, generator=gen) < 0.7, targets, torch.randint(0, 100, (3000,), generator=gen))
-    evaluate.plot_confusion(evaluate.confusion_matrix(targets, predicted, 100), names, tmp_path / "cm.png")
+    evaluate.plot_confusion(evaluate.confusion_matrix(targets, predicted, 100), names, tmp_path / "cm.png", "top-1")
     with Image.open(tmp_path / "cm.png") as img:
         assert img.width > 2000 and img.height > 1000
 

@@ -1,0 +1,117 @@
+"""How sure a score measured on a few hundred images is: intervals, paired comparisons and
+calibration, for evaluate.py.
+
+    wilson(231, 309)                        # 95% interval of a proportion (top-1)
+    bootstrap(statistic, n)                 # seeded percentile interval of any per-image statistic
+    mcnemar(b, c)                           # exact two-sided p of a paired comparison
+    expected_calibration_error(probs, targets)
+    fit_temperature(probs, targets)         # one scalar: softmax(log p / T) matches the accuracy
+
+The bootstrap and the temperature use torch; Wilson and McNemar are closed forms (scipy
+would add a dependency for two formulas; the tests check both against independent sums).
+"""
+import math
+from typing import Callable
+
+import torch
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+BOOTSTRAP_SAMPLES = 2000
+ECE_BINS = 15
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of ``successes / n`` (Wilson 1927): unlike the normal
+    approximation it stays inside [0, 1] and covers near 0 and 1."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap(statistic: Callable[[torch.Tensor], torch.Tensor], n: int, samples: int = BOOTSTRAP_SAMPLES,
+              seed: int = 0, level: float = 0.95) -> torch.Tensor:
+    """Percentile interval (2 x ...) of ``statistic`` over images resampled with replacement.
+    ``statistic`` maps a B x n tensor of image indices to B values (or B x K for K statistics
+    at once); the draws are seeded, so a report is reproducible."""
+    gen = torch.Generator().manual_seed(seed)
+    chunk = max(1, min(200, 4_000_000 // max(n, 1)))  # resamples drawn at once: a few tens of MB of indices
+    values = torch.cat([statistic(torch.randint(n, (min(chunk, samples - s), n), generator=gen))
+                        for s in range(0, samples, chunk)]).double()
+    alpha = (1 - level) / 2  # NaN: a resample where the statistic is undefined (no image of a class)
+    return torch.nanquantile(values, torch.tensor([alpha, 1 - alpha], dtype=torch.float64), dim=0)
+
+
+def class_counts(targets: torch.Tensor, predicted: torch.Tensor, num_classes: int,
+                 index: torch.Tensor) -> torch.Tensor:
+    """B x 3 x C: per class, the true positives, the support and the predictions of each of
+    the B resamples in ``index`` (B x n image indices); memory B x C, not B x C x C."""
+    b = index.shape[0]
+    offset = torch.arange(b)[:, None] * num_classes
+    t, p = targets[index] + offset, predicted[index] + offset
+    hit = (targets[index] == predicted[index]).double()
+
+    def count(cells, weights=None):
+        return torch.bincount(cells.flatten(), weights, minlength=b * num_classes).view(b, num_classes).double()
+
+    return torch.stack([count(t, hit.flatten()), count(t), count(p)], 1)
+
+
+def macro_f1_and_recall(counts: torch.Tensor) -> torch.Tensor:
+    """B x (1 + C): macro-F1 over the classes that occur, then each class's recall (NaN where
+    a resample holds none of that class), from ``class_counts``."""
+    tp, support, predicted = counts.unbind(1)
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
+    recall = torch.where(support > 0, tp / support.clamp_min(1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
+    occurs = ((support > 0) | (predicted > 0)).double()
+    macro = (f1 * occurs).sum(1) / occurs.sum(1).clamp_min(1)
+    return torch.cat([macro[:, None], torch.where(support > 0, recall, torch.nan)], 1)
+
+
+def mcnemar(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value: of the images exactly one model got right, ``only_a``
+    went to A and ``only_b`` to B; under "no difference" each is a fair coin flip."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+                 for i in range(k + 1)]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return min(1.0, 2 * tail)
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> dict:
+    """ECE (Guo et al. 2017): images binned by their top probability into ``bins`` equal
+    widths; the mean gap between each bin's accuracy and confidence, weighted by its size.
+    Also each bin's count, accuracy and confidence, for the reliability diagram."""
+    confidence, predicted = probs.max(1)
+    correct = (predicted == targets).double()
+    which = (confidence.double() * bins).long().clamp(max=bins - 1)
+    count = torch.bincount(which, minlength=bins).double()
+    accuracy = torch.bincount(which, correct, minlength=bins) / count.clamp_min(1)
+    mean_conf = torch.bincount(which, confidence.double(), minlength=bins) / count.clamp_min(1)
+    ece = ((accuracy - mean_conf).abs() * count).sum().item() / max(len(targets), 1)
+    return {"ece": ece, "count": count.long().tolist(), "accuracy": accuracy.tolist(), "confidence": mean_conf.tolist()}
+
+
+def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The T > 0 that minimises the negative log-likelihood of ``calibrated(probs, T)``
+    (temperature scaling, Guo et al. 2017): one scalar, fitted by L-BFGS on log T."""
+    log_p = probs.double().clamp_min(1e-12).log()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(log_p / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
