@@ -74,12 +74,16 @@ KEPT, MACHINE, MAY_CHANGE = "kept", "machine", "may change"
 
 
 def setting(default, help: str, *, check: tuple | None = None, choices=None, on_resume: str = KEPT,
-            augmentation: bool = False, metavar=None, parse=None, cli: bool = True):
+            augmentation: bool = False, sampling: bool = False, metavar=None, parse=None, cli: bool = True):
     """A ``Config`` field with its declaration. ``check``: (predicate(value, cfg), what is
-    allowed), the text formatted with ``c`` = the config; ``parse``: turns the command line's
-    text into the value (no default is shown for it); ``cli=False``: not an option."""
+    allowed), the text formatted with ``c`` = the config; ``augmentation``: a per-image
+    augmentation (data.train_augment); ``sampling``: it decides which images a batch holds;
+    batches built on the device must implement both kinds (device_data.IMPLEMENTS); ``parse``:
+    turns the command line's text into the value (no default is shown for it); ``cli=False``:
+    not an option."""
     return field(default=default, metadata=dict(help=help, check=check, choices=choices, on_resume=on_resume,
-                                                augmentation=augmentation, metavar=metavar, parse=parse, cli=cli))
+                                                augmentation=augmentation, sampling=sampling, metavar=metavar,
+                                                parse=parse, cli=cli))
 
 
 def within(lo, hi, note: str = "") -> tuple:
@@ -135,6 +139,9 @@ class Config:
                                   "each batch gets one of the two", check=OFF_OR_POSITIVE)
     mean: tuple[float, ...] = setting(TUTORIAL_MEAN, "input normalisation (from --weights)", cli=False)
     std: tuple[float, ...] = setting(TUTORIAL_STD, "input normalisation (from --weights)", cli=False)
+    balance: str = setting("none", "class imbalance: none, sampler (each class drawn equally often: "
+                           "WeightedRandomSampler) or loss (class-weighted cross-entropy)",
+                           choices=["none", "sampler", "loss"], sampling=True)
     bad_images: str = setting("error", "unreadable images: refuse to start, or leave them out",
                               choices=["error", "skip"], on_resume=MAY_CHANGE)
     # model
@@ -216,14 +223,16 @@ class Config:
 
     @property
     def device_gaps(self) -> str:
-        """The augmentations in use that batches built on the device do not implement ('' if none)."""
-        on = {k: v for k, v in self.augmentations.items() if v != FIELDS[k].default}
+        """The augmentations and sampling in use that batches built on the device do not
+        implement ('' if none)."""
+        on = {k: getattr(self, k) for k in AUGMENTATIONS + SAMPLING if getattr(self, k) != FIELDS[k].default}
         return ", ".join(device_data.unsupported(on))
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 TYPES = typing.get_type_hints(Config)
 AUGMENTATIONS = tuple(name for name, f in FIELDS.items() if f.metadata["augmentation"])
+SAMPLING = tuple(name for name, f in FIELDS.items() if f.metadata["sampling"])
 RECIPE_SET = {name for values in RECIPES.values() for name in values}  # what the [recipe] marker shows
 
 

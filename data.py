@@ -241,6 +241,70 @@ def train_augment(size: int, scale: tuple[float, float], augmentations: dict) ->
     return v2.Compose(ops)
 
 
+IMBALANCE_WARNING = 3.0  # largest class / smallest class from which train.py warns
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """--balance sampler: torch's WeightedRandomSampler (with replacement) over some of the
+    images, ``indices`` (this rank's share under torchrun), as many draws as images."""
+
+    def __init__(self, indices: Sequence[int], weights: Sequence[float], generator: torch.Generator):
+        self.indices = list(indices)
+        self.inner = torch.utils.data.WeightedRandomSampler(weights, len(self.indices), replacement=True,
+                                                            generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return (self.indices[i] for i in self.inner)
+
+
+def describe_classes(classes: list[str], counts: list[int]) -> list[str]:
+    """The training images per class, in one line (compact for many classes), and a warning
+    when the largest class has IMBALANCE_WARNING times the images of the smallest."""
+    if len(classes) <= 12:
+        lines = ["training images per class: " + ", ".join(f"{folders.printable(c)} {n}" for c, n in zip(classes, counts))]
+    else:
+        ordered = sorted(counts)
+        lines = [f"training images per class: {len(classes)} classes, {ordered[0]}-{ordered[-1]} each "
+                 f"(median {ordered[len(ordered) // 2]})"]
+    most, least = max(range(len(counts)), key=counts.__getitem__), min(range(len(counts)), key=counts.__getitem__)
+    ratio = counts[most] / max(counts[least], 1)
+    if ratio >= IMBALANCE_WARNING:
+        lines.append(f"warning: class imbalance {ratio:.1f}:1 ({folders.printable(classes[most])} {counts[most]}, "
+                     f"{folders.printable(classes[least])} {counts[least]} images); --balance sampler or --balance loss "
+                     f"weighs the classes alike")
+    return lines
+
+
+def copies_across(train: list[tuple[str, int]], val: list[tuple[str, int]]) -> list[str]:
+    """A warning when validation images are byte-for-byte copies of training images, found
+    cheaply: only files of the same size are read and hashed. Resized copies need
+    data_set/check.py."""
+    def digest(path: str) -> str:
+        with open(path, "rb") as f:
+            return hashlib.sha1(f.read()).hexdigest()
+
+    try:
+        by_size: dict[int, list[str]] = {}
+        for path, _ in train:
+            by_size.setdefault(os.path.getsize(path), []).append(path)
+        pairs = []
+        for path, _ in val:
+            candidates = by_size.get(os.path.getsize(path), [])
+            if candidates:
+                mine = digest(path)
+                pairs += [(path, other) for other in candidates if digest(other) == mine]
+    except OSError:  # a file that vanished: the data pipeline reports it in its own words
+        return []
+    if not pairs:
+        return []
+    return [f"warning: {len(pairs)} validation image(s) are byte-for-byte copies of training images (e.g. "
+            f"{folders.printable(pairs[0][0])} = {folders.printable(pairs[0][1])}): validation partly measures "
+            f"memory; python data_set/check.py DATA finds resized copies too"]
+
+
 def set_train_crop_size(augment: Callable, size: int) -> None:
     """Make a ``train_augment`` pipeline crop to ``size`` from now on (progressive resizing)."""
     augment.transforms[0].size = (size, size)

@@ -66,7 +66,9 @@ class Loaders:
     train: torch.utils.data.DataLoader
     val: torch.utils.data.DataLoader
     classes: list[str]
-    generator: torch.Generator  # draws the single-process training order; reseeded each epoch
+    generator: torch.Generator  # draws the training order (this rank's); reseeded each epoch
+    counts: list[int]  # training images per class
+    notes: list[str]  # what the data looks like: class counts, imbalance, copies across the splits
 
 
 def load_data(cfg: Config, machine: Machine) -> Loaders:
@@ -100,9 +102,15 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
         raise DataError(f"{train_root}: only one class folder ({classes[0]}); a classifier needs at least two")
     policy = data.CachePolicy(cfg.cache_dir, cache_budget(cfg.cache_mem), cfg.bad_images, quiet=cfg.quiet)
     cache_short = max(cfg.img_size * 8 // 7, cfg.val_resize)  # 256 for 224: room for the crop
-    train_ds = data.build_split(train_root, classes, data.ShortSide(cache_short),
-                                data.train_augment(cfg.img_size, cfg.crop_scale, cfg.augmentations), policy, machine.log).dataset
-    val_ds = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log).dataset
+    train_split = data.build_split(train_root, classes, data.ShortSide(cache_short),
+                                   data.train_augment(cfg.img_size, cfg.crop_scale, cfg.augmentations), policy,
+                                   machine.log)
+    val_split = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log)
+    train_ds, val_ds = train_split.dataset, val_split.dataset
+    counts = [0] * len(classes)
+    for _, target in train_split.samples:
+        counts[target] += 1
+    notes = data.describe_classes(classes, counts) + data.copies_across(train_split.samples, val_split.samples)
     shard = range(machine.rank, len(train_ds), machine.world)  # with torchrun, each rank's own images
     val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
     if machine.world > 1:
@@ -115,10 +123,12 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
         train = device_data.DeviceBatches(train_ds, resident, cfg.batch_size, cfg.crop_scale, cfg.img_size,
                                           drop_last=len(shard) > cfg.batch_size)
         val = device_data.DeviceTensorBatches(val_ds, machine.device, val_batch)
-        return Loaders(train, val, classes, train.generator)
+        return Loaders(train, val, classes, train.generator, counts, notes)
     workers = cfg.workers if cfg.workers >= 0 else auto_workers(machine.device, isinstance(train_ds, data.CachedImages))
     generator = torch.Generator()
-    if machine.world > 1:
+    if cfg.balance == "sampler":  # each class drawn equally often, from this rank's share of the images
+        sampler = data.BalancedSampler(shard, [1 / counts[train_split.samples[i][1]] for i in shard], generator)
+    elif machine.world > 1:
         sampler = torch.utils.data.DistributedSampler(train_ds, machine.world, machine.rank, shuffle=True, seed=cfg.seed)
     else:
         sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
@@ -129,7 +139,7 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     train = torch.utils.data.DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
                                         generator=generator, **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
-    return Loaders(train, val, classes, generator)
+    return Loaders(train, val, classes, generator, counts, notes)
 
 
 def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: range) -> tuple[bool, str]:
@@ -196,9 +206,18 @@ def build_trainer(cfg: Config, machine: Machine, loaders: Loaders, resume: dict 
         basis = lighting_basis(loaders.train.dataset)
     return Trainer(model=model, step_model=step_model, optimizer=optimizer,
                    scaler=torch.amp.GradScaler(machine.device.type, enabled=machine.precision == "fp16"),
-                   criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                   criterion=nn.CrossEntropyLoss(weight=class_weights(cfg, loaders.counts, machine.device),
+                                                 label_smoothing=cfg.label_smoothing),
                    plateau=plateau_schedule(cfg, optimizer), ema=weight_average(cfg, model),
                    lighting_basis=basis, mix=batch_mixing(cfg, len(loaders.classes)))
+
+
+def class_weights(cfg: Config, counts: list[int], device: torch.device) -> torch.Tensor | None:
+    """--balance loss: each class's loss weighted by n / (classes x its images), so every
+    class contributes alike (scikit-learn's "balanced" weights)."""
+    if cfg.balance != "loss":
+        return None
+    return torch.tensor([sum(counts) / (len(counts) * max(c, 1)) for c in counts], device=device)
 
 
 def init_model(cfg: Config, num_classes: int, resume: dict | None, machine: Machine) -> AlexNet:
@@ -742,6 +761,8 @@ def announce(cfg: Config, machine: Machine, loaders: Loaders, state: RunState) -
     if cfg.budget:
         machine.log(f"budget {cfg.budget:g} s, {time.monotonic() - state.started:.0f} s used: "
                     f"plan {plan.describe(state.plan, state.costs)}")
+    for note in loaders.notes:
+        machine.log(note)
     if machine.is_main:
         outputs.write_text(Path(cfg.output_dir) / "class_indices.json", class_indices_json(loaders.classes))
 

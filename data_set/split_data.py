@@ -9,7 +9,9 @@ Each class sends ``floor(n * val_ratio)`` images to val (at least one), drawn wi
 machine gets the same split (3306 train / 364 val on the full 3670-image flower_photos).
 With ``--test FRACTION``, ``floor(n * FRACTION)`` (at least one) of the rest go to test, drawn
 after val, so val is the same with or without a test split. train.py picks its model on val
-and never reads test; evaluate.py scores test when there is one.
+and never reads test; evaluate.py scores test when there is one. Near-duplicates (a photo and
+its resized or recompressed copy: check.py's perceptual hash) are kept on one side: they are
+drawn as a group.
 Images in sub-folders of a class belong to it, as train.py reads them; links are followed
 once. Files are copied (or hard-linked with --link); nothing is ever deleted, and an
 existing train/ or val/ is left alone: the tool refuses instead.
@@ -25,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the project's own modules (standard library only)
 
+import check  # noqa: E402
 import folders  # noqa: E402
 from errors import ArgumentError, DataError, OneLineParser, OutputError, UserError, printable_console  # noqa: E402
 
@@ -44,15 +47,44 @@ def plan_split(src: Path, val_ratio: float, seed: int,
         if len(files) < len(parts):
             raise DataError(f"{src / c}: class folder has {len(files)} image(s); each class needs at least "
                             f"{len(parts)}, one for each of {'/, '.join(parts)}/")
-        val = set(rng.sample(files, k=max(1, int(len(files) * val_ratio))))
+        groups = copy_groups(src / c, files)
+        val = draw(rng, files, groups, max(1, int(len(files) * val_ratio)))
         rest = [f for f in files if f not in val]
-        test = set(test_rng.sample(rest, k=max(1, int(len(files) * test_ratio)))) if test_ratio else set()
-        if len(test) >= len(rest):
+        rest_groups = [g for g in groups if g[0] not in val]
+        test = draw(test_rng, rest, rest_groups, max(1, int(len(files) * test_ratio))) if test_ratio and rest else set()
+        train = [f for f in rest if f not in test]
+        if not train or (test_ratio and not test):
             raise DataError(f"{src / c}: {len(files)} images; --val-ratio {val_ratio} and --test {test_ratio} "
-                            f"leave none for train/")
-        plan[c] = {"train": [f for f in rest if f not in test], "val": sorted(val)} | \
-            ({"test": sorted(test)} if test_ratio else {})
+                            f"leave none for {'train' if not train else 'test'}/ (near-duplicates go together)")
+        plan[c] = {"train": train, "val": sorted(val)} | ({"test": sorted(test)} if test_ratio else {})
     return plan, skipped
+
+
+def copy_groups(folder: Path, files: list[str]) -> list[list[str]]:
+    """The class's files grouped with their near-duplicates (check.py's perceptual hash within
+    check.DISTANCE bits: copies, resized or recompressed); a file without one is a group of one."""
+    looks = [check.describe(str(folder / f)).get("phash") for f in files]
+    readable = [i for i, h in enumerate(looks) if h is not None]
+    pairs = [(readable[a], readable[b], d) for a, b, d in
+             check.near_pairs([int(looks[i], 16) for i in readable], check.DISTANCE)]
+    grouped = check.groups_of(pairs, len(files))
+    member = {i for g in grouped for i in g}
+    return sorted([[files[i] for i in g] for g in grouped] + [[f] for i, f in enumerate(files) if i not in member],
+                  key=lambda g: files.index(g[0]))
+
+
+def draw(rng: random.Random, files: list[str], groups: list[list[str]], k: int) -> set[str]:
+    """``k`` files at random (``rng.sample``, the split of earlier versions, when no file has a
+    near-duplicate); else whole groups in random order until they hold at least ``k`` files,
+    so that no copy of a photo lands on the other side of the split."""
+    if all(len(g) == 1 for g in groups):
+        return set(rng.sample(files, k=k))
+    chosen: set[str] = set()
+    for g in rng.sample(groups, k=len(groups)):
+        if len(chosen) >= k:
+            break
+        chosen.update(g)
+    return chosen
 
 
 def split(src: Path, dest: Path, val_ratio: float = 0.1, seed: int = 0, link: bool = False,

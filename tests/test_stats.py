@@ -235,13 +235,13 @@ def test_seeds_trains_each_seed_resumes_an_unfinished_one_and_reports(three_way,
     out = tmp_path / "seeds"
     argv = ["--out", str(out), "--seeds", "0", "1", "--", "--data", str(three_way / "data"), "--img-size", "64",
             "--epochs", "2", "--batch-size", "8", "--workers", "0", "--precision", "fp32"]
-    assert seeds.main(argv) == 0
+    assert seeds.cli(argv) == 0
     last = out / "seed-1" / "last.pth"
     ckpt = torch.load(last, weights_only=True)  # as if stopped after its first epoch
     torch.save(ckpt | {"epoch": 1, "metrics": ckpt["metrics"][:1]}, last)
     shutil.rmtree(out / "seed-1" / "eval")
     capsys.readouterr()
-    assert seeds.main(argv) == 0
+    assert seeds.cli(argv) == 0
     printed = capsys.readouterr().out
     assert "seed 0: " in printed and "is finished" in printed and f"--resume {last}" in printed
     report = json.loads((out / "seeds.json").read_text())

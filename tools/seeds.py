@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from errors import ArgumentError, OneLineParser, UserError, printable_console  # noqa: E402
+from errors import ArgumentError, OneLineParser, UserError, run_main  # noqa: E402
 
 
 def get_args_parser() -> OneLineParser:
@@ -126,27 +126,28 @@ def report(out: Path, rows: list[dict], header: dict) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    printable_console()
-    args = get_args_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
     train_args = [a for a in args.train_args if a != "--"]
     out = Path(args.out)
-    try:
-        if any(a == "--seed" or a.startswith("--seed=") or a == "--output-dir" for a in train_args):
-            raise ArgumentError("--seed and --output-dir are set per run by tools/seeds.py; drop them")
-        if not args.report:
-            out.mkdir(parents=True, exist_ok=True)
-            for seed in args.seeds:
-                train(out / f"seed-{seed}", seed, train_args)
-        rows = [row_of(out / f"seed-{seed}", seed) for seed in args.seeds if (out / f"seed-{seed}" / "best.pth").is_file()]
-        if not rows:
-            raise UserError(f"{out}: no finished run to report")
-        print(report(out, rows, stamp(["python", "tools/seeds.py", *(argv if argv is not None else sys.argv[1:])])))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if any(a == "--seed" or a.startswith("--seed=") or a == "--output-dir" for a in train_args):
+        raise ArgumentError("--seed and --output-dir are set per run by tools/seeds.py; drop them")
+    if not args.report:
+        out.mkdir(parents=True, exist_ok=True)
+        for seed in args.seeds:
+            train(out / f"seed-{seed}", seed, train_args)
+    rows = [row_of(out / f"seed-{seed}", seed) for seed in args.seeds if (out / f"seed-{seed}" / "best.pth").is_file()]
+    if not rows:
+        raise UserError(f"{out}: no finished run to report")
+    print(report(out, rows, stamp(["python", "tools/seeds.py", *args.argv])))
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = get_args_parser().parse_args(argv)
+    args.argv = argv
+    return run_main(main, args)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -1,0 +1,100 @@
+"""Measure a wrong-label finder on labels known to be wrong: plant flips, then score rankings.
+
+    python tools/planted_flips.py plant /tmp/flowers3 /tmp/flipped --fraction 0.05
+    python data_set/label_issues.py /tmp/flipped --output-dir runs/li --epochs 10
+    python train.py --data /tmp/flipped --output-dir runs/full                 # the in-sample baseline's model
+    python tools/planted_flips.py score /tmp/flipped --issues runs/li/label_issues.csv --weights runs/full/last.pth
+
+``plant`` links DATA's images into OUT (train/ with a seeded FRACTION of each class filed
+under another class at random; val/ and test/ as they are) and lists the flips in
+OUT/flips.json. ``score`` compares the flagged set and the top-N of two rankings with the
+flips: label_issues.csv (out-of-fold, cleanlab) and the training images ranked by their loss
+under a model trained on all of them (in-sample, what fastai's top losses shows).
+"""
+import csv
+import json
+import math
+import os
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import folders  # noqa: E402
+from errors import OneLineParser  # noqa: E402
+
+
+def plant(data: Path, out: Path, fraction: float, seed: int) -> None:
+    rng = random.Random(seed)
+    classes = folders.find_classes(str(data / "train"))
+    samples, _ = folders.class_samples(str(data / "train"), classes)
+    flips = set(rng.sample(range(len(samples)), k=round(len(samples) * fraction)))
+    listed = []
+    for i, (path, target) in enumerate(samples):
+        label = rng.choice([t for t in range(len(classes)) if t != target]) if i in flips else target
+        link = out / "train" / classes[label] / os.path.basename(path)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.abspath(path), link)
+        if i in flips:
+            listed.append(str(link))
+    for part in ("val", "test"):
+        if (data / part).is_dir():
+            os.symlink(os.path.abspath(data / part), out / part)
+    (out / "flips.json").write_text(json.dumps(listed, indent=1))
+    print(f"{len(listed)} of {len(samples)} training labels flipped in {out}")
+
+
+def in_sample_ranking(out: Path, weights: str) -> list[str]:
+    """The training images, highest loss under ``weights`` first."""
+    import predict
+
+    classifier = predict.load_classifier(weights)
+    samples, _ = folders.class_samples(str(out / "train"), classifier.names)
+    losses = {path: -math.log(max(p[t], 1e-12)) for (path, t), (_, p, _) in
+              zip(samples, predict.predict_files(classifier, [s[0] for s in samples], 32))}
+    return sorted(losses, key=losses.get, reverse=True)
+
+
+def precision_recall(chosen: list[str], flips: set[str]) -> str:
+    hits = sum(p in flips for p in chosen)
+    return f"precision {hits / max(len(chosen), 1):.3f}, recall {hits / len(flips):.3f} ({hits} of {len(chosen)})"
+
+
+def score(out: Path, issues: str, weights: str) -> None:
+    flips = set(json.loads((out / "flips.json").read_text()))
+    with open(issues, newline="") as f:
+        rows = list(csv.DictReader(f))
+    ranked = [r["file"] for r in rows]
+    flagged = [r["file"] for r in rows if r["flagged"] == "1"]
+    baseline = in_sample_ranking(out, weights)
+    print(f"{len(flips)} planted flips among {len(rows)} training images")
+    print(f"out-of-fold, cleanlab's flagged set: {precision_recall(flagged, flips)}")
+    print(f"{'top N':>6}  {'out-of-fold (cleanlab)':<44}  in-sample loss")
+    for n in sorted({len(flips) // 2, len(flips), len(flagged), 2 * len(flips), 4 * len(flips)} - {0}):
+        print(f"{n:>6}  {precision_recall(ranked[:n], flips):<44}  {precision_recall(baseline[:n], flips)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("plant")
+    a.add_argument("data")
+    a.add_argument("out")
+    a.add_argument("--fraction", type=float, default=0.05)
+    a.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("score")
+    b.add_argument("out")
+    b.add_argument("--issues", required=True)
+    b.add_argument("--weights", required=True)
+    args = p.parse_args(argv)
+    if args.command == "plant":
+        plant(Path(args.data), Path(args.out), args.fraction, args.seed)
+    else:
+        score(Path(args.out), args.issues, args.weights)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
