@@ -157,11 +157,13 @@ def load_split(root: str, classes: list[str], model_classes: list[str], transfor
                       split.bad)
 
 
-def raw_probabilities(classifier, split: data.Split, machine: Machine, batch_size: int) -> torch.Tensor:
+def raw_probabilities(classifier, split: data.Split, machine: Machine, batch_size: int,
+                      own_views: bool = False) -> torch.Tensor:
     """Every image's probabilities before calibration (temperature 1), in the split's order:
     through train.py's validation batches for a PyTorch model, or as predict.py reads files
-    (Pillow and numpy) for an ONNX one."""
-    if isinstance(classifier, predict.TorchClassifier):
+    for an ONNX one (Pillow and numpy) or a model whose views differ from the split's
+    (``own_views``: another resize rule)."""
+    if isinstance(classifier, predict.TorchClassifier) and not own_views:
         loader = torch.utils.data.DataLoader(split.dataset, batch_size)
         return torch.cat([p for p, _ in predict_batches(classifier.model, loader, machine, classifier.mean,
                                                         classifier.std, desc="evaluate")])
@@ -459,16 +461,15 @@ def neighbours_figure(count: int, model, machine: Machine, classifier, split: da
 
 # ---------------------------------------------------------------- two models, and calibration
 def load_other(args, classifier, tta: bool):
-    """--compare's model: it must name the same classes and see the same crops as ours."""
+    """--compare's model: it must name the same classes and take inputs of the same size (it
+    may resize differently: each model sees the images as it was validated)."""
     other = predict.load_classifier(args.compare, args.device, tta, args.class_indices)
     if other.names != classifier.names:
         raise ArgumentError(f"--compare {args.compare}: its classes ({', '.join(other.names)}) differ from "
                             f"{args.weights}'s ({', '.join(classifier.names)}); compare models of the same classes")
-    geometry = [(c.transform.size, c.transform.resize) for c in (classifier, other)]
-    if geometry[0] != geometry[1]:
-        raise ArgumentError(f"--compare {args.compare}: it evaluates at size {geometry[1][0]} (resize "
-                            f"{geometry[1][1]}), {args.weights} at size {geometry[0][0]} (resize {geometry[0][1]}); "
-                            f"compare models of one evaluation size")
+    if other.transform.size != classifier.transform.size:
+        raise ArgumentError(f"--compare {args.compare}: it evaluates {other.transform.size} px crops, {args.weights} "
+                            f"{classifier.transform.size} px; compare models of one evaluation size")
     return other
 
 
@@ -565,7 +566,8 @@ def main(args) -> int:
               "hold out a test split with  python data_set/split_data.py SRC --test 0.1")
     comparison = None
     if other is not None:
-        other_probs = calibrated(raw_probabilities(other, split, machine, batch), other.temperature)
+        own_views = other.transform.resize != classifier.transform.resize
+        other_probs = calibrated(raw_probabilities(other, split, machine, batch, own_views), other.temperature)
         comparison = compare_models(str(args.weights), probs, str(args.compare), other_probs, targets)
         print(f"\nA = {args.weights}: top-1 {comparison['top1_a']:.4f}; B = {args.compare}: top-1 "
               f"{comparison['top1_b']:.4f}\n{comparison['verdict']}")

@@ -184,13 +184,18 @@ def test_compare_refuses_other_classes_or_another_eval_size_and_writes_nothing(t
     weights = three_way / "run" / "best.pth"
     ckpt = load_checkpoint(str(weights))
     for name, changes, message in (("classes", {"classes": ["a", "b", "c"]}, "its classes (a, b, c) differ"),
-                                   ("size", {"eval": {"size": 80, "resize": 91}}, "it evaluates at size 80")):
+                                   ("size", {"eval": {"size": 80, "resize": 91}}, "it evaluates 80 px crops")):
         other = tmp_path / f"{name}.pth"
         torch.save(ckpt | changes, other)
         assert evaluate.cli(["--weights", str(weights), "--compare", str(other), "--output-dir",
                              str(tmp_path / "r"), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err
+    squashed = tmp_path / "squashed.pth"  # another resize rule at the same size: each model sees its own views
+    torch.save(ckpt | {"eval": {"size": 64, "resize": 0}}, squashed)
+    assert evaluate.cli(["--weights", str(weights), "--compare", str(squashed), "--output-dir", str(tmp_path / "ok"),
+                         "--neighbours", "0", "--mistakes", "0", "--quiet"]) == 1  # 1: the unreadable test image
+    assert "images only B got right" in capsys.readouterr().out
     unknown = tmp_path / "unknown"
     shutil.copytree(three_way / "data", unknown, ignore=shutil.ignore_patterns("broken.jpg"))
     (unknown / "test" / "red").rename(unknown / "test" / "purple")
