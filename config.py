@@ -45,10 +45,11 @@ RECIPES: dict[str, dict] = {
     "tutorial": dict(epochs=10, batch_size=32, opt="adam", lr=2e-4, wd=0.0, sched="constant",
                      warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
                      lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch", img_size_start=0,
-                     img_size_end=0),
+                     img_size_end=0, balance="none"),
     "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau",
                   warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
-                  lighting=0.1, tta=True, clip_grad=0.0, init="arch", img_size_start=0, img_size_end=0),
+                  lighting=0.1, tta=True, clip_grad=0.0, init="arch", img_size_start=0, img_size_end=0,
+                  balance="none"),
     "fast": dict(epochs=10, batch_size=32, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
                  warmup_epochs=1.0, label_smoothing=0.1, aug="none", crop_scale=(0.25, 1.0),
                  lighting=0.0, tta=False, clip_grad=1.0, init="arch", img_size_start=0, img_size_end=0),
@@ -139,9 +140,10 @@ class Config:
                                   "each batch gets one of the two", check=OFF_OR_POSITIVE)
     mean: tuple[float, ...] = setting(TUTORIAL_MEAN, "input normalisation (from --weights)", cli=False)
     std: tuple[float, ...] = setting(TUTORIAL_STD, "input normalisation (from --weights)", cli=False)
-    balance: str = setting("none", "class imbalance: none, sampler (each class drawn equally often: "
-                           "WeightedRandomSampler) or loss (class-weighted cross-entropy)",
-                           choices=["none", "sampler", "loss"], sampling=True)
+    balance: str = setting("auto", "class imbalance: none, sampler (each class drawn equally often: "
+                           "WeightedRandomSampler), loss (class-weighted cross-entropy), or auto: loss when the "
+                           "training classes are 3:1 or more apart, else none (docs/results.md)",
+                           choices=["auto", "none", "sampler", "loss"], sampling=True)
     bad_images: str = setting("error", "unreadable images: refuse to start, or leave them out",
                               choices=["error", "skip"], on_resume=MAY_CHANGE)
     # model

@@ -32,9 +32,10 @@ from torch import Tensor
 BUCKET_STEP = 64
 # This path always does the crop and the flip. Of the per-image augmentations and the sampling
 # settings declared in config.py (``augmentation=True``, ``sampling=True``), the values besides
-# "off" that it reproduces: a class-weighted loss needs nothing of the batches. Any other one
-# switched on sends training back to the per-image path (--device-batches auto) or is refused (on).
-IMPLEMENTS: dict[str, tuple] = {"balance": ("loss",)}
+# their defaults that it reproduces: no class weighting, or a class-weighted loss (which needs
+# nothing of the batches). Any other one sends training back to the per-image path
+# (--device-batches auto) or is refused (on).
+IMPLEMENTS: dict[str, tuple] = {"balance": ("none", "loss")}
 
 
 def unsupported(switched_on: dict[str, object]) -> list[str]:

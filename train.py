@@ -68,6 +68,7 @@ class Loaders:
     classes: list[str]
     generator: torch.Generator  # draws the training order (this rank's); reseeded each epoch
     counts: list[int]  # training images per class
+    balance: str  # --balance as resolved for these counts: none, sampler or loss
     notes: list[str]  # what the data looks like: class counts, imbalance, copies across the splits
 
 
@@ -110,7 +111,8 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     counts = [0] * len(classes)
     for _, target in train_split.samples:
         counts[target] += 1
-    notes = data.describe_classes(classes, counts) + data.copies_across(train_split.samples, val_split.samples)
+    balance = data.balance_mode(cfg.balance, counts)
+    notes = data.describe_classes(classes, counts, balance) + data.copies_across(train_split.samples, val_split.samples)
     shard = range(machine.rank, len(train_ds), machine.world)  # with torchrun, each rank's own images
     val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
     if machine.world > 1:
@@ -123,10 +125,10 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
         train = device_data.DeviceBatches(train_ds, resident, cfg.batch_size, cfg.crop_scale, cfg.img_size,
                                           drop_last=len(shard) > cfg.batch_size)
         val = device_data.DeviceTensorBatches(val_ds, machine.device, val_batch)
-        return Loaders(train, val, classes, train.generator, counts, notes)
+        return Loaders(train, val, classes, train.generator, counts, balance, notes)
     workers = cfg.workers if cfg.workers >= 0 else auto_workers(machine.device, isinstance(train_ds, data.CachedImages))
     generator = torch.Generator()
-    if cfg.balance == "sampler":  # each class drawn equally often, from this rank's share of the images
+    if balance == "sampler":  # each class drawn equally often, from this rank's share of the images
         sampler = data.BalancedSampler(shard, [1 / counts[train_split.samples[i][1]] for i in shard], generator)
     elif machine.world > 1:
         sampler = torch.utils.data.DistributedSampler(train_ds, machine.world, machine.rank, shuffle=True, seed=cfg.seed)
@@ -139,7 +141,7 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     train = torch.utils.data.DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
                                         generator=generator, **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
-    return Loaders(train, val, classes, generator, counts, notes)
+    return Loaders(train, val, classes, generator, counts, balance, notes)
 
 
 def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: range) -> tuple[bool, str]:
@@ -206,16 +208,16 @@ def build_trainer(cfg: Config, machine: Machine, loaders: Loaders, resume: dict 
         basis = lighting_basis(loaders.train.dataset)
     return Trainer(model=model, step_model=step_model, optimizer=optimizer,
                    scaler=torch.amp.GradScaler(machine.device.type, enabled=machine.precision == "fp16"),
-                   criterion=nn.CrossEntropyLoss(weight=class_weights(cfg, loaders.counts, machine.device),
+                   criterion=nn.CrossEntropyLoss(weight=class_weights(loaders.balance, loaders.counts, machine.device),
                                                  label_smoothing=cfg.label_smoothing),
                    plateau=plateau_schedule(cfg, optimizer), ema=weight_average(cfg, model),
                    lighting_basis=basis, mix=batch_mixing(cfg, len(loaders.classes)))
 
 
-def class_weights(cfg: Config, counts: list[int], device: torch.device) -> torch.Tensor | None:
+def class_weights(balance: str, counts: list[int], device: torch.device) -> torch.Tensor | None:
     """--balance loss: each class's loss weighted by n / (classes x its images), so every
     class contributes alike (scikit-learn's "balanced" weights)."""
-    if cfg.balance != "loss":
+    if balance != "loss":
         return None
     return torch.tensor([sum(counts) / (len(counts) * max(c, 1)) for c in counts], device=device)
 
