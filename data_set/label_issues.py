@@ -112,7 +112,8 @@ def rank(samples: list[tuple[str, int]], probs: list[list[float]]) -> tuple[list
         raise UserError("cleanlab: not installed; the label-issue finder needs it: pip install cleanlab") from None
     labels, pred = np.array([t for _, t in samples]), np.array(probs)
     scores = get_label_quality_scores(labels, pred)
-    flagged = set(find_label_issues(labels, pred).nonzero()[0].tolist())
+    # one process: cleanlab's worker pool would inherit the scripts' Ctrl-C handler and print tracebacks at exit
+    flagged = set(find_label_issues(labels, pred, n_jobs=1).nonzero()[0].tolist())
     return sorted(range(len(samples)), key=lambda i: scores[i]), scores.tolist(), flagged
 
 
