@@ -3,7 +3,7 @@
     python train.py --demo                          # no download: synthetic shapes, 2-7 min on a CPU
     python train.py                                 # data_set/flower_data/{train,val}, the `fast` recipe
     python train.py --recipe tutorial              # the tutorial's exact settings
-    python train.py --recipe long                  # 70 epochs, small crops first: 0.85 (26 min on a fast 2-core CPU)
+    python train.py --recipe long                  # 70 epochs, small crops first: 0.78 test top-1 (docs/results.md)
     python train.py --budget 10m                    # the best run that fits 10 minutes of this machine
     python train.py --data my_photos --epochs 30    # your own <class>/<image> folders
     python train.py --resume runs/last.pth          # continue an interrupted run
