@@ -13,6 +13,7 @@ so training, validation and prediction all see the same upright pixels.
 This module imports only torch and Pillow at the top: ``predict.py`` uses it and
 should not pay the second it takes to import torchvision.
 """
+import functools
 import hashlib
 import math
 import os
@@ -245,12 +246,17 @@ IMBALANCE_WARNING = 3.0  # largest class / smallest class from which train.py wa
 AUTO_BALANCE = "loss"  # what --balance auto does then: the best of the three on the flowers with roses cut to 10%
 
 
+def imbalance(counts: list[int]) -> float:
+    """The largest class's images over the smallest's (an empty class counts as one)."""
+    return max(counts) / max(min(counts), 1)
+
+
 def balance_mode(setting: str, counts: list[int]) -> str:
     """The --balance a run trains with: as given, or for auto, AUTO_BALANCE when the classes
     are IMBALANCE_WARNING:1 or more apart, else none."""
     if setting != "auto":
         return setting
-    return AUTO_BALANCE if max(counts) >= IMBALANCE_WARNING * max(min(counts), 1) else "none"
+    return AUTO_BALANCE if imbalance(counts) >= IMBALANCE_WARNING else "none"
 
 
 class BalancedSampler(torch.utils.data.Sampler):
@@ -280,7 +286,7 @@ def describe_classes(classes: list[str], counts: list[int], balance: str) -> lis
         lines = [f"training images per class: {len(classes)} classes, {ordered[0]}-{ordered[-1]} each "
                  f"(median {ordered[len(ordered) // 2]})"]
     most, least = max(range(len(counts)), key=counts.__getitem__), min(range(len(counts)), key=counts.__getitem__)
-    ratio = counts[most] / max(counts[least], 1)
+    ratio = imbalance(counts)
     if ratio >= IMBALANCE_WARNING:
         remedy = "--balance sampler or loss weighs the classes alike" if balance == "none" else \
             f"weighing the classes alike (--balance {balance})"
@@ -291,8 +297,9 @@ def describe_classes(classes: list[str], counts: list[int], balance: str) -> lis
 
 def copies_across(train: list[tuple[str, int]], val: list[tuple[str, int]]) -> list[str]:
     """A warning when validation images are byte-for-byte copies of training images, found
-    cheaply: only files of the same size are read and hashed. Resized copies need
+    cheaply: only files of the same size are read and hashed, each once. Resized copies need
     data_set/check.py."""
+    @functools.cache
     def digest(path: str) -> str:
         with open(path, "rb") as f:
             return hashlib.sha1(f.read()).hexdigest()

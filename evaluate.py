@@ -189,11 +189,8 @@ def class_metrics(confusion: torch.Tensor) -> dict:
     averages over the classes that occur (as a true or a predicted label). A class that
     nothing was predicted as has precision 0, not a division by zero."""
     conf = confusion.double()
-    tp, support, predicted = conf.diag(), conf.sum(1), conf.sum(0)
-    zero = torch.zeros_like(tp)
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), zero)
-    recall = torch.where(support > 0, tp / support.clamp_min(1), zero)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), zero)
+    support, predicted = conf.sum(1), conf.sum(0)
+    precision, recall, f1 = stats.precision_recall_f1(conf.diag(), support, predicted)
     occurs = (support > 0) | (predicted > 0)
     weights = support / support.sum().clamp_min(1)
     table = {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),

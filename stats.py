@@ -60,13 +60,23 @@ def class_counts(targets: torch.Tensor, predicted: torch.Tensor, num_classes: in
     return torch.stack([count(t, hit.flatten()), count(t), count(p)], 1)
 
 
+def precision_recall_f1(tp: torch.Tensor, support: torch.Tensor,
+                        predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class, from its true positives, images and predictions (any leading shape): a
+    class nothing was predicted as has precision 0, one without images recall 0, and F1 is 0
+    where both are, never a division by zero. evaluate.py's table and the bootstrap share it,
+    so an interval is always of the figure it stands beside."""
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
+    recall = torch.where(support > 0, tp / support.clamp_min(1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
+    return precision, recall, f1
+
+
 def macro_f1_and_recall(counts: torch.Tensor) -> torch.Tensor:
     """B x (1 + C): macro-F1 over the classes that occur, then each class's recall (NaN where
     a resample holds none of that class), from ``class_counts``."""
     tp, support, predicted = counts.unbind(1)
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
-    recall = torch.where(support > 0, tp / support.clamp_min(1), 0.0)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
+    _, recall, f1 = precision_recall_f1(tp, support, predicted)
     occurs = ((support > 0) | (predicted > 0)).double()
     macro = (f1 * occurs).sum(1) / occurs.sum(1).clamp_min(1)
     return torch.cat([macro[:, None], torch.where(support > 0, recall, torch.nan)], 1)

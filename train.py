@@ -112,7 +112,10 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     for _, target in train_split.samples:
         counts[target] += 1
     balance = data.balance_mode(cfg.balance, counts)
-    notes = data.describe_classes(classes, counts, balance) + data.copies_across(train_split.samples, val_split.samples)
+    notes = []  # logged by rank 0 only: the other ranks need not read the files again
+    if machine.is_main:
+        notes = data.describe_classes(classes, counts, balance) + data.copies_across(train_split.samples,
+                                                                                     val_split.samples)
     shard = range(machine.rank, len(train_ds), machine.world)  # with torchrun, each rank's own images
     val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
     if machine.world > 1:

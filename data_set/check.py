@@ -94,6 +94,14 @@ def describe(path: str) -> dict:
     return info
 
 
+def look(path: str) -> int | None:
+    """The image's pHash alone (split_data.py), or None if it is unreadable or flat."""
+    try:
+        return phash(images.open_rgb(path))
+    except (DataError, OSError):
+        return None
+
+
 class HashCache:
     """describe()'s results, keyed by path, size and modification time, in OUTPUT_DIR/hashes.json."""
 

@@ -68,14 +68,12 @@ def link_split(samples: list[tuple[str, int]], classes: list[str], root: Path) -
         os.symlink(os.path.abspath(path), root / classes[target] / f"{n:07d}_{os.path.basename(path)}")
 
 
-def out_of_fold(data: Path, out: Path, folds: int, length: list[str], seed: int,
-                extra: list[str]) -> tuple[list[list[float]], list[tuple[str, int]], list[str]]:
-    """Each training image's probabilities from the model that did not train on it (with the
-    samples and classes); ``length`` is train.py's --budget or --epochs option."""
+def out_of_fold(samples: list[tuple[str, int]], classes: list[str], out: Path, folds: int, length: list[str],
+                seed: int, extra: list[str]) -> list[list[float]]:
+    """Each training image's probabilities from the model that did not train on it;
+    ``length`` is train.py's --budget or --epochs option."""
     import predict
 
-    classes = folders.find_classes(str(data / "train"))
-    samples, _ = folders.class_samples(str(data / "train"), classes)
     fold = stratified_folds(samples, folds, seed)
     probs: list[list[float] | None] = [None] * len(samples)
     for k in range(folds):
@@ -99,7 +97,7 @@ def out_of_fold(data: Path, out: Path, folds: int, length: list[str], seed: int,
             if error:
                 raise DataError(error)
             probs[i] = p
-    return probs, samples, classes
+    return probs
 
 
 def rank(samples: list[tuple[str, int]], probs: list[list[float]]) -> tuple[list[int], list[float], set[int]]:
@@ -168,7 +166,7 @@ def main(args) -> int:
         ["--budget", f"{plan.parse_duration(args.budget) / args.folds:.1f}s"]
     outputs.check_writable_folder(out, "--output-dir")
     out.mkdir(parents=True, exist_ok=True)
-    probs, samples, classes = out_of_fold(data, out, args.folds, length, args.seed, args.train_args.split())
+    probs = out_of_fold(samples, classes, out, args.folds, length, args.seed, args.train_args.split())
     order, scores, flagged = rank(samples, probs)
     write_csv(out / "label_issues.csv", order, samples, classes, probs, scores, flagged)
     plot_suspects(order, samples, classes, probs, out / "suspects.png", args.shown)

@@ -63,14 +63,13 @@ def plan_split(src: Path, val_ratio: float, seed: int,
 def copy_groups(folder: Path, files: list[str]) -> list[list[str]]:
     """The class's files grouped with their near-duplicates (check.py's perceptual hash within
     check.DISTANCE bits: copies, resized or recompressed); a file without one is a group of one."""
-    looks = [check.describe(str(folder / f)).get("phash") for f in files]
+    looks = [check.look(str(folder / f)) for f in files]
     readable = [i for i, h in enumerate(looks) if h is not None]
-    pairs = [(readable[a], readable[b], d) for a, b, d in
-             check.near_pairs([int(looks[i], 16) for i in readable], check.DISTANCE)]
-    grouped = check.groups_of(pairs, len(files))
+    pairs = [(readable[a], readable[b], d) for a, b, d in check.near_pairs([looks[i] for i in readable], check.DISTANCE)]
+    grouped = check.groups_of(pairs, len(files))  # each group's indices sorted
     member = {i for g in grouped for i in g}
-    return sorted([[files[i] for i in g] for g in grouped] + [[f] for i, f in enumerate(files) if i not in member],
-                  key=lambda g: files.index(g[0]))
+    singles = [[i] for i in range(len(files)) if i not in member]
+    return [[files[i] for i in g] for g in sorted(grouped + singles)]  # in file order, by each group's first
 
 
 def draw(rng: random.Random, files: list[str], groups: list[list[str]], k: int) -> set[str]:
