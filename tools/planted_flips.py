@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import folders  # noqa: E402
-from errors import OneLineParser  # noqa: E402
+from errors import DataError, OneLineParser, run_main  # noqa: E402
 
 
 def plant(data: Path, out: Path, fraction: float, seed: int) -> None:
@@ -63,6 +63,9 @@ def precision_recall(chosen: list[str], flips: set[str]) -> str:
 
 
 def score(out: Path, issues: str, weights: str) -> None:
+    for path in (out / "flips.json", Path(issues)):
+        if not path.is_file():
+            raise DataError(f"{path}: not found; run the plant step (and label_issues.py) first")
     flips = set(json.loads((out / "flips.json").read_text()))
     with open(issues, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -76,7 +79,7 @@ def score(out: Path, issues: str, weights: str) -> None:
         print(f"{n:>6}  {precision_recall(ranked[:n], flips):<44}  {precision_recall(baseline[:n], flips)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def get_args_parser() -> OneLineParser:
     p = OneLineParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("plant")
@@ -88,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("out")
     b.add_argument("--issues", required=True)
     b.add_argument("--weights", required=True)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(args) -> int:
     if args.command == "plant":
         plant(Path(args.data), Path(args.out), args.fraction, args.seed)
     else:
@@ -97,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, get_args_parser().parse_args()))
