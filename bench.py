@@ -4,6 +4,7 @@
     python bench.py --data /tmp/flowers --repeats 3            # any folder with train/ and val/
     python bench.py --device cuda --json                       # on a GPU, machine-readable
     python bench.py --compile                                  # also the model step under torch.compile
+    python bench.py --formats runs/best.pth --data DIR         # only the deployment table, per model format
 
 Prints, as medians over --repeats:
   1. the tutorial-equivalent path (PIL ImageFolder + Compose transforms, fp32, NCHW, its
@@ -17,6 +18,13 @@ Prints, as medians over --repeats:
   4. on a CPU: predict.py on one image, whole process, with the PyTorch checkpoint and
      with its ONNX export, against the tutorial's predict.py; and batched inference,
      PyTorch against onnxruntime.
+
+--formats WEIGHTS prints one table instead, a row per format of that trained model
+(PyTorch fp32, PyTorch bf16 where the CPU has bf16 instructions, ONNX fp32, ONNX int8 from
+export.py --int8's quantization): top-1 on --data's val/ images (the same preprocessed
+tensors for every format), batch throughput on them, predict.py's one-image whole-process
+latency and the file's size. Every report starts with the CPU's model and its int8/bf16
+instructions.
 """
 from errors import quiet_startup_interrupt
 
@@ -39,11 +47,12 @@ import torch
 from torch import nn
 
 import config
+import data
 import folders
 import shapes
 import train
-from machine import AMP_DTYPES, cpu_has_bf16, pick_device, pick_precision
-from errors import OneLineParser, run_main
+from machine import AMP_DTYPES, cpu_has_bf16, cpu_summary, pick_device, pick_precision
+from errors import ArgumentError, OneLineParser, run_main
 from model import AlexNet
 
 HERE = Path(__file__).resolve().parent
@@ -172,7 +181,6 @@ def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: 
 def batch_building_rates(root: Path, batch_size: int, device: torch.device, batches: int) -> dict[str, float]:
     """Images/s of making training batches alone (crop + flip of cached images, no model):
     per image in the main process, as a DataLoader does it, and device_data's batched crop."""
-    import data
     import device_data
 
     policy = data.CachePolicy(None, 2**40, "skip", quiet=True)
@@ -327,6 +335,91 @@ def inference_rates(batch_size: int, repeats: int, work: Path) -> dict[str, floa
     return {name: batch_size / statistics.median(t) for name, t in times.items()}
 
 
+# ---------------------------------------------------------------- 5. deployment formats
+def format_table(weights: Path, root: Path, batch_size: int, repeats: int, predict_runs: int) -> dict:
+    """Top-1, images/s, one-image predict.py latency and file size for each format of ``weights``."""
+    import numpy as np
+    import onnxruntime
+
+    import export
+    import predict
+
+    work = Path(tempfile.mkdtemp(prefix="alexnet-formats-"))
+    try:
+        classifier = predict.load_classifier(str(weights))
+        files, targets = export.labelled(str(root / "val"), classifier.names)
+        calibration = folders.list_images(str(root / "train")).files
+        fp32, int8 = work / "fp32.onnx", work / "int8.onnx"
+        export.export(classifier, fp32, None)
+        export.quantize(fp32, int8, calibration[::max(1, len(calibration) // 300)][:300])
+        views = [v for _, v, err in predict.decoded(classifier, files, 64) if err is None]
+        x = data.normalize(torch.stack(views), classifier.mean, classifier.std).contiguous()
+        batches = list(x.split(batch_size))[:-1] or [x]  # full batches only: the rate at this batch size
+        model = classifier.model.eval()
+
+        def torch_logits(dtype):
+            def run(batch):
+                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                    return model(batch.contiguous(memory_format=torch.channels_last)).float()
+            return run
+
+        def onnx_logits(path):
+            options = onnxruntime.SessionOptions()
+            # each session has its own thread pool; spinning idle threads would slow the session timed next
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            return lambda batch: torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
+
+        rows = {"PyTorch fp32": (torch_logits(None), weights, weights),
+                "PyTorch bf16": (torch_logits(torch.bfloat16), None, None) if cpu_has_bf16() else None,
+                "ONNX fp32": (onnx_logits(fp32), fp32, fp32), "ONNX int8": (onnx_logits(int8), int8, int8)}
+        rows = {name: spec for name, spec in rows.items() if spec is not None}
+        times: dict[str, list[float]] = {name: [] for name in rows}
+        walls: dict[str, list[float]] = {name: [] for name, spec in rows.items() if spec[2]}
+        for i in range(max(repeats, predict_runs) + 1):  # interleaved, so every format meets the same machine
+            for name, (logits, _, predict_with) in rows.items():
+                for batch in batches if i <= repeats else []:
+                    t0 = time.perf_counter()
+                    logits(batch)
+                    if i:  # the first pass warms up
+                        times[name].append(time.perf_counter() - t0)
+                if i and i <= predict_runs and predict_with:
+                    walls[name].append(predict_wall(files[0], predict_with))
+        table = {}
+        for name, (logits, model_file, _) in rows.items():
+            predicted = torch.cat([logits(b).argmax(1) for b in x.split(batch_size)])
+            table[name] = {"top1": (predicted == torch.tensor(targets)).double().mean().item(),
+                           "images_per_s": len(batches[0]) / statistics.median(times[name]),
+                           "predict_wall_s": statistics.median(walls[name]) if name in walls else None,
+                           "file_mib": model_file.stat().st_size / 2**20 if model_file else None}
+        return {"cpu": cpu_summary(), "weights": str(weights), "data": str(root / "val"), "images": len(x),
+                "batch_size": len(batches[0]), "threads": torch.get_num_threads(), "formats": table,
+                "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def predict_wall(image: str, weights: Path) -> float:
+    env = {**os.environ, "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(HERE / "predict.py"), image, "--no-show", "--weights", str(weights)],
+                   cwd=HERE, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def report_formats(res: dict) -> None:
+    print(f"\n{res['weights']} on {res['images']} images of {res['data']}, batch {res['batch_size']}, "
+          f"{res['threads']} threads, onnxruntime {res['onnxruntime']}\n")
+    print("| format | top-1 | images/s | vs ONNX fp32 | predict.py, one image | file |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    base = res["formats"]["ONNX fp32"]["images_per_s"]
+    for name, r in res["formats"].items():
+        wall = f"{r['predict_wall_s']:.2f} s" if r["predict_wall_s"] else "(predict.py infers in fp32)"
+        size = f"{r['file_mib']:.1f} MiB" if r["file_mib"] else "-"
+        print(f"| {name} | {r['top1']:.4f} | {r['images_per_s']:.1f} | {r['images_per_s'] / base:.2f}x | {wall} "
+              f"| {size} |")
+
+
 def peak_rss_mib() -> float:
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
@@ -434,10 +527,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-per-class", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the model step under torch.compile")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    p.add_argument("--formats", metavar="WEIGHTS", help="only the table of deployment formats of this checkpoint, "
+                   "on --data's val/ (calibrating int8 on its train/)")
     return run_main(bench, p.parse_args(argv))
 
 
 def bench(args) -> int:
+    print(f"CPU: {cpu_summary()}")
+    if args.formats:
+        if not args.data:
+            raise ArgumentError("--formats: needs --data DIR, the folder holding the model's train/ and val/ images")
+        res = format_table(Path(args.formats), Path(args.data), args.batch_size, args.repeats, args.predict_runs)
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            report_formats(res)
+        return 0
     res = run(args)
     if args.json:
         print(json.dumps(res, indent=2))

@@ -46,7 +46,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def run_main(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Each script's cli(): main(args)'s exit code, or for a UserError one line and 2, or
-    for Ctrl-C or SIGTERM one line and 130 (after the ``finally`` clean-ups ran)."""
+    for Ctrl-C or SIGTERM one line and 130 (after the ``finally`` clean-ups ran); when the
+    reader of stdout goes away (``| head``), quietly 141, as a shell tool killed by SIGPIPE."""
     printable_console()
     with interrupts_raise():
         try:
@@ -57,6 +58,10 @@ def run_main(main: Callable[[argparse.Namespace], int | None], args: argparse.Na
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            # Python's documented recipe: point stdout at devnull so the exit's flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
 
 
 @contextmanager

@@ -5,6 +5,7 @@
     python evaluate.py --data my_test_photos --tta --topk 2   # a separate test folder, 10-crop testing
     python evaluate.py --compare runs_b/best.pth              # A against B on the same images: McNemar
     python evaluate.py --calibrate                            # fit the temperature on val/, store it
+    python evaluate.py --ood data_set/demo_shapes --store-threshold   # "not one of my classes": AUROC, threshold
     python evaluate.py --weights runs/best.onnx               # an ONNX export (no look inside the network)
     python evaluate.py --weights AlexNet.pth --class-indices class_indices.json --data DIR   # tutorial weights
 
@@ -13,11 +14,13 @@ theirs (a seeded bootstrap over the images), a per-class table, the most confuse
 the calibration (expected calibration error, ECE), and writes to --output-dir (default:
 eval/ beside the checkpoint):
 
-    summary.json          top1, top<k>, macro_f1 and their intervals, ece, the split scored, the comparison
+    summary.json          top1, top<k>, macro_f1 and their intervals, ece, the split scored, the comparison,
+                          the out-of-class scores (--ood)
     per_class.csv         the per-class table
     predictions.csv       one row per image: true and predicted class, their probabilities, top-k
     confusion_matrix.png  counts and row-normalised
     reliability.png       accuracy against confidence (the calibration)
+    ood.png               the top probability of the split's and the out-of-class images (--ood)
     mistakes.png          the most confidently wrong images (highest loss, fastai's "top losses")
     conv1_filters.png     the first layer's kernels (the paper's figure 3)
     neighbours.png        the training images nearest to a few test images in the last hidden
@@ -28,7 +31,12 @@ else its val/, which chose the checkpoint and so flatters it (the report says so
 train.py's validation path (the same evaluation transform, the decode-once cache, batched
 inference), so top-1 on the val/ split is the checkpoint's best_acc. --calibrate fits one
 temperature on val/ (never the split scored when there is a test/), writes it into the
-checkpoint, and predict.py, app.py and export.py apply it; the predicted classes never change.
+checkpoint, and predict.py, app.py and export.py apply it; the predicted classes never change
+(a stored --min-confidence threshold no longer fits then, and is dropped). --ood FOLDER scores
+images of no known class against the split: the AUROC of the top probability, and the
+threshold that rejects --false-rejection (5%) of the val/ images, with the share of the
+out-of-class images it rejects (ood.png); --store-threshold writes it into the checkpoint for
+``predict.py --min-confidence auto`` (and export.py's ONNX metadata).
 Exit code 0; 1 if some images could not be read (the rest are scored); 2 for unusable
 weights, data or options.
 """
@@ -71,6 +79,12 @@ def get_args_parser() -> OneLineParser:
       "the same images: the top-1 difference with its interval and an exact McNemar test")
     a("--calibrate", action="store_true", help="fit the temperature on the val/ split and store it in the checkpoint: "
       "predict.py, app.py and export.py then report calibrated probabilities")
+    a("--ood", metavar="FOLDER", help="images of none of the model's classes (searched recursively): how well the top "
+      "probability tells them from the split's, and the threshold for --false-rejection")
+    a("--false-rejection", type=float, default=0.05, help="--ood: the share of val/ images the threshold may reject "
+      "(default 0.05)")
+    a("--store-threshold", action="store_true", help="--ood: write the threshold into the checkpoint "
+      "(predict.py --min-confidence auto)")
     a("--output-dir", help="where the report goes (default: eval/ beside the checkpoint)")
     a("--tta", action="store_true", default=None, help="10-crop testing (default: as the checkpoint was validated)")
     a("--topk", type=int, default=5, help="also report top-k accuracy (capped at the class count)")
@@ -501,10 +515,89 @@ def fit_and_store_temperature(args, classifier, machine: Machine, val_root: str,
     targets = torch.tensor([t for _, t in val.samples])
     temperature = stats.fit_temperature(raw_probabilities(classifier, val, machine, batch_size), targets)
     ckpt = load_checkpoint(args.weights)
-    outputs.save_torch(ckpt | {"temperature": temperature}, Path(args.weights))
+    outputs.save_torch(ckpt | {"temperature": temperature, "min_confidence": None}, Path(args.weights))
     print(f"temperature {temperature:.3f}, fitted on {val_root} ({len(targets)} images), written into {args.weights}"
           f" (export it again to calibrate its ONNX file)")
+    if ckpt["min_confidence"] is not None and not args.store_threshold:
+        print(f"its stored --min-confidence threshold {ckpt['min_confidence']:.3f} was for the old temperature and "
+              f"is dropped: evaluate.py --ood FOLDER --store-threshold finds a new one")
     return temperature
+
+
+# ---------------------------------------------------------------- images of no known class
+def ood_files(folder: str) -> list[str]:
+    """--ood's images, checked before any scoring."""
+    if not os.path.isdir(folder):
+        raise DataError(f"--ood {folder}: folder not found")
+    files = folders.list_images(folder).files
+    if not files:
+        raise DataError(f"--ood {folder}: no images inside ({', '.join(folders.IMG_EXTENSIONS)})")
+    return files
+
+
+def ood_scores(classifier, files: list[str], temperature: float, batch_size: int) -> tuple[torch.Tensor, int]:
+    """(top probability of each readable file, calibrated as predict.py reports it; files unread)."""
+    kept, classifier.temperature = classifier.temperature, temperature
+    try:
+        rows = list(predict.predict_files(classifier, files, batch_size))
+    finally:
+        classifier.temperature = kept
+    scores = torch.tensor([max(p) for _, p, _ in rows if p is not None])
+    if not len(scores):
+        raise DataError(f"--ood: none of its {len(files)} images could be read")
+    return scores, len(rows) - len(scores)
+
+
+def threshold_probabilities(args, classifier, split_root: str, which: str, machine: Machine,
+                            transform: data.EvalTransform, cache: str | None, batch_size: int) -> torch.Tensor | None:
+    """The val/ images' raw probabilities, which choose the threshold; None where there is no
+    val/ beside the split or in the training data (then the split scored chooses it)."""
+    try:
+        root = calibration_split(split_root, which, classifier.card["data"])
+    except DataError:
+        print(f"note: no val/ split found; the --ood threshold is chosen on the images scored, {split_root}")
+        return None
+    val = load_split(root, match_classes(root, classifier.names, args.skip_unknown), classifier.names, transform,
+                     cache, args.quiet)
+    return raw_probabilities(classifier, val, machine, batch_size)
+
+
+def ood_report(args, known: torch.Tensor, val: torch.Tensor, unknown: torch.Tensor, which: str) -> dict:
+    """The AUROC of the split's top probabilities against the out-of-class images', and the
+    threshold that rejects --false-rejection of the val/ images."""
+    threshold = stats.rejection_threshold(val, args.false_rejection)
+    report = {"folder": args.ood, "images": len(unknown), "auroc": stats.auroc(known, unknown),
+              "false_rejection_target": args.false_rejection, "threshold": threshold,
+              "rejected_unknown": (unknown < threshold).double().mean().item(),
+              "rejected_val": (val < threshold).double().mean().item(),
+              "rejected_split": (known < threshold).double().mean().item(), "split": which}
+    print(f"\nout of class: {len(unknown)} images of {args.ood}\n"
+          f"  AUROC of the top probability, {which} split against them: {report['auroc']:.4f}\n"
+          f"  threshold for {args.false_rejection:.0%} false rejections on val/ ({len(val)} images): {threshold:.4f}; "
+          f"it rejects {report['rejected_unknown']:.1%} of the out-of-class images and "
+          f"{report['rejected_split']:.1%} of the {which} split")
+    return report
+
+
+def plot_ood(known: torch.Tensor, unknown: torch.Tensor, report: dict, path: Path) -> None:
+    """Histograms of the top probability, the split's and the out-of-class images', and the threshold."""
+    fig = new_figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    bins = torch.linspace(0, 1, 41).tolist()
+    ax.hist(known.tolist(), bins=bins, alpha=0.6, density=True, label=f"{report['split']} split ({len(known)})")
+    ax.hist(unknown.tolist(), bins=bins, alpha=0.6, density=True, label=f"out of class ({len(unknown)})")
+    ax.axvline(report["threshold"], color="black", linestyle="--",
+               label=f"threshold {report['threshold']:.3f} ({report['false_rejection_target']:.0%} of val/ rejected)")
+    ax.set(xlabel="top probability", ylabel="density", title=f"AUROC {report['auroc']:.3f}")
+    ax.legend(fontsize=8)
+    outputs.save_figure(fig, path)
+
+
+def store_threshold(weights: str, threshold: float) -> None:
+    ckpt = load_checkpoint(weights)
+    outputs.save_torch(ckpt | {"min_confidence": threshold}, Path(weights))
+    print(f"threshold {threshold:.4f} written into {weights}: predict.py --min-confidence auto uses it "
+          f"(export it again to carry it into its ONNX file)")
 
 
 # ---------------------------------------------------------------- the run
@@ -513,18 +606,23 @@ def check_args(args) -> None:
                                ("--neighbours", args.neighbours, 0), ("--batch-size", args.batch_size, 0)):
         if not low <= value <= 4096:
             raise ArgumentError(f"{option} {value}: must be in {low}..4096")
-    if args.calibrate and args.weights.lower().endswith(".onnx"):
-        raise ArgumentError(f"--calibrate: {args.weights} is an ONNX export; calibrate the .pth it was exported from, "
-                            f"then export it again")
+    for flag, wanted in (("--calibrate", args.calibrate), ("--store-threshold", args.store_threshold)):
+        if wanted and args.weights.lower().endswith(".onnx"):
+            raise ArgumentError(f"{flag}: {args.weights} is an ONNX export; run it on the .pth it was exported from, "
+                                f"then export it again")
+    if not 0 < args.false_rejection < 1:
+        raise ArgumentError(f"--false-rejection {args.false_rejection}: must be in (0, 1)")
+    if args.store_threshold and not args.ood:
+        raise ArgumentError("--store-threshold: needs --ood FOLDER (the threshold is chosen against those images)")
 
 
 def main(args) -> int:
     check_args(args)
     classifier = predict.load_classifier(args.weights, args.device, False, args.class_indices)
     names, card = classifier.names, classifier.card
-    if args.calibrate and card["epoch"] is None:
-        raise CheckpointError(f"{args.weights}: a bare state_dict has no place for a temperature; --calibrate needs "
-                              f"a train.py checkpoint")
+    if (args.calibrate or args.store_threshold) and card["epoch"] is None:
+        raise CheckpointError(f"{args.weights}: a bare state_dict has no place for a temperature or a threshold; "
+                              f"{'--calibrate' if args.calibrate else '--store-threshold'} needs a train.py checkpoint")
     split_root, which = find_split(args.data, card["data"], names)
     out = Path(args.output_dir) if args.output_dir else Path(args.weights).resolve().parent / outputs.EVAL_FOLDER
     if out.resolve().is_relative_to(Path(split_root).resolve()):
@@ -535,6 +633,7 @@ def main(args) -> int:
     classifier.transform = type(classifier.transform)(classifier.transform.size, classifier.transform.resize, tta)
     other = load_other(args, classifier, tta) if args.compare else None
     val_root = calibration_split(split_root, which, card["data"]) if args.calibrate else None
+    unknown_files = ood_files(args.ood) if args.ood else None
     # fp32, as predict.py, app.py and the ONNX model: the same image gets the same probabilities everywhere
     machine = Machine(getattr(classifier, "device", torch.device("cpu")), "fp32", quiet=args.quiet)
     cache = Path(args.weights).resolve().parent / ".cache"  # train.py's: its val/ crops are there already
@@ -568,17 +667,28 @@ def main(args) -> int:
         comparison = compare_models(str(args.weights), probs, str(args.compare), other_probs, targets)
         print(f"\nA = {args.weights}: top-1 {comparison['top1_a']:.4f}; B = {args.compare}: top-1 "
               f"{comparison['top1_b']:.4f}\n{comparison['verdict']}")
+    ood = None
+    if args.ood:
+        raw_val = None if which == "val" else threshold_probabilities(args, classifier, split_root, which, machine,
+                                                                      transform, cache, batch)
+        val_probs = probs if raw_val is None else calibrated(raw_val, temperature)
+        unknown, unread = ood_scores(classifier, unknown_files, temperature, batch)
+        ood = ood_report(args, probs.max(1).values, val_probs.max(1).values, unknown, which) | {"unreadable": unread}
+        if args.store_threshold:
+            store_threshold(args.weights, ood["threshold"])
     out.mkdir(parents=True, exist_ok=True)
     top1 = topk_accuracy(probs, targets, 1)
     summary = {"top1": top1, f"top{k}": topk_accuracy(probs, targets, k), "macro_f1": table["macro_f1"],
                "weighted_f1": table["weighted_f1"], "ci": ci, "ece": bins["ece"], "ece_uncalibrated": raw_ece,
                "temperature": temperature, "images": len(targets), "unreadable": len(split.bad), "split": which,
                "weights": str(args.weights), "data": split_root, "tta": tta, "checkpoint_best_acc": card["best_acc"],
-               "compare": comparison, "table": table}
+               "compare": comparison, "ood": ood, "table": table}
     write_tables(out, names, split, probs, k, summary)
     plot_confusion(confusion, names, out / "confusion_matrix.png",
                    f"top-1 {top1:.3f} (95% CI {span(ci['top1'])}) on {len(targets)} images of {which}")
     plot_reliability(bins, raw_ece, temperature, out / "reliability.png")
+    if ood:
+        plot_ood(probs.max(1).values, unknown, ood, out / "ood.png")
     if args.mistakes:
         plot_mistakes(split, probs, targets, names, args.mistakes, out / "mistakes.png")
     if isinstance(classifier, predict.TorchClassifier):

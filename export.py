@@ -3,6 +3,7 @@
     python export.py                                   # runs/best.pth -> runs/best.onnx
     python export.py runs/best.pth -o alexnet.onnx --data data_set/flower_data/val
     python predict.py tulip.jpg --weights runs/best.onnx   # onnxruntime: no torch at all
+    python export.py --int8                            # runs/best.pth -> runs/best.int8.onnx, accuracy-guarded
 
 The file holds the validated weights with a dynamic batch axis (input ``images``, N x 3 x
 S x S, normalised; output ``logits``), exported by ``torch.onnx.export`` at the opset it
@@ -14,7 +15,15 @@ Right after writing, the file is checked: onnx's checker, then onnxruntime again
 PyTorch on a batch of real images (``--data``: a folder of images, searched recursively)
 or generated ones. It prints the largest difference of the probabilities and the top-1
 agreement, and fails (exit 1, the file removed) above ``--tolerance`` or below 100%.
-Exit 2: unusable checkpoint or options, or onnx / onnxruntime / onnxscript missing.
+
+--int8: static post-training quantization by onnxruntime (QDQ, int8 weights per output
+channel, uint8 activations, MinMax ranges) calibrated on --calibration-images (300) of the
+data's train/ (or the folder --calibration gives). Then the fp32 and the int8 model classify
+every image of the data's val/ split; when int8's top-1 is more than --max-drop points (1.0)
+below fp32's, the export is refused (exit 1, nothing written). The metadata adds the
+quantization settings and both top-1 figures. predict.py, evaluate.py and app.py run the
+int8 file like any .onnx.
+Exit 2: unusable checkpoint, data or options, or onnx / onnxruntime / onnxscript missing.
 """
 from errors import quiet_startup_interrupt
 
@@ -25,15 +34,19 @@ import importlib.util
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import folders
+import images
 import outputs
-from errors import ArgumentError, CheckpointError, OneLineParser, UserError, run_main
+from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError, run_main
 
 METADATA_KEY = "alexnet"
 INSTALL = "pip install -r requirements.txt (onnx, onnxruntime, onnxscript)"
 CHECK_IMAGES = 16
+# u8 activations with s8 weights: the pair onnxruntime's x86 int8 kernels (VNNI, AMX) are built for
+QUANTIZATION = {"format": "QDQ", "weights": "int8, per output channel", "activations": "uint8", "ranges": "MinMax"}
 
 
 def get_args_parser() -> OneLineParser:
@@ -45,6 +58,12 @@ def get_args_parser() -> OneLineParser:
     p.add_argument("--data", help="check on up to 16 images from this folder (default: generated images)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed difference of a probability")
     p.add_argument("--opset", type=int, help="ONNX opset (default: what torch.onnx.export recommends)")
+    p.add_argument("--int8", action="store_true", help="quantize to int8 (default output NAME.int8.onnx), refused "
+                   "when top-1 on the data's val/ drops more than --max-drop")
+    p.add_argument("--max-drop", type=float, default=1.0, help="--int8: the most top-1 may drop, in points (0-100)")
+    p.add_argument("--calibration", metavar="FOLDER", help="--int8: images to calibrate on (default: the data's "
+                   "train/, the data being --data or the checkpoint's)")
+    p.add_argument("--calibration-images", type=int, default=300, help="--int8: how many, spread over the folder")
     return p
 
 
@@ -65,7 +84,8 @@ def metadata(classifier) -> dict:
     return {"format": 1, "classes": classifier.names, "mean": list(classifier.mean), "std": list(classifier.std),
             "eval": {"size": classifier.transform.size, "resize": classifier.transform.resize},
             "arch": card["arch"], "best_acc": card["best_acc"], "epoch": card["epoch"], "data": card["data"],
-            "temperature": card["temperature"], "source": str(card["weights"])}
+            "temperature": card["temperature"], "min_confidence": card["min_confidence"],
+            "source": str(card["weights"])}
 
 
 def export(classifier, path: Path, opset: int | None) -> None:
@@ -105,6 +125,121 @@ def check_images(classifier, data_dir: str | None) -> list:
     return [classifier.prepare_pil(p, "generated") for p in pictures]
 
 
+def int8_folders(args, classifier) -> tuple[list[str], str]:
+    """(calibration image files, the val/ split scored), each checked before any work."""
+    root = args.data or classifier.card["data"]
+    val = os.path.join(root, "val") if root else None
+    if not val or not os.path.isdir(val):
+        raise DataError(f"--int8: needs labelled val/ images to measure the accuracy drop; {val or 'the checkpoint'} "
+                        f"{'not found' if val else 'names no data'}: pass --data DIR (a folder holding val/)")
+    source = args.calibration or os.path.join(root, "train")
+    if not os.path.isdir(source):
+        raise DataError(f"--calibration {source}: folder not found")
+    files = folders.list_images(source).files
+    if not files:
+        raise DataError(f"--calibration {source}: no images inside")
+    step = max(1, len(files) // args.calibration_images)
+    return files[::step][:args.calibration_images], val
+
+
+def labelled(val: str, names: list[str]) -> tuple[list[str], list[int]]:
+    """The val/ split's files and their targets as the model's class indices."""
+    classes = folders.find_classes(val)
+    unknown = [c for c in classes if c not in names]
+    if unknown:
+        raise DataError(f"{os.path.join(val, unknown[0])}: the model does not know class {unknown[0]!r}")
+    samples, _ = folders.class_samples(val, classes)
+    if not samples:
+        raise DataError(f"{val}: no images in its class folders")
+    return [p for p, _ in samples], [names.index(classes[t]) for _, t in samples]
+
+
+def top1(onnx_path: Path, files: list[str], targets: list[int]) -> tuple[float, int]:
+    """(top-1 of an ONNX model on the files, files it could not read): predict.py's ONNX path."""
+    import predict
+
+    classifier = predict.OnnxClassifier(str(onnx_path), False, None)
+    rows = list(predict.predict_files(classifier, files, 32))
+    right = sum(p is not None and max(range(len(p)), key=p.__getitem__) == t for (_, p, _), t in zip(rows, targets))
+    unread = sum(p is None for _, p, _ in rows)
+    return right / max(len(rows) - unread, 1), unread
+
+
+def quantize(fp32: Path, out: Path, calibration: list[str]) -> None:
+    """Static int8 quantization (QUANTIZATION) of ``fp32`` into ``out``, ranges from the images."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    import predict
+
+    reader_model = predict.OnnxClassifier(str(fp32), False, None)  # its numpy preprocessing, as at inference
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            readable = (v for _, v, error in predict.decoded(reader_model, calibration, 64) if error is None)
+            self.batches = (images.normalize(np.concatenate(chunk), reader_model.mean, reader_model.std)
+                            for chunk in chunks(readable, 32))
+            self.seen = 0
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            if batch is None and not self.seen:
+                raise DataError(f"--calibration: none of its {len(calibration)} images could be read")
+            self.seen += batch is not None
+            return None if batch is None else {"images": batch}
+
+    prepared = out.with_name(out.name + ".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # folds and infers shapes first
+    quantize_static(str(prepared), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def chunks(rows, size: int):
+    """Lists of ``size`` items (the last one shorter); itertools.batched from Python 3.12."""
+    chunk = []
+    for r in rows:
+        chunk.append(r)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def int8_export(args, classifier, out: Path) -> int:
+    """--int8: export fp32 into a scratch folder, check it, quantize it, measure both on val/,
+    and write ``out`` only when int8 keeps top-1 within --max-drop."""
+    onnx, _ = require_onnx()
+    calibration, val = int8_folders(args, classifier)
+    files, targets = labelled(val, classifier.names)
+    with tempfile.TemporaryDirectory(prefix="export-int8-") as scratch:
+        fp32, int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
+        export(classifier, fp32, args.opset)
+        if check(args, classifier, fp32) != 0:
+            return 1
+        quantize(fp32, int8, calibration)
+        (acc_fp32, unread), (acc_int8, _) = top1(fp32, files, targets), top1(int8, files, targets)
+        drop = (acc_fp32 - acc_int8) * 100
+        print(f"top-1 on {len(files) - unread} images of {val}: fp32 {acc_fp32:.4f}, int8 {acc_int8:.4f} "
+              f"(drop {drop:.2f} points; calibrated on {len(calibration)} images)")
+        if drop > args.max_drop:
+            print(f"error: {out}: not written: int8 loses {drop:.2f} points of top-1 (--max-drop {args.max_drop:g}); "
+                  f"calibrate on more or more typical images (--calibration, --calibration-images)", file=sys.stderr)
+            return 1
+        proto = onnx.load(str(int8))
+        info = json.loads(next(p.value for p in proto.metadata_props if p.key == METADATA_KEY)) \
+            if any(p.key == METADATA_KEY for p in proto.metadata_props) else metadata(classifier)
+        info |= {"quantization": QUANTIZATION | {"calibration_images": len(calibration)},
+                 "top1_fp32": acc_fp32, "top1_int8": acc_int8, "top1_images": len(files) - unread, "top1_data": val}
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(info, ensure_ascii=False)
+        outputs.write_atomic(out, lambda f: f.write(proto.SerializeToString()))
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, int8)")
+    return 0
+
+
 def compare(classifier, onnx_path: Path, views: list) -> tuple[float, float]:
     """(largest |p_onnx - p_torch| over every probability, share of images with the same top-1)."""
     import numpy as np
@@ -117,14 +252,34 @@ def compare(classifier, onnx_path: Path, views: list) -> tuple[float, float]:
     return float(np.abs(onnx_probs - torch_probs).max()), float((onnx_probs.argmax(1) == torch_probs.argmax(1)).mean())
 
 
+def check(args, classifier, path: Path) -> int:
+    """onnx's checker, then onnxruntime against PyTorch: 0, or 1 with the reason printed."""
+    onnx, _ = require_onnx()
+    onnx.checker.check_model(str(path))
+    views = check_images(classifier, args.data)
+    worst, agree = compare(classifier, path, views)
+    print(f"onnx checker: passed; onnxruntime vs PyTorch on {len(views)} {'images' if args.data else 'generated images'}"
+          f": largest probability difference {worst:.2e}, top-1 agreement {agree:.0%}")
+    if worst <= args.tolerance and agree == 1:
+        return 0
+    print(f"error: onnxruntime disagrees with PyTorch (difference {worst:.2e} > {args.tolerance:g} "
+          f"or top-1 agreement {agree:.0%} < 100%); nothing was written", file=sys.stderr)
+    return 1
+
+
 def main(args) -> int:
     if not 0 < args.tolerance < 1:
         raise ArgumentError(f"--tolerance {args.tolerance}: must be in (0, 1)")
+    if not 0 <= args.max_drop <= 100:
+        raise ArgumentError(f"--max-drop {args.max_drop}: must be in 0..100 (points of top-1)")
+    if not 1 <= args.calibration_images <= 100_000:
+        raise ArgumentError(f"--calibration-images {args.calibration_images}: must be in 1..100000")
     require_onnx()
     import predict
 
-    out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
-    if Path(args.weights).suffix.lower() == ".onnx":
+    weights = Path(args.weights)
+    out = Path(args.output) if args.output else weights.with_suffix(".int8.onnx" if args.int8 else ".onnx")
+    if weights.suffix.lower() == ".onnx":
         raise CheckpointError(f"{args.weights}: already an ONNX file; export reads a train.py checkpoint (.pth)")
     if out.suffix.lower() != ".onnx":
         raise ArgumentError(f"--output {out}: an ONNX model's name must end in .onnx (predict.py tells the formats "
@@ -132,21 +287,18 @@ def main(args) -> int:
     outputs.check_new_output(out, "--output", "the ONNX model", (args.weights, args.class_indices),
                              lambda held: held in ("an ONNX model", "an empty file"))
     classifier = predict.load_classifier(args.weights, "cpu", False, args.class_indices)
-    export(classifier, out, args.opset)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {classifier.card['arch']} AlexNet, "
-          f"{len(classifier.names)} classes, input N x 3 x {classifier.transform.size} x {classifier.transform.size}")
-    onnx, _ = require_onnx()
-    onnx.checker.check_model(str(out))
-    views = check_images(classifier, args.data)
-    worst, agree = compare(classifier, out, views)
-    print(f"onnx checker: passed; onnxruntime vs PyTorch on {len(views)} {'images' if args.data else 'generated images'}"
-          f": largest probability difference {worst:.2e}, top-1 agreement {agree:.0%}")
-    if worst <= args.tolerance and agree == 1:
-        return 0
-    out.unlink()
-    print(f"error: {out}: onnxruntime disagrees with PyTorch (difference {worst:.2e} > {args.tolerance:g} "
-          f"or top-1 agreement {agree:.0%} < 100%); the file was removed", file=sys.stderr)
-    return 1
+    if args.int8:
+        return int8_export(args, classifier, out)
+    with tempfile.TemporaryDirectory(prefix="export-", dir=out.parent) as scratch:
+        written = Path(scratch) / out.name
+        export(classifier, written, args.opset)
+        print(f"wrote {out} ({written.stat().st_size / 2**20:.1f} MiB): {classifier.card['arch']} AlexNet, "
+              f"{len(classifier.names)} classes, input N x 3 x {classifier.transform.size} x "
+              f"{classifier.transform.size}")
+        if check(args, classifier, written) != 0:
+            return 1
+        outputs.link_atomic(written, out)
+    return 0
 
 
 def cli(argv: list[str] | None = None) -> int:

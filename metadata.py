@@ -1,6 +1,6 @@
 """The fields a model file carries beside its weights, checked alike in a checkpoint and in
 an ONNX export's metadata: the class names, the evaluation geometry, mean/std, the score
-and epoch, the precision it was trained at, the calibration temperature. A damaged or crafted value is one line naming
+and epoch, the precision it was trained at, the calibration temperature, the "unknown" threshold. A damaged or crafted value is one line naming
 the file and the field, never a traceback or a confident wrong answer later.
 
 Standard library only: predict.py's ONNX path checks its metadata without importing torch.
@@ -56,6 +56,10 @@ def check_fields(info: dict, path: str) -> None:
         t = info["temperature"]
         need(isinstance(t, (int, float)) and not isinstance(t, bool) and MIN_TEMPERATURE <= t <= MAX_TEMPERATURE,
              "temperature", f"is {t!r}; must be a number in {MIN_TEMPERATURE}..{MAX_TEMPERATURE}")
+    if info.get("min_confidence") is not None:
+        v = info["min_confidence"]
+        need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1, "min_confidence",
+             f"is {v!r}; must be a number in (0, 1)")
     if info.get("precision") is not None:
         need(info["precision"] in PRECISIONS, "precision", f"is {info['precision']!r}; known: {', '.join(PRECISIONS)}")
 

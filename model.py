@@ -28,7 +28,8 @@ MAX_CHECKPOINT_BYTES = 4 * 2**30
 #      plateau {"scale", "bad_epochs"}, Python's RNG state in three spellings, no plan
 #   2  train.py 0f3e2ed..23402ed: + plan, ReduceLROnPlateau's own state_dict
 #   3  + format, precision and device_type (the training precision kept on resume), temperature
-#      (evaluate.py --calibrate; 1.0 = uncalibrated)
+#      (evaluate.py --calibrate; 1.0 = uncalibrated), optionally min_confidence (evaluate.py --ood
+#      --store-threshold; None = none stored)
 CHECKPOINT_FORMAT = 3
 
 # conv widths (5 layers) and hidden FC width for each variant
@@ -187,6 +188,7 @@ def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
             ckpt["rng"] = rng | {"python": (python[0], tuple(python[1]), python[2])}
     if fmt < 3:  # the precision was not recorded: chosen afresh; the probabilities were never calibrated
         ckpt = {"precision": None, "device_type": None, "temperature": 1.0} | ckpt
+    ckpt.setdefault("min_confidence", None)  # evaluate.py --ood --store-threshold; optional in format 3
     ckpt["format"] = CHECKPOINT_FORMAT
     return ckpt
 

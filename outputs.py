@@ -20,8 +20,8 @@ TMP_MARK = ".tmp-"
 # looking like the new run's
 RUN_FILES = ("best.pth", "last.pth", "metrics.csv", "curves.png", "class_indices.json", "best.onnx", "last.onnx")
 EVAL_FOLDER = "eval"
-EVAL_FILES = ("summary.json", "per_class.csv", "predictions.csv", "confusion_matrix.png", "mistakes.png",
-              "conv1_filters.png", "neighbours.png")
+EVAL_FILES = ("summary.json", "per_class.csv", "predictions.csv", "confusion_matrix.png", "reliability.png", "ood.png",
+              "mistakes.png", "conv1_filters.png", "neighbours.png")
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:

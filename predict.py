@@ -5,9 +5,14 @@
     python predict.py a.jpg b.png --tta --save out.png  # 10-crop averaging, figure to a file
     python predict.py tulip.jpg --cam --save cam.png    # where the network looked (Grad-CAM)
     python predict.py img.jpg --model_path AlexNet.pth --class_indices class_indices.json  # tutorial weights
+    python predict.py photos/ --output preds.csv        # a big folder: one row per image, resumable
+    python predict.py photos/ --min-confidence auto     # "unknown" below the threshold evaluate.py --ood stored
 
 Prints the top class and its probability, then each class's probability, and shows
-the image(s) titled with the prediction. Exit code 0: all predicted; 1: some files
+the image(s) titled with the prediction. With --output, writes one row per image to a
+.csv or .json file instead (predictions.py: incremental, resumable) under a progress bar.
+With --min-confidence P, an image whose top probability is below P is answered
+``unknown`` (the top classes are still listed). Exit code 0: all predicted; 1: some files
 could not be read (the others are still predicted); 2: unusable weights or arguments.
 Only torch and Pillow are imported (no torchvision), and matplotlib only when a figure
 is shown or saved, so a one-image prediction starts fast.
@@ -19,6 +24,8 @@ import json
 import math
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -26,12 +33,15 @@ import folders
 import images
 import metadata
 import outputs
+import predictions
 from errors import ArgumentError, CheckpointError, DataError, OneLineParser, OutputError, UserError, run_main
 
 DEFAULT_WEIGHTS = "runs/best.pth"
 MAX_SHOWN = 16  # images in the figure; all of them are printed
 MAX_CLASS_FILE_BYTES = 16 * 2**20  # 100,000 class names fit in 4 MiB
 MAX_ONNX_BYTES = 4 * 2**30  # the paper-width AlexNet is 0.24 GB
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+UNKNOWN = "unknown"
 
 
 def get_args_parser() -> OneLineParser:
@@ -49,6 +59,10 @@ def get_args_parser() -> OneLineParser:
     p.add_argument("--no-show", action="store_true", help="do not open a window")
     p.add_argument("--cam", action="store_true", help="overlay a Grad-CAM heat-map of the predicted class (from "
                    "the last convolution) on each image in the figure")
+    p.add_argument("--output", metavar="PREDS.csv|.json", help="write one row per image to this file as they are "
+                   "classified (no figure, no per-image lines); the same command continues an interrupted run")
+    p.add_argument("--min-confidence", metavar="P|auto", help="answer 'unknown' when the top probability is below P "
+                   "(0 < P < 1); auto: the threshold evaluate.py --ood --store-threshold wrote into the model file")
     return p
 
 
@@ -134,7 +148,8 @@ def model_card(ckpt: dict, weights: str, names: list[str]) -> dict:
     config = ckpt.get("config") or {}
     return {"weights": str(weights), "arch": ckpt.get("arch"), "classes": names, "best_acc": ckpt.get("best_acc"),
             "epoch": ckpt.get("epoch"), "data": config.get("data"), "eval": ckpt.get("eval"),
-            "tta": bool(config.get("tta", False)), "temperature": ckpt["temperature"]}
+            "tta": bool(config.get("tta", False)), "temperature": ckpt["temperature"],
+            "min_confidence": ckpt["min_confidence"]}
 
 
 class OnnxClassifier:
@@ -164,7 +179,8 @@ class OnnxClassifier:
         self.temperature = info.get("temperature", 1.0)  # exports before calibration existed: uncalibrated
         self.card = {"weights": str(weights), "arch": info.get("arch"), "classes": self.names,
                      "best_acc": info.get("best_acc"), "epoch": info.get("epoch"), "data": info.get("data"),
-                     "eval": ev, "tta": False, "temperature": self.temperature}
+                     "eval": ev, "tta": False, "temperature": self.temperature,
+                     "min_confidence": info.get("min_confidence")}
 
     def load(self, path: str):
         return self.transform(images.open_rgb(path))
@@ -214,7 +230,8 @@ def onnx_metadata(session, weights: str, num_classes: int) -> dict:
         raise CheckpointError(f"{weights}: its 'alexnet' metadata is not valid JSON") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{weights}: its 'alexnet' metadata is not a JSON object")
-    fields = {k: info[k] for k in ("classes", "eval", "mean", "std", "best_acc", "epoch", "temperature") if k in info}
+    fields = {k: info[k] for k in ("classes", "eval", "mean", "std", "best_acc", "epoch", "temperature",
+                                   "min_confidence") if k in info}
     metadata.check_fields({"num_classes": num_classes, **fields}, f"{weights} (metadata)")
     return info
 
@@ -260,6 +277,35 @@ def checked_probabilities(classifier, views: list, names: list[str]) -> list[lis
     return probs
 
 
+def decoded(classifier, files: list[str], ahead: int) -> Iterator[tuple[str, object, str | None]]:
+    """(path, preprocessed views or None, error or None) in the files' order, decoded by a pool
+    of threads up to ``ahead`` files before the model needs them. Threads rather than
+    DataLoader workers: the ONNX path runs without torch, and Pillow's decoders and the resize
+    release the GIL, so threads decode in parallel and start instantly."""
+    if len(files) <= 1:  # one photo: no pool to start
+        yield from (finish(classifier, path, None) for path in files)
+        return
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        pending: deque = deque()
+        try:
+            for path in files:
+                pending.append((path, pool.submit(classifier.load, path)))
+                if len(pending) > ahead:
+                    yield finish(classifier, *pending.popleft())
+            while pending:
+                yield finish(classifier, *pending.popleft())
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def finish(classifier, path: str, future) -> tuple[str, object, str | None]:
+    try:
+        return path, future.result() if future else classifier.load(path), None
+    except DataError as e:
+        return path, None, str(e)
+
+
 def predict_files(classifier, files: list[str],
                   batch_size: int) -> Iterator[tuple[str, list[float] | None, str | None]]:
     """(path, probabilities or None, error or None) for each file, batching readable images."""
@@ -271,11 +317,11 @@ def predict_files(classifier, files: list[str],
         batch.clear()
         return out
 
-    for path in files:
-        try:
-            batch.append((path, classifier.load(path)))
-        except DataError as e:
-            yield path, None, str(e)
+    for path, views, error in decoded(classifier, files, 2 * batch_size):
+        if error:
+            yield path, None, error
+        else:
+            batch.append((path, views))
         if len(batch) == batch_size:
             yield from flush()
     if batch:
@@ -333,10 +379,68 @@ def check_args(args) -> None:
         raise ArgumentError(f"--topk {args.topk}: must be at least 1")
     if not 1 <= args.batch_size <= 1024:
         raise ArgumentError(f"--batch-size {args.batch_size}: must be in 1..1024")
+    if args.min_confidence is not None and args.min_confidence != "auto":
+        try:
+            value = float(args.min_confidence)
+        except ValueError:
+            value = math.nan
+        if not 0 < value < 1:
+            raise ArgumentError(f"--min-confidence {args.min_confidence}: must be a number in (0, 1) or auto")
+    if args.output:
+        predictions.check_output(args.output)
+        if args.save or args.cam:
+            raise ArgumentError(f"--output {args.output}: writes rows, not a figure; drop --save/--cam")
+        if os.path.abspath(args.output) in {os.path.abspath(p) for p in [*args.paths, args.weights]}:
+            raise ArgumentError(f"--output {args.output}: is one of the inputs")
     if args.save:
         check_figure_name(args.save, [*args.paths, args.weights, args.class_indices])
     if args.cam and args.weights.lower().endswith(".onnx"):
         raise ArgumentError(f"--cam: Grad-CAM looks inside the network; give the PyTorch checkpoint, not {args.weights}")
+
+
+def min_confidence(option: str | None, classifier) -> float | None:
+    """--min-confidence as a number: as given, or the model file's stored threshold (auto)."""
+    if option != "auto":
+        return None if option is None else float(option)
+    stored = classifier.card["min_confidence"]
+    if stored is None:
+        raise ArgumentError(f"--min-confidence auto: {classifier.card['weights']} stores no threshold; find one with "
+                            f"evaluate.py --ood FOLDER --store-threshold (or give a number)")
+    return stored
+
+
+def answer(probs: list[float], names: list[str], k: int, threshold: float | None) -> tuple[list[tuple], bool]:
+    """(the k most likely (class, probability), whether the image is below --min-confidence)."""
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])[:k]
+    return [(names[i], probs[i]) for i in order], threshold is not None and probs[order[0]] < threshold
+
+
+def write_predictions(classifier, files: list[str], args, k: int, threshold: float | None) -> int:
+    """--output: a row per image, appended batch by batch; rows already in the file are kept."""
+    from tqdm import tqdm
+
+    out = predictions.PredictionsFile(args.output, k)
+    todo = [f for f in files if f not in out.done]
+    if out.resumed:
+        print(f"{args.output}: {len(out.done)} image(s) already there; classifying the other {len(todo)}")
+    rows, failed = [], 0
+    with tqdm(total=len(todo), unit="img", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
+        for path, probs, err in predict_files(classifier, todo, args.batch_size):
+            if err:
+                failed += 1
+                rows.append(predictions.row(path, [], False, err))
+            else:
+                rows.append(predictions.row(path, *answer(probs, classifier.names, k, threshold), None))
+            if len(rows) >= args.batch_size:
+                out.write(rows)
+                bar.update(len(rows))
+                rows = []
+        out.write(rows)
+        bar.update(len(rows))
+    out.close()
+    print(f"wrote {out.count} rows to {args.output} ({len(todo) - failed} classified now, {failed} unreadable"
+          + (f", {len(out.done)} from before)" if out.resumed else ")"))
+    return failed
 
 
 def check_figure_name(path: str, inputs: list) -> None:
@@ -359,6 +463,7 @@ def check_figure_name(path: str, inputs: list) -> None:
 def main(args) -> int:
     check_args(args)
     classifier = load_classifier(args.weights, args.device, args.tta, args.class_indices)
+    threshold = min_confidence(args.min_confidence, classifier)
     names = classifier.names
     files, errors, skipped = expand(args.paths)
     if skipped:
@@ -366,19 +471,24 @@ def main(args) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     k = min(args.topk or len(names), len(names))
+    if args.output:
+        failed = write_predictions(classifier, files, args, k, threshold)
+        return 1 if errors or failed else 0
     shown = []
     for path, probs, err in predict_files(classifier, files, args.batch_size):
         if err:
             errors.append(err)
             print(f"error: {err}", file=sys.stderr)
             continue
-        order = sorted(range(len(probs)), key=lambda i: -probs[i])[:k]
-        print(f"{path}: {names[order[0]]} {probs[order[0]]:.3f}")
-        for i in order:
-            print(f"    {names[i]:<16} {probs[i]:.3f}")
-        overlay = cam_overlay(*classifier.grad_cam(images.open_rgb(path), order[0])) \
+        top, unknown = answer(probs, names, k, threshold)
+        label = UNKNOWN if unknown else top[0][0]
+        below = f" (top {top[0][0]} {top[0][1]:.3f} < {threshold:g})" if unknown else f" {top[0][1]:.3f}"
+        print(f"{path}: {label}{below}")
+        for name, p in top:
+            print(f"    {name:<16} {p:.3f}")
+        overlay = cam_overlay(*classifier.grad_cam(images.open_rgb(path), names.index(top[0][0]))) \
             if args.cam and len(shown) < MAX_SHOWN else None
-        shown.append((path, names[order[0]], probs[order[0]], overlay))
+        shown.append((path, label, top[0][1], overlay))
     show = not args.no_show and has_display()
     if shown and (args.save or show):
         show_figure(shown, args.save, show)

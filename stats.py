@@ -6,9 +6,13 @@ calibration, for evaluate.py.
     mcnemar(b, c)                           # exact two-sided p of a paired comparison
     expected_calibration_error(probs, targets)
     fit_temperature(probs, targets)         # one scalar: softmax(log p / T) matches the accuracy
+    auroc(known, unknown)                   # how well a score tells two sets apart (out-of-class images)
+    rejection_threshold(scores, 0.05)       # the score below which 5% of the known images fall
 
 The bootstrap and the temperature use torch; Wilson and McNemar are closed forms (scipy
-would add a dependency for two formulas; the tests check both against independent sums).
+would add a dependency for two formulas; the tests check both against independent sums), and
+the AUROC is the Mann-Whitney count (scikit-learn would add a dependency for one formula; the
+tests check it against sklearn.metrics.roc_auc_score).
 """
 import math
 from typing import Callable
@@ -125,3 +129,22 @@ def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
 
     optimizer.step(closure)
     return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def auroc(known: torch.Tensor, unknown: torch.Tensor) -> float:
+    """The chance that a known image scores above an unknown one (ties count half): the area
+    under the ROC curve of telling them apart by the score."""
+    scores = torch.cat([known, unknown]).double()
+    _, inverse, counts = scores.unique(sorted=True, return_inverse=True, return_counts=True)
+    below = counts.cumsum(0) - counts
+    ranks = (below.double() + (counts.double() + 1) / 2)[inverse]  # 1-based ranks; tied scores share their mean rank
+    n_known, n_unknown = len(known), len(unknown)
+    return float((ranks[:n_known].sum() - n_known * (n_known + 1) / 2) / (n_known * n_unknown))
+
+
+def rejection_threshold(scores: torch.Tensor, false_rejection: float) -> float:
+    """The largest threshold that rejects (score < threshold) at most ``false_rejection`` of
+    ``scores``: the known images' top probabilities."""
+    ordered = scores.double().sort().values
+    allowed = math.floor(false_rejection * len(ordered))  # images that may fall below it
+    return float(ordered[allowed]) if allowed < len(ordered) else float(ordered[-1])
