@@ -98,10 +98,14 @@ class Page:
             else "no validation score recorded"
         data = f", trained on `{folders.printable(str(c['data']))}`" if c.get("data") else ""
         names = ", ".join(html.escape(folders.printable(n)) for n in self.classifier.names)
+        int8 = (f" int8: top-1 {c['int8']['int8']:.3f} against fp32's {c['int8']['fp32']:.3f} on val/."
+                if c.get("int8") else "")
+        calibrated = (f" Probabilities calibrated (temperature {c['temperature']:.2f})."
+                      if c["temperature"] != 1.0 else "")
         return (f"### AlexNet ({html.escape(str(c.get('arch') or 'unknown'))}): {acc}{data}\n"
                 f"{len(self.classifier.names)} classes: {names}. Model file: `{folders.printable(str(c['weights']))}`"
                 + ("" if isinstance(self.classifier, predict.TorchClassifier) else
-                   " (ONNX: no Grad-CAM; run the .pth for it)"))
+                   " (ONNX: no Grad-CAM; run the .pth for it)") + f".{int8}{calibrated}")
 
     def results_html(self, uploads: list[tuple[str, object]]) -> str:
         """One block per upload: the overlay (or the photo), the top classes as bars, or the

@@ -43,10 +43,11 @@ def check_fields(info: dict, path: str) -> None:
                  all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
                  key, "must be three finite numbers (R, G, B)")
             need(key == "mean" or all(x > 0 for x in v), key, "must be three positive numbers")
-    if info.get("best_acc") is not None:
-        acc = info["best_acc"]
-        need(isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1, "best_acc",
-             "must be a number in [0, 1]")
+    for key in ("best_acc", "top1_fp32", "top1_int8"):  # the last two: export.py --int8's measurement
+        if info.get(key) is not None:
+            acc = info[key]
+            need(isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1, key,
+                 "must be a number in [0, 1]")
     if info.get("epoch") is not None:
         need(_is_int(info["epoch"]) and info["epoch"] >= 0, "epoch", "must be a whole number >= 0")
     for key in ("config", "plan"):

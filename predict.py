@@ -149,7 +149,7 @@ def model_card(ckpt: dict, weights: str, names: list[str]) -> dict:
     return {"weights": str(weights), "arch": ckpt.get("arch"), "classes": names, "best_acc": ckpt.get("best_acc"),
             "epoch": ckpt.get("epoch"), "data": config.get("data"), "eval": ckpt.get("eval"),
             "tta": bool(config.get("tta", False)), "temperature": ckpt["temperature"],
-            "min_confidence": ckpt["min_confidence"]}
+            "min_confidence": ckpt["min_confidence"], "int8": None}
 
 
 class OnnxClassifier:
@@ -180,7 +180,8 @@ class OnnxClassifier:
         self.card = {"weights": str(weights), "arch": info.get("arch"), "classes": self.names,
                      "best_acc": info.get("best_acc"), "epoch": info.get("epoch"), "data": info.get("data"),
                      "eval": ev, "tta": False, "temperature": self.temperature,
-                     "min_confidence": info.get("min_confidence")}
+                     "min_confidence": info.get("min_confidence"),
+                     "int8": {"fp32": info["top1_fp32"], "int8": info["top1_int8"]} if "quantization" in info else None}
 
     def load(self, path: str):
         return self.transform(images.open_rgb(path))
@@ -231,7 +232,9 @@ def onnx_metadata(session, weights: str, num_classes: int) -> dict:
     if not isinstance(info, dict):
         raise CheckpointError(f"{weights}: its 'alexnet' metadata is not a JSON object")
     fields = {k: info[k] for k in ("classes", "eval", "mean", "std", "best_acc", "epoch", "temperature",
-                                   "min_confidence") if k in info}
+                                   "min_confidence", "top1_fp32", "top1_int8") if k in info}
+    if "quantization" in info and not ("top1_fp32" in info and "top1_int8" in info):
+        raise CheckpointError(f"{weights} (metadata): an int8 export without its top-1 figures (top1_fp32, top1_int8)")
     metadata.check_fields({"num_classes": num_classes, **fields}, f"{weights} (metadata)")
     return info
 

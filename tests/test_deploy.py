@@ -194,6 +194,13 @@ def test_int8_export_is_guarded_by_accuracy(trained, int8_data, tmp_path, capsys
     code, printed, _ = cli(capsys, predict, int8_data / "val" / "red", "--weights", good, "--topk", "1", "--no-show")
     heads = [ln for ln in printed.splitlines() if not ln.startswith("    ")]
     assert code == 0 and len(heads) == 20 and sum(": red " in ln for ln in heads) >= 15
+    code, stdout, _ = cli(capsys, evaluate, "--weights", good, "--data", int8_data / "val", "--output-dir",
+                          tmp_path / "eval", "--quiet")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert code == 0 and summary["top1"] == pytest.approx(info["top1_int8"])  # the same images, the same answers
+    import app
+
+    assert f"int8: top-1 {info['top1_int8']:.3f}" in app.Page(predict.load_classifier(str(good)), 20).card()
 
 
 @pytest.mark.parametrize("script, argv, expected", [
@@ -231,3 +238,18 @@ def test_decoding_threads_keep_the_files_order_and_their_errors(trained, many):
     assert [p for p, _, err in rows if err] == [f for f in files if f.endswith("broken.jpg")]
     serial = [classifier.load(f) for f in files[:5]]
     assert all((a == b).all() for a, (_, b, _) in zip(serial, rows[:5]))
+
+
+def test_bench_formats_table(trained, int8_data, capsys):
+    import bench
+
+    out, _ = trained
+    assert bench.main(["--formats", str(out / "best.pth"), "--data", str(int8_data), "--repeats", "1",
+                       "--predict-runs", "1", "--batch-size", "8", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.split("\n", 1)[1])  # after the CPU line
+    formats = res["formats"]
+    assert {"PyTorch fp32", "ONNX fp32", "ONNX int8"} <= set(formats) and res["images"] == 60
+    assert formats["ONNX fp32"]["top1"] == formats["PyTorch fp32"]["top1"]  # the same model, exported exactly
+    assert formats["ONNX int8"]["file_mib"] < formats["ONNX fp32"]["file_mib"]
+    assert all(r["images_per_s"] > 0 for r in formats.values())
+    assert "int8:" in res["cpu"] and "bf16:" in res["cpu"]

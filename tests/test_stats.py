@@ -254,3 +254,19 @@ def test_seeds_trains_each_seed_resumes_an_unfinished_one_and_reports(three_way,
     assert all(r["split"] == "test" and r["images"] == 9 for r in report["runs"])
     assert {"commit", "date", "cpu", "command"} <= set(report)
     assert "mean ± std" in (out / "seeds.md").read_text()
+
+
+def test_auroc_is_sklearns_with_ties_and_the_threshold_rejects_the_target_share():
+    from sklearn.metrics import roc_auc_score
+
+    gen = torch.Generator().manual_seed(0)
+    known = torch.randint(0, 12, (57,), generator=gen).float() / 12  # many ties
+    unknown = torch.randint(0, 9, (43,), generator=gen).float() / 12
+    expected = roc_auc_score([1] * 57 + [0] * 43, torch.cat([known, unknown]).numpy())
+    assert stats.auroc(known, unknown) == pytest.approx(expected, abs=1e-12)
+    assert stats.auroc(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2])) == 1.0
+    scores = torch.rand(1000, generator=gen)
+    for share in (0.01, 0.05, 0.2):
+        threshold = stats.rejection_threshold(scores, share)
+        assert (scores < threshold).double().mean() == pytest.approx(share, abs=1e-3)
+        assert (scores <= threshold).double().mean() > share  # the largest such threshold
