@@ -2,7 +2,6 @@
 a kill) and --min-confidence, evaluate.py --ood; bad options are one line before any work."""
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
