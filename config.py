@@ -202,9 +202,13 @@ class Config:
     cache_mem: float = setting(-1.0, "GiB of RAM the decoded images may use (-1: 25%% of RAM; 0: no cache)",
                                on_resume=MACHINE, check=GIB_OR_AUTO)
     quiet: bool = setting(False, "no progress bars", on_resume=MACHINE)
+    tensorboard: bool = setting(False, "also log to OUTPUT_DIR/tensorboard/: metrics.csv's numbers every epoch, the "
+                                "learning rate every 10 steps, the validation confusion matrix every 5 epochs, the "
+                                "settings as hparams (pip install -r requirements-cluster.txt)", on_resume=MACHINE)
     overwrite: bool = setting(False, "start afresh in an output folder that holds a trained model", on_resume=MACHINE)
-    resume: str | None = setting(None, "continue from a checkpoint (e.g. runs/last.pth)", metavar="PATH",
-                                 on_resume=MACHINE)
+    resume: str | None = setting(None, "continue from a checkpoint (e.g. runs/last.pth); auto: from "
+                                 "OUTPUT_DIR/last.pth when there is one, else start afresh (what a requeued cluster "
+                                 "job runs)", metavar="PATH|auto", on_resume=MACHINE)
 
     @property
     def train_size_end(self) -> int:
@@ -308,6 +312,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
     for name in list(given):
         if FIELDS[name].metadata["parse"]:
             given[name] = FIELDS[name].metadata["parse"](given[name])
+    if given.get("resume") == "auto":
+        last = Path(given.get("output_dir", FIELDS["output_dir"].default)) / "last.pth"
+        if os.path.lexists(last):
+            given["resume"] = str(last)
+        else:
+            del given["resume"]
     if given.get("resume"):
         values, resume = resumed_values(given)
     else:

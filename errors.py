@@ -16,6 +16,10 @@ from contextlib import contextmanager
 from typing import Callable
 
 
+# what stops a run politely: Ctrl-C, kill, and SLURM's --signal=USR1 notice (no SIGUSR1 on Windows)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 class UserError(Exception):
     """Input the user gave (a file, a folder, an option) that cannot be used."""
 
@@ -66,11 +70,12 @@ def run_main(main: Callable[[argparse.Namespace], int | None], args: argparse.Na
 
 @contextmanager
 def interrupts_raise():
-    """SIGINT and SIGTERM raise KeyboardInterrupt while inside; the handlers before are restored after."""
+    """SIGINT, SIGTERM and SIGUSR1 (a cluster's notice before preemption) raise KeyboardInterrupt
+    while inside; the handlers before are restored after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

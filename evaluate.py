@@ -193,11 +193,6 @@ def raw_probabilities(classifier, split: data.Split, machine: Machine, batch_siz
 
 
 # ---------------------------------------------------------------- metrics
-def confusion_matrix(targets: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """counts[true class, predicted class]."""
-    return torch.bincount(targets * num_classes + predicted, minlength=num_classes ** 2).view(num_classes, num_classes)
-
-
 def class_metrics(confusion: torch.Tensor) -> dict:
     """Per-class precision, recall, F1 and support, and their macro and support-weighted
     averages over the classes that occur (as a true or a predicted label). A class that
@@ -649,7 +644,7 @@ def main(args) -> int:
         raise CheckpointError(f"{args.weights}: the model gives NaN or infinite probabilities: its weights are broken")
     probs, targets = calibrated(raw, temperature), torch.tensor([t for _, t in split.samples])
     k = min(args.topk, len(names))
-    confusion = confusion_matrix(targets, probs.argmax(1), len(names))
+    confusion = stats.confusion_matrix(targets, probs.argmax(1), len(names))
     table, ci = class_metrics(confusion), intervals(probs, targets, k)
     bins = stats.expected_calibration_error(probs, targets)
     raw_ece = stats.expected_calibration_error(raw, targets)["ece"] if temperature != 1.0 else None

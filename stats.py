@@ -24,6 +24,11 @@ BOOTSTRAP_SAMPLES = 2000
 ECE_BINS = 15
 
 
+def confusion_matrix(targets: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[true class, predicted class]."""
+    return torch.bincount(targets * num_classes + predicted, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval of ``successes / n`` (Wilson 1927): unlike the normal
     approximation it stays inside [0, 1] and covers near 0 and 1."""

@@ -53,10 +53,12 @@ import data
 import device_data
 import outputs
 import plan
-from errors import ArgumentError, CheckpointError, DataError, OutputError, run_main
+import stats
+from errors import STOP_SIGNALS, ArgumentError, CheckpointError, DataError, OutputError, run_main
 from metadata import MIN_IMG_SIZE
 from machine import (Machine, broadcast, cache_budget, device_cache_budget, dist_info, predict_batches, progress,
                      setup_machine, synchronize, teardown)
+from board import Board, require as require_tensorboard
 from config import Config, get_args_parser, resolve_config
 from model import CHECKPOINT_FORMAT, AlexNet, load_checkpoint
 
@@ -416,6 +418,8 @@ class RunState:
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)
     saved_epoch: int = 0  # the epoch last.pth holds (0: none written by this run or the one it resumes)
+    confusion: torch.Tensor | None = None  # the last validation's counts[true, predicted]
+    board: Board | None = None  # --tensorboard, on rank 0
 
 
 def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float,
@@ -447,7 +451,7 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
 
 # ---------------------------------------------------------------- one epoch
 class Stop:
-    """SIGINT/SIGTERM: the first asks the loop to stop after the current step (last.pth
+    """SIGINT/SIGTERM/SIGUSR1: the first asks the loop to stop after the current step (last.pth
     stays the last complete epoch); a second one exits at once (all writes are atomic)."""
 
     def __init__(self, machine: Machine):
@@ -456,7 +460,7 @@ class Stop:
         self.previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self.previous[sig] = signal.signal(sig, self.handle)
         return self
 
@@ -513,21 +517,22 @@ def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders,
     """Train one epoch and validate; returns the epoch's metrics row."""
     start_epoch(cfg, loaders, state.epoch, machine.rank, state.plan.sizes[state.epoch])
     t0 = time.perf_counter()
-    stats = train_one_epoch(cfg, machine, trainer, loaders.train, state, stop)
+    trained = train_one_epoch(cfg, machine, trainer, loaders.train, state, stop)
     train_s = time.perf_counter() - t0
     k = min(cfg.topk, len(loaders.classes))
     val = evaluate(trainer.validated_model, loaders.val, machine, cfg, k)
+    state.confusion = val.pop("confusion")
     val_s = time.perf_counter() - t0 - train_s
     raw = {}
     if trainer.ema is not None:  # the raw weights too, to show what the average bought
         raw["raw_val_top1"] = round(evaluate(trainer.model, loaders.val, machine, cfg, k)["val_top1"], 5)
-    return {"epoch": state.epoch + 1, "lr": stats["lr"], "train_size": stats["size"],
-            "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
+    return {"epoch": state.epoch + 1, "lr": trained["lr"], "train_size": trained["size"],
+            "train_loss": round(trained["train_loss"], 5), "train_acc": round(trained["train_acc"], 5),
             "val_loss": round(val["val_loss"], 5), "val_top1": round(val["val_top1"], 5),
             f"val_top{k}": round(val[f"val_top{k}"], 5), **raw,
             "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 2),
             "elapsed_s": round(time.monotonic() - state.started, 2),
-            "train_images_per_s": round(stats["images"] * machine.world / train_s, 1),
+            "train_images_per_s": round(trained["images"] * machine.world / train_s, 1),
             "val_images_per_s": round(len(loaders.val.dataset) * machine.world / max(val_s, 1e-9), 1)}
 
 
@@ -545,6 +550,8 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
         if trainer.plateau is None or step < cfg.warmup_epochs * run_plan.steps_per_epoch:
             for group in trainer.optimizer.param_groups:
                 group["lr"] = lr_at(cfg, run_plan, step)
+        if state.board:
+            state.board.learning_rate(step, trainer.optimizer.param_groups[0]["lr"])
         x = data.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
         y = targets.to(machine.device, non_blocking=True)
         if trainer.mix is not None:
@@ -578,19 +585,25 @@ def optimizer_step(cfg: Config, trainer: Trainer, loss: torch.Tensor) -> None:
 
 
 def evaluate(model: nn.Module, loader, machine: Machine, cfg: Config, k: int) -> dict:
-    """Top-1 / top-k accuracy and the plain cross-entropy (no smoothing) of the validation set."""
+    """Top-1 / top-k accuracy and the plain cross-entropy (no smoothing) of the validation
+    set, and its confusion counts[true, predicted]."""
     totals = torch.zeros(4, dtype=torch.float64)  # count, loss sum, top-1, top-k
+    n = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features  # through any wrapper
+    confusion = torch.zeros(n, n, dtype=torch.long)
     for probs, targets in predict_batches(model, loader, machine, cfg.mean, cfg.std):
         top = probs.topk(k, dim=1).indices
         totals += torch.tensor([len(targets), -probs.gather(1, targets[:, None]).clamp_min(1e-12).log().sum().item(),
                                 (top[:, 0] == targets).sum().item(), (top == targets[:, None]).any(1).sum().item()],
                                dtype=torch.float64)
+        confusion += stats.confusion_matrix(targets, top[:, 0], n)
     if machine.world > 1:
-        totals = totals.to(machine.device)
+        totals, confusion = totals.to(machine.device), confusion.to(machine.device)
         torch.distributed.all_reduce(totals)
-        totals = totals.cpu()
-    n = max(totals[0].item(), 1)
-    return {"val_loss": totals[1].item() / n, "val_top1": totals[2].item() / n, f"val_top{k}": totals[3].item() / n}
+        torch.distributed.all_reduce(confusion)
+        totals, confusion = totals.cpu(), confusion.cpu()
+    count = max(totals[0].item(), 1)
+    return {"val_loss": totals[1].item() / count, "val_top1": totals[2].item() / count,
+            f"val_top{k}": totals[3].item() / count, "confusion": confusion}
 
 
 # ---------------------------------------------------------------- after each epoch
@@ -614,6 +627,9 @@ def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunStat
     save_checkpoints(cfg, machine, trainer, state, classes)
     write_metrics(Path(cfg.output_dir) / "metrics.csv", state.history)
     plot_curves(cfg, state.history, Path(cfg.output_dir) / "curves.png")
+    if state.board:
+        state.board.epoch(row)
+        state.board.confusion(row["epoch"], row["epoch"] == state.plan.epochs, state.confusion, classes)
 
 
 def save_checkpoints(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str]) -> None:
@@ -722,6 +738,7 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
     """The loop, until the plan's last epoch or a stop: Ctrl-C or SIGTERM, a loss that is not
     a number, a checkpoint that cannot be written (a full disk), an image that vanished or
     became unreadable. Each ends in one line that says what last.pth holds and how to go on."""
+    state.board = Board(cfg.output_dir) if cfg.tensorboard and machine.is_main else None
     with Stop(machine) as stop:
         try:
             while state.epoch < state.plan.epochs:
@@ -735,6 +752,9 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
         except (TrainingStopped, OutputError, DataError) as e:
             code = e.code if isinstance(e, TrainingStopped) else 1
             raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state)}", code) from None
+        finally:
+            if state.board:
+                state.board.close(cfg, state.best_acc, state.best_epoch)
 
 
 def one_line(e: Exception) -> str:
@@ -820,6 +840,8 @@ def main(args: argparse.Namespace, started: float | None = None) -> dict:
     """Train as the arguments say; returns the best accuracy, its epoch and the per-epoch rows."""
     started = time.monotonic() if started is None else started
     cfg, resume = resolve_config(args)
+    if cfg.tensorboard:
+        require_tensorboard()
     rank = dist_info()[0]
     out = Path(cfg.output_dir)
     for option, folder in (("--output-dir", out), ("--cache-dir", Path(cfg.cache_dir))):

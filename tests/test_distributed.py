@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -10,21 +11,21 @@ import torch
 from conftest import ROOT, make_colour_folder
 
 
-def test_torchrun_two_processes_share_the_work_and_draw_their_own_augmentation(colour_data, tmp_path):
+def same_image_data(tmp_path):
+    """Every training image the same photo: the batches differ only by each rank's augmentation."""
     same = make_colour_folder(tmp_path / "same", n_train=4, n_val=1)
     photo = same / "train" / "red" / "red_0.jpg"
     for img in (same / "train").rglob("*.jpg"):
         if img != photo:
             shutil.copy(photo, img)
-    out, result = tmp_path / "ddp", tmp_path / "result"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(ROOT / "tests" / "torchrun_checks.py"), str(colour_data), str(same), str(out),
-                           str(result)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    return same
+
+
+def check_two_ranks(stdout: str, out, tmp_path) -> None:
+    """What tests/torchrun_checks.py's two ranks must have seen and written, however launched."""
     # 30 images, 15 per rank, batch 16: one short batch per rank and epoch, not zero steps
-    assert proc.stdout.count("done: best val top-1") == 1  # logging on rank 0 only
-    assert "30 train / 12 val images" in proc.stdout and "batch 16 x 2" in proc.stdout
+    assert stdout.count("done: best val top-1") == 1  # logging on rank 0 only
+    assert "30 train / 12 val images" in stdout and "batch 16 x 2" in stdout
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
     assert [row["train_images_per_s"] > 0 for row in ckpt["metrics"]] == [True, True]
@@ -33,3 +34,38 @@ def test_torchrun_two_processes_share_the_work_and_draw_their_own_augmentation(c
     first, dropout, weights = ([r[key] for r in reports] for key in ("first_batch", "dropout_mask", "initial_weights"))
     assert first[0] != first[1] and dropout[0] != dropout[1]  # each rank its own crops, flips and masks
     assert weights[0] == weights[1]  # but the same starting weights
+
+
+def torchrun(*launcher: str, script_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, str(ROOT / "tests" / "torchrun_checks.py"),
+            *script_args]
+
+
+def test_torchrun_two_processes_share_the_work_and_draw_their_own_augmentation(colour_data, tmp_path):
+    out = tmp_path / "ddp"
+    args = [str(colour_data), str(same_image_data(tmp_path)), str(out), str(tmp_path / "result")]
+    proc = subprocess.run(torchrun("--standalone", "--nproc_per_node=2", script_args=args), capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_two_ranks(proc.stdout, out, tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_meet_at_a_c10d_rendezvous(colour_data, tmp_path):
+    """Two torchrun launchers of one process each, as two machines would start them (README,
+    "On a cluster"), meeting at a c10d rendezvous on 127.0.0.1."""
+    out = tmp_path / "ddp"
+    args = [str(colour_data), str(same_image_data(tmp_path)), str(out), str(tmp_path / "result")]
+    launcher = ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+                "--rdzv-id=two-nodes-test"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(torchrun(*launcher, script_args=args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, env=env) for _ in range(2)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    check_two_ranks("".join(stdout for stdout, _ in results), out, tmp_path)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import evaluate
+import stats
 import images
 import predict
 from conftest import COLOURS, make_colour_folder, run_train, train_args
@@ -19,7 +20,7 @@ def test_metrics_match_values_worked_out_by_hand():
     # 3 classes; class 2 is never predicted; 9 images
     targets = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
     predicted = torch.tensor([0, 0, 1, 1, 1, 0, 1, 0, 1])
-    confusion = evaluate.confusion_matrix(targets, predicted, 3)
+    confusion = stats.confusion_matrix(targets, predicted, 3)
     assert confusion.tolist() == [[2, 1, 0], [0, 2, 0], [2, 2, 0]]
     assert confusion.sum() == 9
     table = evaluate.class_metrics(confusion)
@@ -48,7 +49,7 @@ def test_a_100_class_confusion_matrix_renders(tmp_path):
     gen = torch.Generator().manual_seed(0)
     targets = torch.randint(0, 100, (3000,), generator=gen)
     predicted = torch.where(torch.rand(3000, generator=gen) < 0.7, targets, torch.randint(0, 100, (3000,), generator=gen))
-    evaluate.plot_confusion(evaluate.confusion_matrix(targets, predicted, 100), names, tmp_path / "cm.png", "top-1")
+    evaluate.plot_confusion(stats.confusion_matrix(targets, predicted, 100), names, tmp_path / "cm.png", "top-1")
     with Image.open(tmp_path / "cm.png") as img:
         assert img.width > 2000 and img.height > 1000
 

@@ -37,7 +37,7 @@ def loads_completely(path) -> bool:
     return {"model", "optimizer", "epoch"} <= set(ckpt)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])  # USR1: SLURM's preemption notice
 def test_interrupt_keeps_last_epoch_and_says_how_to_resume(sig, colour_data, tmp_path):
     out = tmp_path / "out"
     proc = start_train(colour_data, out, "--epochs", "50")
@@ -83,6 +83,27 @@ def test_sigkill_while_writing_then_resume_matches_an_uninterrupted_run(colour_d
         torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=1e-6)
     assert resumed["best_acc"] == full["best_acc"]
     assert not list(out.glob("*.tmp-*"))
+
+
+def test_a_requeued_job_reruns_the_same_command_with_resume_auto(colour_data, tmp_path):
+    """--resume auto: a fresh start when the folder has no last.pth; after SIGUSR1 (the
+    preemption notice) the same command continues, and ends where an uninterrupted run does."""
+    run_train(train_args(colour_data, tmp_path / "full", "--epochs", "4"))
+    out = tmp_path / "job"
+    proc = start_train(colour_data, out, "--epochs", "4", "--resume", "auto")
+    wait_for(lambda: (out / "last.pth").exists(), proc)
+    proc.send_signal(signal.SIGUSR1)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "SIGUSR1: stopping" in stderr, stderr
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] < 4
+    summary = run_train(train_args(colour_data, out, "--epochs", "4", "--resume", "auto"))
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
+    full = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
+    resumed = torch.load(out / "last.pth", weights_only=True)
+    for k, v in full["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=1e-6)
+    code = train.cli(train_args(colour_data, out, "--epochs", "6", "--lr", "5e-4", "--resume", "auto"))
+    assert code == 2  # the existing resume rules: another --lr is refused, by name
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(colour_data, tmp_path, capsys):
