@@ -205,6 +205,40 @@ def batch_building_rates(root: Path, batch_size: int, device: torch.device, batc
     return rates
 
 
+def decode_rates(root: Path, repeats: int, count: int = 300) -> dict[str, float]:
+    """Images/s of decoding up to ``count`` training JPEGs to uint8 RGB, one image at a time,
+    interleaved, medians over ``repeats`` passes: Pillow (predict.py's path and the fallback,
+    with its checks), torchvision.io's decoder (deprecated in torchvision 0.29), TorchCodec's,
+    and train.py's data.decode_rgb (Pillow reads the header, TorchCodec decodes)."""
+    import warnings
+
+    import data
+
+    files = [f for f in folders.list_images(str(root / "train")).files if f.lower().endswith((".jpg", ".jpeg"))]
+    files = files[::max(1, len(files) // count)][:count]
+    decoders = {"pillow": data.open_rgb}
+    try:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+        decoders["torchvision.io"] = lambda p: decode_image(read_file(p), mode=ImageReadMode.RGB,
+                                                            apply_exif_orientation=True)
+    except ImportError:
+        pass
+    codec = data.codec_decoders().get("JPEG")
+    if codec:
+        decoders["torchcodec"] = lambda p: codec(Path(p).read_bytes(), mode="RGB")
+    decoders["train.py decode_rgb"] = data.decode_rgb
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io's, measured on purpose
+        for _ in range(repeats):
+            for name, decode in decoders.items():
+                t0 = time.perf_counter()
+                for path in files:
+                    decode(path)
+                times[name].append(time.perf_counter() - t0)
+    return {name: len(files) / statistics.median(t) for name, t in times.items()}
+
+
 # ---------------------------------------------------------------- 3. the machine
 def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.device, steps: int,
                     compile: bool = False) -> float:
@@ -445,6 +479,7 @@ def run(args) -> dict:
         res["default_device_batches_" + other] = default_epochs(root, args.batch_size, args.repeats, args.device,
                                                                 work / "run-other", "--device-batches", other)
         res["batch_building_images_per_s"] = batch_building_rates(root, args.batch_size, device, 4 * args.steps)
+        res["decode_images_per_s"] = decode_rates(root, args.repeats)
         res["peak_rss_mib"] = {"after_tutorial": rss_before, "after_default": peak_rss_mib()}
         precision = res["default"]["precision"]
         res["model_step"] = {
@@ -487,6 +522,9 @@ def report(res: dict) -> None:
     print(f"  making batches alone (crop + flip, no model): per image {bb['per_image']:.0f}, batched on "
           f"{res['device']} {bb['batched']:.0f} images/s ({bb['batched'] / bb['per_image']:.2f}x)")
     print(f"  default start-up (decoding {res['data']} into the cache, model): {d['startup_s']:.1f} s, once")
+    rates = res["decode_images_per_s"]
+    print("  decoding one image at a time, images/s: " + ", ".join(f"{name} {v:.0f} ({v / rates['pillow']:.2f}x)"
+                                                                    for name, v in rates.items()))
     ms = res["model_step"]
     print("\nmodel step alone (synthetic batch), images/s:")
     for name, v in ms.items():

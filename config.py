@@ -396,6 +396,16 @@ RESUME_FIELDS = {"optimizer": dict, "scaler": dict, "metrics": list, "rng": dict
                  "best_acc": (int, float), "config": dict, "plan": dict}
 
 
+def random_states(rng) -> bool:
+    """Whether ``rng`` is what train.py saves: Python's state and torch's CPU state (and a GPU's)."""
+    if not isinstance(rng, dict):
+        return False
+    python, state, cuda = rng.get("python"), rng.get("torch"), rng.get("cuda")
+    return (isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple)
+            and isinstance(state, torch.Tensor) and state.dtype == torch.uint8
+            and (cuda is None or isinstance(cuda, torch.Tensor) and cuda.dtype == torch.uint8))
+
+
 def check_resumable(ckpt: dict, path: str) -> None:
     """What --resume reads beyond the fields every reader checks (model.check_checkpoint),
     by declared type: one line naming the field, never a traceback from a damaged file."""
@@ -403,11 +413,18 @@ def check_resumable(ckpt: dict, path: str) -> None:
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"{path}: field {key!r} is missing or not of type "
                                   f"{getattr(kind, '__name__', 'number')}; this checkpoint cannot be resumed")
-    python, state = ckpt["rng"].get("python"), ckpt["rng"].get("torch")
-    if not (isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple)
-            and isinstance(state, torch.Tensor) and state.dtype == torch.uint8):
+    if not random_states(ckpt["rng"]):
         raise CheckpointError(f"{path}: field 'rng' is not the random states train.py saves; this checkpoint cannot "
                               f"be resumed")
+    position = ckpt.get("position")  # a stop mid-epoch (train.save_position)
+    if position is not None and not (
+            isinstance(position, dict) and position.get("epoch") == ckpt["epoch"]
+            and isinstance(position.get("steps"), int) and position["steps"] >= 1
+            and isinstance(position.get("sums"), dict) and set(position["sums"]) == {"seen", "correct", "loss_sum", "size"}
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in position["sums"].values())
+            and isinstance(position.get("rng"), list) and position["rng"] and all(map(random_states, position["rng"]))):
+        raise CheckpointError(f"{path}: field 'position' (where a stopped epoch was) is damaged; this checkpoint "
+                              f"cannot be resumed (best.pth can, with --weights)")
     for key, needed in (("raw_model", ckpt["config"].get("ema")), ("plateau", ckpt["config"].get("sched") == "plateau")):
         if needed and not isinstance(ckpt.get(key), dict):
             raise CheckpointError(f"{path}: field {key!r} is missing, which its config needs; this checkpoint cannot "

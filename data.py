@@ -58,26 +58,37 @@ def open_rgb(path: str) -> torch.Tensor:
 
 
 def decode_rgb(path: str) -> torch.Tensor:
-    """torchvision's decoder for 8-bit JPEG/PNG (bit-identical to Pillow's, about 1.7x faster),
-    Pillow for everything else (16-bit samples too) and for file names that are not valid UTF-8."""
-    try:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-    except ImportError:
-        return open_rgb(path)
+    """TorchCodec's decoders for 8-bit JPEG and PNG (bit-identical to Pillow's, EXIF orientation
+    included, and faster: bench.py), Pillow for everything else (16-bit samples too), and for
+    all of it where TorchCodec is missing or cannot load (tests/test_inputs.py compares them)."""
+    decoders = codec_decoders()
     with images.open_image(path) as img:
-        fast = img.format in ("JPEG", "PNG") and img.mode in ("RGB", "L", "RGBA", "LA", "P")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        fast = False
-    if not fast:
+        decoder = decoders.get(img.format) if img.mode in ("RGB", "L", "RGBA", "LA", "P") else None
+    if decoder is None:
         return open_rgb(path)
     try:
-        decoded = decode_image(read_file(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except RuntimeError:
+        with open(path, "rb") as f:
+            decoded = decoder(f.read(), mode="RGB")
+    except (OSError, RuntimeError, ValueError):
         return open_rgb(path)  # raises a DataError naming the file if Pillow cannot read it either
     # a 48-bit PNG decodes to uint16 here; Pillow scales it to 8 bits
     return decoded if decoded.dtype == torch.uint8 else open_rgb(path)
+
+
+def codec_decoders() -> dict:
+    """Pillow's format name -> TorchCodec's decoder; empty where TorchCodec is missing or its
+    library does not load (a build for another torch)."""
+    global _CODEC_DECODERS
+    if _CODEC_DECODERS is None:
+        try:
+            from torchcodec.decoders import decode_jpeg, decode_png
+            _CODEC_DECODERS = {"JPEG": decode_jpeg, "PNG": decode_png}
+        except Exception:  # ImportError, or the native library's own load error
+            _CODEC_DECODERS = {}
+    return _CODEC_DECODERS
+
+
+_CODEC_DECODERS: dict | None = None
 
 
 # ---------------------------------------------------------------- tensor transforms
@@ -397,8 +408,50 @@ def load_cache(path: Path, key: str) -> dict | None:
     return blob if isinstance(blob, dict) and blob.get("key") == key else None
 
 
+class SeededSampler(torch.utils.data.Sampler):
+    """The training order of ``sampler`` as (index, seed) keys: each image's random crop,
+    flip and augmentation are drawn from a seed of the epoch and the image's position in it
+    (``transformed``), never from a process's running random state. So the crops are the same
+    with or without DataLoader workers, and an epoch can start at any position (``skip``, a
+    run resumed mid-epoch) with the crops an uninterrupted epoch draws there."""
+
+    def __init__(self, sampler: torch.utils.data.Sampler):
+        self.sampler, self.epoch_seed, self.skip = sampler, 0, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        self.epoch_seed, self.skip = seed, 0
+        if hasattr(self.sampler, "set_epoch"):  # DistributedSampler: its order depends on the epoch
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+    def __iter__(self):
+        for position, index in enumerate(self.sampler):
+            if position >= self.skip:
+                yield index, (self.epoch_seed * 1_000_003 + position) % 2**63
+
+
+def transformed(transform: Callable | None, img: torch.Tensor, seed: int | None) -> torch.Tensor:
+    """``transform(img)``, its random draws from ``seed`` when given (SeededSampler's keys);
+    the process's own random state is left as it was. Only the CPU generator is touched: the
+    transforms draw nothing on a GPU, and the model's dropout there keeps its sequence."""
+    if transform is None:
+        return img
+    if seed is None:
+        return transform(img)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        return transform(img)
+
+
+def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+    return key if isinstance(key, tuple) else (key, None)
+
+
 class CachedImages(torch.utils.data.Dataset):
-    """Decoded uint8 images held in memory; ``transform`` runs on each access."""
+    """Decoded uint8 images held in memory; ``transform`` runs on each access. A key is an
+    index, or (index, seed) from a SeededSampler."""
 
     def __init__(self, images: list[torch.Tensor], targets: list[int], transform: Callable | None = None):
         self.images, self.targets, self.transform = images, targets, transform
@@ -406,9 +459,9 @@ class CachedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = self.images[i]
-        return (self.transform(img) if self.transform else img), self.targets[i]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, seed = split_key(key)
+        return transformed(self.transform, self.images[i], seed), self.targets[i]
 
 
 class DecodedImages(torch.utils.data.Dataset):
@@ -421,10 +474,10 @@ class DecodedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, seed = split_key(key)
         path, target = self.samples[i]
-        img = self.prepare(decode_rgb(path))
-        return (self.transform(img) if self.transform else img), target
+        return transformed(self.transform, self.prepare(decode_rgb(path)), seed), target
 
 
 @dataclass

@@ -146,6 +146,7 @@ class DeviceBatches:
         self.dataset, self.resident, self.batch_size = dataset, resident, batch_size
         self.scale, self.crop_size, self.drop_last = scale, crop_size, drop_last
         self.generator = torch.Generator(device=resident.targets.device)
+        self.skip = 0  # batches the next epoch starts after (a run resumed mid-epoch); they draw, unbuilt
 
     def __len__(self) -> int:
         n = len(self.resident)
@@ -157,8 +158,10 @@ class DeviceBatches:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
             boxes = sample_boxes(self.resident.sizes[index], self.scale, (3 / 4, 4 / 3), self.generator)
-            images = self.resident.crops(index, boxes, self.crop_size)
             flip = torch.rand(len(index), generator=self.generator, device=device) < 0.5
+            if start < self.skip * self.batch_size:
+                continue
+            images = self.resident.crops(index, boxes, self.crop_size)
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             yield images, self.resident.targets[index]
 

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 
 from errors import DataError, UserError  # also registers the 'escape-bytes' error handler printable() uses
 
-# torchvision.datasets.folder.IMG_EXTENSIONS
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# torchvision.datasets.folder.IMG_EXTENSIONS, and AVIF (Pillow 11.2 on reads it; an older one reports
+# each such file as unreadable, by name)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".avif")
+# photo formats no decoder here reads: the listing says so, not just "skipped"
+NO_DECODER = {".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL", ".cr2": "raw", ".nef": "raw", ".dng": "raw"}
 
 
 def is_hidden(name: str) -> bool:
@@ -121,8 +124,11 @@ def _is_ancestor(folder: str, of: str) -> bool:
 
 
 def describe_skipped(listing: Listing) -> str:
-    """'skipped 11 files: 9 .HEIC, 2 .txt', or '' when nothing was skipped."""
-    parts = [f"{n} {ext}" for ext, n in sorted(listing.skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
+    """'skipped 11 files: 9 .HEIC (HEIC photos: no decoder here reads them; convert them to JPEG),
+    2 .txt', or '' when nothing was skipped."""
+    parts = [f"{n} {ext}" + (f" ({NO_DECODER[ext.lower()]} photos: no decoder here reads them; convert them to JPEG)"
+                             if ext.lower() in NO_DECODER else "")
+             for ext, n in sorted(listing.skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
     if listing.duplicates:
         parts.append(f"{listing.duplicates} second link(s) to the same image")
     total = sum(listing.skipped.values()) + listing.duplicates

@@ -120,29 +120,25 @@ def cpu_summary() -> str:
     """The CPU's model and the instructions that make int8 and bf16 fast, for every bench table:
     'AMD EPYC; int8: avx512_vnni, avx_vnni; bf16: avx512_bf16; no AMX'."""
     caps = cpu_capabilities()
-    name = caps.get("cpu_name") or cpu_model_name() or "unknown CPU"
+    name = caps.get("cpu_name") or cpuinfo("model name") or "unknown CPU"
     int8 = [f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx_vnni_int8") if caps.get(f)]
     bf16 = [f for f in ("amx_bf16", "avx512_bf16") if caps.get(f)]
     return (f"{name}; int8: {', '.join(int8) or 'no VNNI/AMX'}; bf16: {', '.join(bf16) or 'none'}"
             f"{'' if caps.get('amx_tile') else '; no AMX'}; {os.cpu_count()} logical CPUs")
 
 
-def cpu_model_name() -> str:
-    """/proc/cpuinfo's model name, or '' where the OS does not say."""
+def cpuinfo(key: str) -> str:
+    """A field of /proc/cpuinfo ("model name"; "vendor_id": GenuineIntel, AuthenticAMD), or ''
+    where the OS does not say."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "")
     except OSError:
         return ""
 
 
 def cpu_vendor() -> str:
-    """The x86 vendor string (GenuineIntel, AuthenticAMD), or '' where the OS does not say."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
-    except OSError:
-        return ""
+    return cpuinfo("vendor_id")
 
 
 def pick_precision(name: str, device: torch.device) -> str:

@@ -7,10 +7,13 @@
     python train.py --budget 10m                    # the best run that fits 10 minutes of this machine
     python train.py --data my_photos --epochs 30    # your own <class>/<image> folders
     python train.py --resume runs/last.pth          # continue an interrupted run
+    python train.py --resume auto                   # continue runs/last.pth if there is one, else start
     torchrun --nproc_per_node=4 train.py            # several GPUs (DistributedDataParallel)
+    python train.py --tensorboard                   # also runs/tensorboard/ (board.py)
 
 Writes into --output-dir (default runs/): best.pth (on improvement), last.pth (every
-epoch), class_indices.json, metrics.csv and curves.png. Each checkpoint is one dict of
+epoch, and at the step a run was stopped: Ctrl-C, SIGTERM, SIGUSR1), class_indices.json,
+metrics.csv and curves.png. Each checkpoint is one dict of
 plain types, so ``predict.py`` rebuilds the model from it alone.
 
 Reading order: config.py (every setting, declared once and resolved once by
@@ -139,12 +142,15 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
         sampler = torch.utils.data.DistributedSampler(train_ds, machine.world, machine.rank, shuffle=True, seed=cfg.seed)
     else:
         sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
+    sampler = data.SeededSampler(sampler)
     # progressive resizing changes the crop size each epoch: workers must start afresh to see it
     common = dict(num_workers=workers, pin_memory=machine.device.type == "cuda",
                   prefetch_factor=4 if workers > 0 else None, persistent_workers=workers > 0 and not cfg.img_size_start)
     # drop a last small batch only when there is a full one: a rank's share may be smaller than a batch
+    # the loader's own generator only seeds its workers (their draws do not matter: SeededSampler); the order's
+    # generator is never touched by it, so the order is the same with or without (persistent) workers
     train = torch.utils.data.DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
-                                        generator=generator, **common)
+                                        generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
     return Loaders(train, val, classes, generator, counts, balance, notes)
 
@@ -418,7 +424,10 @@ class RunState:
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)
     saved_epoch: int = 0  # the epoch last.pth holds (0: none written by this run or the one it resumes)
+    saved_steps: int = 0  # and the steps of the next epoch, when it was written mid-epoch (save_position)
     confusion: torch.Tensor | None = None  # the last validation's counts[true, predicted]
+    # a mid-epoch checkpoint's place, used by the next epoch: its steps done, their sums, each rank's random state
+    position: dict | None = None
     board: Board | None = None  # --tensorboard, on rank 0
 
 
@@ -445,14 +454,22 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
     torch.set_rng_state(resume["rng"]["torch"])
     random.setstate(resume["rng"]["python"])
-    machine.log(f"resumed from {cfg.resume}: epoch {state.epoch} done, best top-1 {state.best_acc:.4f}")
+    position = resume.get("position")
+    if position and len(position["rng"]) != machine.world:
+        machine.log(f"warning: {cfg.resume} stopped in epoch {state.epoch + 1} with {len(position['rng'])} "
+                    f"process(es), this run has {machine.world}: that epoch starts again from its first step")
+    elif position:
+        state.position = position
+    done = f", and {position['steps']} steps of epoch {state.epoch + 1}" if state.position else ""
+    machine.log(f"resumed from {cfg.resume}: epoch {state.epoch} done{done}, best top-1 {state.best_acc:.4f}")
     return state
 
 
 # ---------------------------------------------------------------- one epoch
 class Stop:
-    """SIGINT/SIGTERM/SIGUSR1: the first asks the loop to stop after the current step (last.pth
-    stays the last complete epoch); a second one exits at once (all writes are atomic)."""
+    """SIGINT/SIGTERM/SIGUSR1: the first asks the loop to stop after the current step (rank 0
+    then writes last.pth at that step: save_position); a second one exits at once (all writes
+    are atomic: last.pth is whole, the stopped step or the last complete epoch)."""
 
     def __init__(self, machine: Machine):
         self.machine = machine
@@ -484,11 +501,12 @@ class Stop:
 
 
 class TrainingStopped(Exception):
-    """The run stopped early: interrupted, or the loss stopped being a number."""
+    """The run stopped early: interrupted (``position``: where in the epoch, for
+    save_position), or the loss stopped being a number."""
 
-    def __init__(self, message: str, code: int):
+    def __init__(self, message: str, code: int, position: dict | None = None):
         super().__init__(message)
-        self.code = code
+        self.code, self.position = code, position
 
 
 def start_epoch(cfg: Config, loaders: Loaders, epoch: int, rank: int, crop_size: int) -> None:
@@ -499,9 +517,36 @@ def start_epoch(cfg: Config, loaders: Loaders, epoch: int, rank: int, crop_size:
     torch.manual_seed(seed)
     random.seed(seed)
     loaders.generator.manual_seed(seed)
-    if hasattr(getattr(loaders.train, "sampler", None), "set_epoch"):
-        loaders.train.sampler.set_epoch(epoch)
+    if isinstance(loaders.train, device_data.DeviceBatches):
+        loaders.train.skip = 0
+    else:
+        loaders.train.sampler.set_epoch(epoch, seed)
     set_crop_size(loaders.train, crop_size)
+
+
+def skip_to(loader, steps: int, machine: Machine, rng: dict) -> None:
+    """Start this epoch after its first ``steps`` batches, as a mid-epoch checkpoint left it:
+    the same order (start_epoch reseeded it), the crops of those positions (SeededSampler),
+    and this rank's random state at the stop (the model's dropout and mixing draw from it)."""
+    if isinstance(loader, device_data.DeviceBatches):
+        loader.skip = steps
+    else:
+        loader.sampler.skip = steps * loader.batch_size
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if rng.get("cuda") is not None and machine.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], machine.device)
+
+
+def rng_states(machine: Machine) -> list[dict]:
+    """Every rank's random state, gathered (what a mid-epoch checkpoint keeps)."""
+    mine = {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state(machine.device) if machine.device.type == "cuda" else None}
+    if machine.world == 1:
+        return [mine]
+    gathered: list = [None] * machine.world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
 
 
 def set_crop_size(loader, size: int) -> None:
@@ -516,6 +561,8 @@ def set_crop_size(loader, size: int) -> None:
 def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, state: RunState, stop: Stop) -> dict:
     """Train one epoch and validate; returns the epoch's metrics row."""
     start_epoch(cfg, loaders, state.epoch, machine.rank, state.plan.sizes[state.epoch])
+    if state.position:
+        skip_to(loaders.train, state.position["steps"], machine, state.position["rng"][machine.rank])
     t0 = time.perf_counter()
     trained = train_one_epoch(cfg, machine, trainer, loaders.train, state, stop)
     train_s = time.perf_counter() - t0
@@ -540,12 +587,14 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
     trainer.model.train()
     run_plan = state.plan
     steps = run_plan.steps_in(state.epoch)
-    seen = correct = 0
-    loss_sum, size = 0.0, 0
+    resumed, state.position = state.position, None
+    done = resumed["steps"] if resumed else 0  # steps of this epoch a mid-epoch checkpoint had taken
+    sums = dict(resumed["sums"]) if resumed else {"seen": 0, "correct": 0, "loss_sum": 0.0, "size": 0}
+    images_now = 0
     lighting = data.Lighting(*trainer.lighting_basis, std=cfg.lighting) if cfg.lighting else None
-    batches = itertools.islice(loader, steps)  # a budget's last epoch may stop early
+    batches = itertools.islice(loader, steps - done)  # a budget's last epoch may stop early
     for i, (images, targets) in enumerate(progress(batches, machine, f"epoch {state.epoch + 1}/{run_plan.epochs} train",
-                                                   total=steps)):
+                                                   total=steps - done), start=done):
         step = state.epoch * run_plan.steps_per_epoch + i
         if trainer.plateau is None or step < cfg.warmup_epochs * run_plan.steps_per_epoch:
             for group in trainer.optimizer.param_groups:
@@ -563,13 +612,15 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
         if not math.isfinite(value):
             raise TrainingStopped(f"loss is {value} at epoch {state.epoch + 1} step {i + 1}: try a lower --lr", 1)
         optimizer_step(cfg, trainer, loss)
-        seen, size = seen + len(y), x.shape[-1]
-        loss_sum += value * len(y)
-        correct += (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()
+        images_now += len(y)
+        sums = {"seen": sums["seen"] + len(y), "size": x.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
+                "correct": sums["correct"] + (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()}
         if stop.requested():
-            raise TrainingStopped(f"interrupted at epoch {state.epoch + 1} step {i + 1}", 130)
-    return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "lr": trainer.optimizer.param_groups[0]["lr"], "images": seen, "size": size}
+            raise TrainingStopped(f"interrupted at epoch {state.epoch + 1} step {i + 1}", 130,
+                                  {"epoch": state.epoch, "steps": i + 1, "sums": sums})
+    seen = max(sums["seen"], 1)
+    return {"train_loss": sums["loss_sum"] / seen, "train_acc": sums["correct"] / seen,
+            "lr": trainer.optimizer.param_groups[0]["lr"], "images": images_now, "size": sums["size"]}
 
 
 def optimizer_step(cfg: Config, trainer: Trainer, loss: torch.Tensor) -> None:
@@ -637,9 +688,23 @@ def save_checkpoints(cfg: Config, machine: Machine, trainer: Trainer, state: Run
     last.pth's file (which the next epoch replaces, not rewrites)."""
     out = Path(cfg.output_dir)
     outputs.save_torch(build_checkpoint(cfg, machine, trainer, state, classes), out / "last.pth")
-    state.saved_epoch = state.epoch
+    state.saved_epoch, state.saved_steps = state.epoch, 0
     if state.best_epoch == state.epoch:
         outputs.link_atomic(out / "last.pth", out / "best.pth")
+
+
+def save_position(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str],
+                  position: dict) -> None:
+    """A stop mid-epoch: last.pth with the weights, optimizer and schedule of that step and
+    its place in the epoch (``position``: steps done, their sums, every rank's random
+    state), so that --resume continues at the next step as if never stopped. best.pth and
+    metrics.csv stay as the last complete epoch left them."""
+    ranks = rng_states(machine)  # every rank takes part; rank 0 writes
+    if not machine.is_main:
+        return
+    ckpt = build_checkpoint(cfg, machine, trainer, state, classes) | {"position": position | {"rng": ranks}}
+    outputs.save_torch(ckpt, Path(cfg.output_dir) / "last.pth")
+    state.saved_epoch, state.saved_steps = state.epoch, position["steps"]
 
 
 def build_checkpoint(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str]) -> dict:
@@ -751,6 +816,8 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
                         save_checkpoints(cfg, machine, trainer, state, loaders.classes)
         except (TrainingStopped, OutputError, DataError) as e:
             code = e.code if isinstance(e, TrainingStopped) else 1
+            if isinstance(e, TrainingStopped) and e.position:
+                save_position(cfg, machine, trainer, state, loaders.classes, e.position)
             raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state)}", code) from None
         finally:
             if state.board:
@@ -769,9 +836,11 @@ def one_line(e: Exception) -> str:
 
 def how_to_go_on(cfg: Config, state: RunState) -> str:
     last = Path(cfg.output_dir) / "last.pth"
-    if not state.saved_epoch:
+    if not state.saved_epoch and not state.saved_steps:
         return "no checkpoint was written: run the same command again"
-    return f"last.pth holds epoch {state.saved_epoch}: resume with  python train.py --resume {last}"
+    held = (f"epoch {state.saved_epoch} and {state.saved_steps} steps of epoch {state.saved_epoch + 1}"
+            if state.saved_steps else f"epoch {state.saved_epoch}")
+    return f"last.pth holds {held}: resume with  python train.py --resume {last}"
 
 
 def announce(cfg: Config, machine: Machine, loaders: Loaders, state: RunState) -> None:

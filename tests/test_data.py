@@ -1,5 +1,6 @@
 """data.py: decoding, the cached and per-epoch paths, augmentation, the evaluation
 transform (against torchvision's own), 10-crop, PCA lighting, EXIF orientation."""
+import importlib.util
 import multiprocessing
 import os
 import time
@@ -198,3 +199,35 @@ def test_training_reduces_the_loss_in_each_precision(precision, tmp_path):
                                    "--lr", "3e-4", "--batch-size", "6", "--clip-grad", "0"))
     losses = [h["train_loss"] for h in summary["history"]]
     assert losses[-1] < losses[0], losses
+
+
+def test_training_decodes_with_torchcodec_and_falls_back_to_pillow(tmp_path, monkeypatch):
+    if importlib.util.find_spec("torchcodec") is not None:
+        assert set(data.codec_decoders()) == {"JPEG", "PNG"}  # the decoder train.py uses, where installed
+    base = Image.effect_noise((40, 30), 60).convert("RGB")
+    base.save(tmp_path / "a.jpg", quality=90)
+    base.save(tmp_path / "a.png")
+    with_codec = [data.decode_rgb(str(tmp_path / name)) for name in ("a.jpg", "a.png")]
+    monkeypatch.setattr(data, "_CODEC_DECODERS", {})  # TorchCodec missing, or a build that does not load
+    for name, decoded in zip(("a.jpg", "a.png"), with_codec):
+        assert torch.equal(decoded, data.decode_rgb(str(tmp_path / name)))
+        assert torch.equal(decoded, data.open_rgb(str(tmp_path / name)))
+
+
+def test_avif_photos_join_and_heic_ones_are_skipped_with_the_reason(tmp_path):
+    from PIL import features
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.effect_noise((40, 30), 60).convert("RGB").save(folder / "a.jpg")
+    (folder / "phone.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (folder / "notes.txt").write_text("x")
+    if features.check("avif"):
+        Image.effect_noise((40, 30), 60).convert("RGB").save(folder / "b.avif")
+    listing = folders.list_images(str(folder))
+    assert [os.path.basename(f) for f in listing.files] == ["a.jpg"] + (["b.avif"] if features.check("avif") else [])
+    said = folders.describe_skipped(listing)
+    assert "1 .HEIC (HEIC photos: no decoder here reads them; convert them to JPEG)" in said and "1 .txt" in said
+    if features.check("avif"):
+        avif = str(folder / "b.avif")
+        assert data.decode_rgb(avif).shape == (3, 30, 40) and torch.equal(data.decode_rgb(avif), data.open_rgb(avif))

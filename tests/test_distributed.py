@@ -2,9 +2,11 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -69,3 +71,34 @@ def test_two_nodes_meet_at_a_c10d_rendezvous(colour_data, tmp_path):
     results = [node.communicate(timeout=300) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
     check_two_ranks("".join(stdout for stdout, _ in results), out, tmp_path)
+
+
+def test_a_two_process_run_stopped_mid_epoch_resumes_to_the_same_weights(colour_data, tmp_path):
+    """SIGTERM to torchrun (what a cluster sends before it kills a job) in the middle of an
+    epoch: both ranks stop at the same step, rank 0 writes that step's place; the same command
+    with --resume auto then ends with the weights of a run never stopped."""
+    def command(out):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                str(ROOT / "train.py"), "--data", str(colour_data), "--output-dir", str(out), "--img-size", "64",
+                "--epochs", "4", "--batch-size", "2", "--lr", "1e-3", "--quiet", "--workers", "0",
+                "--precision", "fp32", "--device", "cpu", "--resume", "auto"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = subprocess.run(command(tmp_path / "full"), capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+    out = tmp_path / "job"
+    job = subprocess.Popen(command(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while not (out / "last.pth").exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGTERM)  # 8 steps an epoch: it lands inside one
+    _, stderr = job.communicate(timeout=120)
+    assert "stopped: interrupted at epoch" in stderr and "steps of epoch" in stderr, stderr[-3000:]
+    position = torch.load(out / "last.pth", weights_only=True)["position"]
+    assert position["steps"] >= 1 and len(position["rng"]) == 2  # each rank's random state
+    resumed = subprocess.run(command(out), capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (torch.load(run / "last.pth", weights_only=True) for run in (tmp_path / "full", out))
+    assert [r["train_loss"] for r in a["metrics"]] == [r["train_loss"] for r in b["metrics"]]
+    for k, v in a["model"].items():
+        assert torch.equal(b["model"][k], v), k

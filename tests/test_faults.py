@@ -88,15 +88,16 @@ def test_sigkill_while_writing_then_resume_matches_an_uninterrupted_run(colour_d
 def test_a_requeued_job_reruns_the_same_command_with_resume_auto(colour_data, tmp_path):
     """--resume auto: a fresh start when the folder has no last.pth; after SIGUSR1 (the
     preemption notice) the same command continues, and ends where an uninterrupted run does."""
-    run_train(train_args(colour_data, tmp_path / "full", "--epochs", "4"))
+    run_train(train_args(colour_data, tmp_path / "full", "--epochs", "4", "--batch-size", "2"))
     out = tmp_path / "job"
-    proc = start_train(colour_data, out, "--epochs", "4", "--resume", "auto")
+    proc = start_train(colour_data, out, "--epochs", "4", "--batch-size", "2", "--resume", "auto")
     wait_for(lambda: (out / "last.pth").exists(), proc)
     proc.send_signal(signal.SIGUSR1)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "SIGUSR1: stopping" in stderr, stderr
-    assert torch.load(out / "last.pth", weights_only=True)["epoch"] < 4
-    summary = run_train(train_args(colour_data, out, "--epochs", "4", "--resume", "auto"))
+    stopped = torch.load(out / "last.pth", weights_only=True)
+    assert stopped["epoch"] < 4 and stopped["position"]["steps"] >= 1  # the step it stopped at, mid-epoch
+    summary = run_train(train_args(colour_data, out, "--epochs", "4", "--batch-size", "2", "--resume", "auto"))
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
     full = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
     resumed = torch.load(out / "last.pth", weights_only=True)
@@ -104,6 +105,16 @@ def test_a_requeued_job_reruns_the_same_command_with_resume_auto(colour_data, tm
         torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=1e-6)
     code = train.cli(train_args(colour_data, out, "--epochs", "6", "--lr", "5e-4", "--resume", "auto"))
     assert code == 2  # the existing resume rules: another --lr is refused, by name
+
+
+def test_loader_workers_do_not_change_the_batches(colour_data, tmp_path):
+    """Each crop is drawn from a seed of its place in the epoch (data.SeededSampler), so two
+    worker processes give the weights of none."""
+    runs = {n: run_train(train_args(colour_data, tmp_path / f"w{n}", "--epochs", "2", "--workers", str(n)))
+            for n in (0, 2)}
+    assert [r["train_loss"] for r in runs[0]["history"]] == [r["train_loss"] for r in runs[2]["history"]]
+    a, b = (torch.load(tmp_path / f"w{n}" / "last.pth", weights_only=True)["model"] for n in (0, 2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(colour_data, tmp_path, capsys):
