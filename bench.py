@@ -522,9 +522,10 @@ def report(res: dict) -> None:
     print(f"  making batches alone (crop + flip, no model): per image {bb['per_image']:.0f}, batched on "
           f"{res['device']} {bb['batched']:.0f} images/s ({bb['batched'] / bb['per_image']:.2f}x)")
     print(f"  default start-up (decoding {res['data']} into the cache, model): {d['startup_s']:.1f} s, once")
-    rates = res["decode_images_per_s"]
-    print("  decoding one image at a time, images/s: " + ", ".join(f"{name} {v:.0f} ({v / rates['pillow']:.2f}x)"
-                                                                    for name, v in rates.items()))
+    rates = res.get("decode_images_per_s")
+    if rates:
+        print("  decoding one image at a time, images/s: " + ", ".join(f"{name} {v:.0f} ({v / rates['pillow']:.2f}x)"
+                                                                        for name, v in rates.items()))
     ms = res["model_step"]
     print("\nmodel step alone (synthetic batch), images/s:")
     for name, v in ms.items():

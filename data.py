@@ -68,10 +68,10 @@ def decode_rgb(path: str) -> torch.Tensor:
         return open_rgb(path)
     try:
         with open(path, "rb") as f:
-            decoded = decoder(f.read(), mode="RGB")
+            decoded = decoder(f.read(), mode="RGB", output_dtype="auto")
     except (OSError, RuntimeError, ValueError):
         return open_rgb(path)  # raises a DataError naming the file if Pillow cannot read it either
-    # a 48-bit PNG decodes to uint16 here; Pillow scales it to 8 bits
+    # a 48-bit PNG decodes to uint16 here ("auto"); Pillow's scaling to 8 bits is the one every path uses
     return decoded if decoded.dtype == torch.uint8 else open_rgb(path)
 
 
