@@ -369,6 +369,46 @@ def inference_rates(batch_size: int, repeats: int, work: Path) -> dict[str, floa
     return {name: batch_size / statistics.median(t) for name, t in times.items()}
 
 
+# ---------------------------------------------------------------- profile of one epoch
+STEP_PARTS = ("batch", "normalize", "forward", "backward", "clip", "optimizer", "metrics")  # train.py's labels
+
+
+def profile_epoch(root: Path, batch_size: int, device: str, work: Path) -> dict:
+    """torch.profiler over one default training epoch (after a warm-up epoch, resumed so the
+    profile holds that epoch alone): seconds per part of the step, as train_one_epoch labels
+    them, against the epoch's wall time, and the operators that took the most time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    common = ["--data", str(root), "--output-dir", str(work), "--batch-size", str(batch_size), "--device", device,
+              "--quiet"]
+    train.main(train.get_args_parser().parse_args([*common, "--epochs", "2", "--overwrite"]))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        summary = train.main(train.get_args_parser().parse_args([*common, "--epochs", "3", "--resume",
+                                                                 str(work / "last.pth")]))
+    row = summary["history"][-1]
+    events = prof.key_averages()
+    parts = {e.key: e.cpu_time_total / 1e6 for e in events if e.key in STEP_PARTS}
+    ops = sorted((e for e in events if e.key not in STEP_PARTS and not e.key.startswith("ProfilerStep")),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    return {"epoch_train_s": row["train_seconds"], "images_per_s": row["train_images_per_s"], "parts_s": parts,
+            "top_ops_self_s": {e.key: e.self_cpu_time_total / 1e6 for e in ops},
+            "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt}
+
+
+def report_profile(res: dict) -> None:
+    wall = res["epoch_train_s"]
+    print(f"\none default training epoch: {wall:.2f} s, {res['images_per_s']:.1f} images/s; where it went "
+          f"(train_one_epoch's labels, main thread):")
+    for name in STEP_PARTS:
+        if name in res["parts_s"]:
+            print(f"  {name:12}{res['parts_s'][name]:8.2f} s {res['parts_s'][name] / wall:6.1%}")
+    other = wall - sum(res["parts_s"].values())
+    print(f"  {'(the rest)':12}{other:8.2f} s {other / wall:6.1%}   progress bar, schedule, loop")
+    print("operators with the most time of their own (all threads, the whole profiled run):")
+    for name, seconds in res["top_ops_self_s"].items():
+        print(f"  {name[:48]:48}{seconds:8.2f} s")
+
+
 # ---------------------------------------------------------------- 5. deployment formats
 def format_table(weights: Path, root: Path, batch_size: int, repeats: int, predict_runs: int) -> dict:
     """Top-1, images/s, one-image predict.py latency and file size for each format of ``weights``."""
@@ -566,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-per-class", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the model step under torch.compile")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    p.add_argument("--profile", action="store_true", help="only torch.profiler's breakdown of one default training "
+                   "epoch on --data (or the generated photos)")
     p.add_argument("--formats", metavar="WEIGHTS", help="only the table of deployment formats of this checkpoint, "
                    "on --data's val/ (calibrating int8 on its train/)")
     return run_main(bench, p.parse_args(argv))
@@ -581,6 +623,19 @@ def bench(args) -> int:
             print(json.dumps(res, indent=2))
         else:
             report_formats(res)
+        return 0
+    if args.profile:
+        work = Path(tempfile.mkdtemp(prefix="alexnet-profile-"))
+        try:
+            root = Path(args.data) if args.data else Path(shapes.make_shapes(
+                work / "photos", args.train_per_class, args.val_per_class, size=256, photo_sides=(320, 500)))
+            res = profile_epoch(root, args.batch_size, args.device, work / "run")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            report_profile(res)
         return 0
     res = run(args)
     if args.json:

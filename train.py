@@ -51,6 +51,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.profiler import record_function  # labels for bench.py --profile (a few us each when it is off)
 
 import data
 import device_data
@@ -592,7 +593,7 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
     sums = dict(resumed["sums"]) if resumed else {"seen": 0, "correct": 0, "loss_sum": 0.0, "size": 0}
     images_now = 0
     lighting = data.Lighting(*trainer.lighting_basis, std=cfg.lighting) if cfg.lighting else None
-    batches = itertools.islice(loader, steps - done)  # a budget's last epoch may stop early
+    batches = labelled("batch", itertools.islice(loader, steps - done))  # a budget's last epoch may stop early
     for i, (images, targets) in enumerate(progress(batches, machine, f"epoch {state.epoch + 1}/{run_plan.epochs} train",
                                                    total=steps - done), start=done):
         step = state.epoch * run_plan.steps_per_epoch + i
@@ -601,20 +602,22 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
                 group["lr"] = lr_at(cfg, run_plan, step)
         if state.board:
             state.board.learning_rate(step, trainer.optimizer.param_groups[0]["lr"])
-        x = data.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
-        y = targets.to(machine.device, non_blocking=True)
-        if trainer.mix is not None:
-            x, y = trainer.mix(x, y)  # y becomes soft labels: class probabilities per image
-        with machine.autocast():
+        with record_function("normalize"):
+            x = data.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
+            y = targets.to(machine.device, non_blocking=True)
+            if trainer.mix is not None:
+                x, y = trainer.mix(x, y)  # y becomes soft labels: class probabilities per image
+        with record_function("forward"), machine.autocast():
             logits = trainer.step_model(x)
             loss = trainer.criterion(logits, y)
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingStopped(f"loss is {value} at epoch {state.epoch + 1} step {i + 1}: try a lower --lr", 1)
         optimizer_step(cfg, trainer, loss)
-        images_now += len(y)
-        sums = {"seen": sums["seen"] + len(y), "size": x.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
-                "correct": sums["correct"] + (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()}
+        with record_function("metrics"):
+            images_now += len(y)
+            sums = {"seen": sums["seen"] + len(y), "size": x.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
+                    "correct": sums["correct"] + (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()}
         if stop.requested():
             raise TrainingStopped(f"interrupted at epoch {state.epoch + 1} step {i + 1}", 130,
                                   {"epoch": state.epoch, "steps": i + 1, "sums": sums})
@@ -624,15 +627,29 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
 
 
 def optimizer_step(cfg: Config, trainer: Trainer, loss: torch.Tensor) -> None:
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.scaler.scale(loss).backward()
+    with record_function("backward"):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.scaler.scale(loss).backward()
     if cfg.clip_grad:
-        trainer.scaler.unscale_(trainer.optimizer)
-        nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad)
-    trainer.scaler.step(trainer.optimizer)
-    trainer.scaler.update()
-    if trainer.ema is not None:
-        trainer.ema.update_parameters(trainer.model)
+        with record_function("clip"):
+            trainer.scaler.unscale_(trainer.optimizer)
+            nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad)
+    with record_function("optimizer"):
+        trainer.scaler.step(trainer.optimizer)
+        trainer.scaler.update()
+        if trainer.ema is not None:
+            trainer.ema.update_parameters(trainer.model)
+
+
+def labelled(name: str, iterable):
+    """Each item of ``iterable`` fetched under the profiler label ``name`` (bench.py --profile)."""
+    iterator = iter(iterable)
+    while True:
+        with record_function(name):
+            item = next(iterator, None)
+        if item is None:
+            return
+        yield item
 
 
 def evaluate(model: nn.Module, loader, machine: Machine, cfg: Config, k: int) -> dict:
