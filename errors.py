@@ -88,14 +88,16 @@ def _interrupt(signum, frame):
 
 
 def quiet_startup_interrupt() -> None:
-    """Ctrl-C while a script still imports its libraries (seconds for torch on a slow CPU):
-    one line and exit code 130 instead of a traceback through the import machinery. Called
-    first thing by each script run as a program; ``run_main`` takes over once it runs."""
+    """Ctrl-C (or SIGTERM, SIGUSR1) while a script still imports its libraries (seconds for
+    torch on a slow CPU): one line and exit code 128 + the signal instead of a traceback
+    through the import machinery, or a silent death. Called first thing by each script run as
+    a program; ``run_main`` takes over once it runs."""
     def stop(signum, frame):
         sys.stderr.write("interrupted\n")
         os._exit(128 + signum)
 
-    signal.signal(signal.SIGINT, stop)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
 
 
 def _escape_bytes(err: UnicodeError) -> tuple[str, int]:

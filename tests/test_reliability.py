@@ -492,11 +492,12 @@ def test_bench_and_app_name_the_option_at_fault(tmp_path, capsys):
             app.check_listen(host, 7861)
 
 
-def test_ctrl_c_during_start_up_is_one_line(colour_data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_during_start_up_is_one_line(sig, colour_data, tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(colour_data, tmp_path / "o")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     time.sleep(0.3)  # importing torch takes longer than this on every machine seen
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err and err.strip() == "interrupted"
+    assert proc.returncode == 128 + sig and "Traceback" not in err and err.strip() == "interrupted"
     assert not (tmp_path / "o").exists()
