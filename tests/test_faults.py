@@ -224,3 +224,13 @@ def test_one_truncated_image_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {victim}: ")
     assert "--bad-images skip" in err
+
+
+def test_a_damaged_mid_epoch_position_is_one_line(trained, tmp_path, capsys):
+    out, _ = trained
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    bad = tmp_path / "last.pth"
+    torch.save(ckpt | {"position": {"epoch": ckpt["epoch"], "steps": 3, "sums": {"seen": 6}, "rng": []}}, bad)
+    assert train.cli(["--resume", str(bad), "--epochs", str(ckpt["epoch"] + 1)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'position'" in err and "cannot be resumed" in err
