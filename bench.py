@@ -318,17 +318,22 @@ def predict_walls(image: Path, repeats: int, work: Path) -> dict[str, list[float
     torch.save({"model": net.state_dict(), "arch": "tutorial", "num_classes": 5,
                 "classes": ["daisy", "dandelion", "roses", "sunflowers", "tulips"], "optimizer": optimizer.state_dict(),
                 "eval": {"size": 224, "resize": 256}, "mean": [0.5] * 3, "std": [0.5] * 3}, ckpt)
-    env = {**os.environ, "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
     ours = [sys.executable, str(HERE / "predict.py"), str(image), "--no-show", "--weights"]
     commands = {"torch": (ours + [str(ckpt)], HERE), "onnx": (ours + [str(onnx_export(ckpt))], HERE),
                 "tutorial": ([sys.executable, "predict.py", str(image)], tut)}
     walls: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):  # interleaved, so all see the same machine state
         for name, (cmd, cwd) in commands.items():
-            t0 = time.perf_counter()
-            subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
-            walls[name].append(time.perf_counter() - t0)
+            walls[name].append(process_wall(cmd, cwd))
     return walls
+
+
+def process_wall(command: list[str], cwd: Path) -> float:
+    """Seconds one whole process takes, on the CPU, without a window."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
+    t0 = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
 
 
 def onnx_export(ckpt: Path) -> Path:
@@ -425,7 +430,7 @@ def format_table(weights: Path, root: Path, batch_size: int, repeats: int, predi
         calibration = folders.list_images(str(root / "train")).files
         fp32, int8 = work / "fp32.onnx", work / "int8.onnx"
         export.export(classifier, fp32, None)
-        export.quantize(fp32, int8, calibration[::max(1, len(calibration) // 300)][:300])
+        export.quantize(fp32, int8, folders.spread(calibration, 300))
         views = [v for _, v, err in predict.decoded(classifier, files, 64) if err is None]
         x = data.normalize(torch.stack(views), classifier.mean, classifier.std).contiguous()
         batches = list(x.split(batch_size))[:-1] or [x]  # full batches only: the rate at this batch size
@@ -474,11 +479,8 @@ def format_table(weights: Path, root: Path, batch_size: int, repeats: int, predi
 
 
 def predict_wall(image: str, weights: Path) -> float:
-    env = {**os.environ, "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(HERE / "predict.py"), image, "--no-show", "--weights", str(weights)],
-                   cwd=HERE, env=env, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    return process_wall([sys.executable, str(HERE / "predict.py"), image, "--no-show", "--weights", str(weights)],
+                        HERE)
 
 
 def report_formats(res: dict) -> None:

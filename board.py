@@ -49,20 +49,10 @@ class Board:
     def confusion(self, epoch: int, last: bool, counts, classes: list[str]) -> None:
         if epoch % CONFUSION_EVERY and not last:
             return
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from evaluate import confusion_figure  # evaluate.py's confusion_matrix.png, the same drawing
 
-        rates = counts.double() / counts.sum(1, keepdim=True).clamp_min(1)
-        side = min(2 + 0.5 * len(classes), 20)
-        fig, ax = plt.subplots(figsize=(side, side))
-        ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-        if len(classes) <= 30:
-            ax.set_xticks(range(len(classes)), classes, rotation=90)
-            ax.set_yticks(range(len(classes)), classes)
-        ax.set(xlabel="predicted", ylabel="true", title=f"validation, epoch {epoch} (row-normalised)")
-        fig.tight_layout()
-        self.writer.add_figure("confusion_matrix", fig, epoch)  # closes the figure
+        fig = confusion_figure(counts, classes, f"validation, epoch {epoch}")
+        self.writer.add_figure("confusion_matrix", fig, epoch)
         self.writer.flush()
 
     def close(self, cfg, best_acc: float, best_epoch: int) -> None:

@@ -307,8 +307,13 @@ def new_figure(width: float, height: float):
 
 
 def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path, headline: str) -> None:
+    outputs.save_figure(confusion_figure(confusion, names, headline), path)
+
+
+def confusion_figure(confusion: torch.Tensor, names: list[str], headline: str):
     """Counts and row-normalised side by side, under the headline score; cell numbers and font
-    sizes shrink, and the figure grows, with the class count, so 100 classes stay legible."""
+    sizes shrink, and the figure grows, with the class count, so 100 classes stay legible
+    (also train.py --tensorboard's image)."""
     n = len(names)
     side = min(40.0, max(5.0, 0.22 * n + 2.5))
     fig = new_figure(2 * side + 1.5, side + 1)
@@ -328,7 +333,7 @@ def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path, headli
                         color="white" if v > values.max().item() / 2 else "black")
     fig.suptitle(headline)
     fig.tight_layout()
-    outputs.save_figure(fig, path)
+    return fig
 
 
 def plot_reliability(bins: dict, raw_ece: float | None, temperature: float, path: Path) -> None:
@@ -520,16 +525,6 @@ def fit_and_store_temperature(args, classifier, machine: Machine, val_root: str,
 
 
 # ---------------------------------------------------------------- images of no known class
-def ood_files(folder: str) -> list[str]:
-    """--ood's images, checked before any scoring."""
-    if not os.path.isdir(folder):
-        raise DataError(f"--ood {folder}: folder not found")
-    files = folders.list_images(folder).files
-    if not files:
-        raise DataError(f"--ood {folder}: no images inside ({', '.join(folders.IMG_EXTENSIONS)})")
-    return files
-
-
 def ood_scores(classifier, files: list[str], temperature: float, batch_size: int) -> tuple[torch.Tensor, int]:
     """(top probability of each readable file, calibrated as predict.py reports it; files unread)."""
     kept, classifier.temperature = classifier.temperature, temperature
@@ -628,7 +623,7 @@ def main(args) -> int:
     classifier.transform = type(classifier.transform)(classifier.transform.size, classifier.transform.resize, tta)
     other = load_other(args, classifier, tta) if args.compare else None
     val_root = calibration_split(split_root, which, card["data"]) if args.calibrate else None
-    unknown_files = ood_files(args.ood) if args.ood else None
+    unknown_files = folders.images_of(args.ood, "--ood") if args.ood else None  # checked before any scoring
     # fp32, as predict.py, app.py and the ONNX model: the same image gets the same probabilities everywhere
     machine = Machine(getattr(classifier, "device", torch.device("cpu")), "fp32", quiet=args.quiet)
     cache = Path(args.weights).resolve().parent / ".cache"  # train.py's: its val/ crops are there already

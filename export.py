@@ -99,23 +99,26 @@ def export(classifier, path: Path, opset: int | None) -> None:
                                 dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=opset,
                                 verbose=False)
     proto = program.model_proto
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata(classifier), ensure_ascii=False)
+    set_metadata(proto, metadata(classifier))
     proto.producer_name = "alexnet-reproduced export.py"
     onnx.checker.check_model(proto)
     outputs.write_atomic(path, lambda f: f.write(proto.SerializeToString()))
 
 
+def set_metadata(proto, info: dict) -> None:
+    """``info`` as the model's one "alexnet" metadata entry (JSON), replacing any there."""
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info, ensure_ascii=False)
+
+
 def check_images(classifier, data_dir: str | None) -> list:
     """Up to 16 preprocessed images (uint8 views): from --data, or generated shapes."""
     if data_dir:
-        if not os.path.isdir(data_dir):
-            raise ArgumentError(f"--data {data_dir}: folder not found")
-        files = folders.list_images(data_dir).files
-        if not files:
-            raise ArgumentError(f"--data {data_dir}: no images inside")
-        step = max(1, len(files) // CHECK_IMAGES)
-        return [classifier.load(f) for f in files[::step][:CHECK_IMAGES]]
+        return [classifier.load(f) for f in folders.spread(folders.images_of(data_dir, "--data", ArgumentError),
+                                                           CHECK_IMAGES)]
     import random
 
     import shapes
@@ -132,14 +135,8 @@ def int8_folders(args, classifier) -> tuple[list[str], str]:
     if not val or not os.path.isdir(val):
         raise DataError(f"--int8: needs labelled val/ images to measure the accuracy drop; {val or 'the checkpoint'} "
                         f"{'not found' if val else 'names no data'}: pass --data DIR (a folder holding val/)")
-    source = args.calibration or os.path.join(root, "train")
-    if not os.path.isdir(source):
-        raise DataError(f"--calibration {source}: folder not found")
-    files = folders.list_images(source).files
-    if not files:
-        raise DataError(f"--calibration {source}: no images inside")
-    step = max(1, len(files) // args.calibration_images)
-    return files[::step][:args.calibration_images], val
+    files = folders.images_of(args.calibration or os.path.join(root, "train"), "--calibration")
+    return folders.spread(files, args.calibration_images), val
 
 
 def labelled(val: str, names: list[str]) -> tuple[list[str], list[int]]:
@@ -228,13 +225,9 @@ def int8_export(args, classifier, out: Path) -> int:
                   f"calibrate on more or more typical images (--calibration, --calibration-images)", file=sys.stderr)
             return 1
         proto = onnx.load(str(int8))
-        info = json.loads(next(p.value for p in proto.metadata_props if p.key == METADATA_KEY)) \
-            if any(p.key == METADATA_KEY for p in proto.metadata_props) else metadata(classifier)
-        info |= {"quantization": QUANTIZATION | {"calibration_images": len(calibration)},
-                 "top1_fp32": acc_fp32, "top1_int8": acc_int8, "top1_images": len(files) - unread, "top1_data": val}
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(info, ensure_ascii=False)
+        set_metadata(proto, metadata(classifier) | {
+            "quantization": QUANTIZATION | {"calibration_images": len(calibration)}, "top1_fp32": acc_fp32,
+            "top1_int8": acc_int8, "top1_images": len(files) - unread, "top1_data": val})
         outputs.write_atomic(out, lambda f: f.write(proto.SerializeToString()))
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, int8)")
     return 0

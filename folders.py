@@ -76,6 +76,22 @@ def list_images(folder: str, seen: dict | None = None) -> Listing:
     return listing
 
 
+def images_of(folder: str, option: str, error: type[UserError] = DataError) -> list[str]:
+    """The image files of a folder an option names (``--ood``, ``--calibration``): one line
+    when it is no folder or holds no image."""
+    if not os.path.isdir(folder):
+        raise error(f"{option} {folder}: folder not found")
+    files = list_images(folder).files
+    if not files:
+        raise error(f"{option} {folder}: no images inside ({', '.join(IMG_EXTENSIONS)})")
+    return files
+
+
+def spread(files: list[str], count: int) -> list[str]:
+    """At most ``count`` of ``files``, evenly spaced over them (every class of a sorted tree)."""
+    return files[::max(1, len(files) // count)][:count]
+
+
 def _walk(path: str, top: str, visited: set, found: list[tuple[str, list[str]]], listing: Listing) -> None:
     """Collect (folder, image names) below ``path``, entering each real folder once and
     never a link to ``top`` (the real path of the scanned folder) or above it."""
