@@ -12,9 +12,10 @@ Prints, as medians over --repeats:
   2. the default path (train.py itself: decode-once cache, channels_last, fused optimizer,
      the precision train.py picks, validation under inference_mode at 32 on a CPU, 256 on
      a GPU): the same two figures;
-  3. the model step alone on a synthetic batch, fp32 and default precision, and a
-     2048^3 matmul's GFLOP/s in fp32 and bf16, so the training rate can be read as a
-     fraction of what the machine's matmul peak allows;
+  3. the model step alone on a synthetic batch, the tutorial's (fp32, NCHW, Adam) and
+     train.py's own (its precision and optimizer step with the default recipe's settings),
+     and a 2048^3 matmul's GFLOP/s in fp32 and bf16, so the training rate can be read as a
+     fraction of the model step's and of what the machine's matmul peak allows;
   4. on a CPU: predict.py on one image, whole process, with the PyTorch checkpoint and
      with its ONNX export, against the tutorial's predict.py; and batched inference,
      PyTorch against onnxruntime.
@@ -242,24 +243,41 @@ def decode_rates(root: Path, repeats: int, count: int = 300) -> dict[str, float]
 # ---------------------------------------------------------------- 3. the machine
 def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.device, steps: int,
                     compile: bool = False) -> float:
-    """One training step on a synthetic batch: the tutorial's way, or ours (channels_last, fused
-    Adam), optionally through torch.compile (its compilation happens in the untimed first steps)."""
+    """One training step on a synthetic batch: the tutorial's (NCHW, Adam, plain cross-entropy),
+    or train.py's own with the default recipe's settings (channels_last, its fused AdamW,
+    label smoothing, train.optimizer_step's gradient clipping), optionally through
+    torch.compile (its compilation happens in the untimed first steps)."""
     net = AlexNet(num_classes=5, init_weights=True).to(device)
-    fmt = torch.channels_last if ours else torch.contiguous_format
-    net = net.to(memory_format=fmt)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4, **({"fused": True} if ours else {}))
-    step_net = torch.compile(net) if compile else net
-    x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
+    x = torch.randn(batch_size, 3, 224, 224, device=device)
     y = torch.randint(0, 5, (batch_size,), device=device)
     dtype = AMP_DTYPES.get(precision)
+    if ours:
+        cfg = config.resolve_config(train.get_args_parser().parse_args([]))[0]
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        trainer = train.Trainer(model=net, step_model=torch.compile(net) if compile else net,
+                                optimizer=train.build_optimizer(cfg, net),
+                                scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+                                criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), plateau=None,
+                                ema=None, lighting_basis=None, mix=None)
+
+        def step():
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = trainer.criterion(trainer.step_model(x), y)
+            loss.item()
+            train.optimizer_step(cfg, trainer, loss)
+    else:
+        optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+
+        def step():
+            loss = nn.functional.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(step_net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step()
         sync(device)
         if i >= 2:  # the first steps pick kernels
             times.append(time.perf_counter() - t0)
@@ -576,8 +594,10 @@ def report(res: dict) -> None:
     bf16 = f"bf16 {mm['bf16']:.0f} GFLOP/s" if mm["bf16"] else "bf16 not supported by this hardware (not timed)"
     print(f"matmul 2048^3: fp32 {mm['fp32']:.0f} GFLOP/s, {bf16}")
     print(f"training step: {res['train_gflop_per_image']:.2f} GFLOP per image (forward + backward)")
-    print(f"limit at the {prec} matmul peak: {limit:.0f} images/s; default training reaches "
-          f"{med(d['train']) / limit:.0%} of it (model step alone: {ms[f'{prec}_channels_last_fused'] / limit:.0%})")
+    step = ms[f"{prec}_channels_last_fused"]
+    print(f"limit at the {prec} matmul peak: {limit:.0f} images/s; the model step alone reaches {step / limit:.0%} "
+          f"of it, the default training epoch {med(d['train']) / limit:.0%}")
+    print(f"default training epoch: {med(d['train']) / step:.0%} of the model step's rate")
     if prec != "bf16" and mm["bf16"]:
         bf16_limit = mm["bf16"] / res["train_gflop_per_image"]
         print(f"  (against the bf16 matmul peak, {bf16_limit:.0f} images/s: {med(d['train']) / bf16_limit:.0%}; "
@@ -602,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32, help="the tutorial's 32 by default, for both paths")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per path (medians are reported)")
-    p.add_argument("--steps", type=int, default=8, help="timed steps for the model-step figures")
+    p.add_argument("--steps", type=int, default=20, help="timed steps for the model-step figures")
     p.add_argument("--predict-runs", type=int, default=5, help="whole-process predict.py runs of each script")
     p.add_argument("--train-per-class", type=int, default=80)
     p.add_argument("--val-per-class", type=int, default=20)

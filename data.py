@@ -236,21 +236,84 @@ def pca_basis(images: Iterable[torch.Tensor], pixels_per_image: int = 4096) -> t
     return eigval.clamp(min=0).tolist(), eigvec.tolist()
 
 
-def train_augment(size: int, scale: tuple[float, float], augmentations: dict) -> Callable:
-    """RandomResizedCrop + flip on uint8 tensors, then the per-image augmentation settings
-    (config.AUGMENTATIONS; --aug: TrivialAugment or colour jitter). The crop comes first, so
-    ``set_train_crop_size`` can change the output size between epochs."""
+CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range (torchvision's default)
+
+
+def train_augment(size: int, scale: tuple[float, float], augmentations: dict) -> "TrainAugment":
+    """The training augmentation: RandomResizedCrop + flip, then the per-image augmentation
+    settings (config.AUGMENTATIONS; --aug: TrivialAugment or colour jitter)."""
     from torchvision.transforms import v2
 
-    ops = [v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()]
     aug = augmentations["aug"]
     if aug == "trivialaugment":
-        ops.append(v2.TrivialAugmentWide())
+        extra = v2.TrivialAugmentWide()
     elif aug == "colorjitter":
-        ops.append(v2.ColorJitter(0.4, 0.4, 0.4))
-    elif aug != "none":
+        extra = v2.ColorJitter(0.4, 0.4, 0.4)
+    elif aug == "none":
+        extra = None
+    else:
         raise ValueError(f"unknown augmentation {aug!r}")
-    return v2.Compose(ops)
+    return TrainAugment(size, scale, extra)
+
+
+class TrainAugment:
+    """The training augmentation of a batch of uint8 images: RandomResizedCrop boxes and
+    horizontal flips for all of them drawn at once from ``generator`` (sample_boxes:
+    torchvision's rules), each image cropped and resized by torchvision's own resized_crop
+    (antialiased, as v2.RandomResizedCrop), then ``extra`` (--aug) on each. Drawn per batch
+    because torchvision's transforms draw per image in tiny tensor operations on the global
+    generator: 150 us an image, 4% of a bf16 epoch on a 2-core CPU (bench.py)."""
+
+    def __init__(self, size: int, scale: tuple[float, float], extra: Callable | None):
+        self.size, self.scale, self.extra = size, scale, extra  # size changes between epochs (progressive resizing)
+
+    def __repr__(self) -> str:
+        return f"TrainAugment(size={self.size}, scale={self.scale}, extra={self.extra!r})"
+
+    def __call__(self, images: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        from torchvision.transforms.v2 import functional as TF
+
+        boxes = sample_boxes(torch.tensor([img.shape[-2:] for img in images]), self.scale, CROP_RATIO, generator)
+        flips = (torch.rand(len(images), generator=generator) < 0.5).tolist()
+        seeds = torch.randint(2**62, (len(images),), generator=generator).tolist() if self.extra else []
+        out = []
+        for i, (img, (top, left, height, width)) in enumerate(zip(images, boxes.tolist())):
+            crop = TF.resized_crop(img, top, left, height, width, [self.size, self.size], antialias=True)
+            crop = TF.horizontal_flip(crop) if flips[i] else crop
+            out.append(seeded(self.extra, crop, seeds[i]) if self.extra else crop)
+        return out
+
+
+def sample_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float],
+                 generator: torch.Generator, tries: int = 10) -> torch.Tensor:
+    """RandomResizedCrop.get_params for a batch: (top, left, height, width) per image of
+    (height, width) ``sizes``; the first of ``tries`` draws that fits, else the fallback
+    (the whole image, its aspect ratio clamped to ``ratio``, centred). The same distribution
+    as torchvision's (tests/test_device_data.py), not the same numbers for a seed."""
+    device = sizes.device
+    h, w = sizes[:, :1].double(), sizes[:, 1:].double()
+    n = len(sizes)
+    area = h * w * (torch.rand(n, tries, generator=generator, device=device, dtype=torch.float64)
+                    * (scale[1] - scale[0]) + scale[0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(torch.rand(n, tries, generator=generator, device=device, dtype=torch.float64)
+                       * (log_hi - log_lo) + log_lo)
+    crop_w, crop_h = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
+    fits = (crop_w > 0) & (crop_w <= w) & (crop_h > 0) & (crop_h <= h)
+    first = fits.double().argmax(dim=1, keepdim=True)
+    crop_w, crop_h = crop_w.gather(1, first)[:, 0], crop_h.gather(1, first)[:, 0]
+    h, w = h[:, 0], w[:, 0]
+    top = torch.floor(torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (h - crop_h + 1))
+    left = torch.floor(torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (w - crop_w + 1))
+    # the fallback: as wide (or tall) as the image, the aspect ratio clamped into the range
+    in_ratio = w / h
+    fb_w = torch.where(in_ratio < ratio[0], w, torch.where(in_ratio > ratio[1], torch.round(h * ratio[1]), w))
+    fb_h = torch.where(in_ratio < ratio[0], torch.round(w / ratio[0]), h)
+    missed = ~fits.any(dim=1)
+    crop_w, crop_h = torch.where(missed, fb_w, crop_w), torch.where(missed, fb_h, crop_h)
+    top = torch.where(missed, torch.div(h - crop_h, 2, rounding_mode="floor"), top)
+    left = torch.where(missed, torch.div(w - crop_w, 2, rounding_mode="floor"), left)
+    return torch.stack([top, left, crop_h, crop_w], dim=1).long()
 
 
 IMBALANCE_WARNING = 3.0  # largest class / smallest class from which train.py warns and --balance auto acts
@@ -334,11 +397,6 @@ def copies_across(train: list[tuple[str, int]], val: list[tuple[str, int]]) -> l
             f"memory; python data_set/check.py DATA finds resized copies too"]
 
 
-def set_train_crop_size(augment: Callable, size: int) -> None:
-    """Make a ``train_augment`` pipeline crop to ``size`` from now on (progressive resizing)."""
-    augment.transforms[0].size = (size, size)
-
-
 # ---------------------------------------------------------------- scanning and caching
 class Preparation(Protocol):
     """What is done to an image once, at decode time (ShortSide, EvalTransform)."""
@@ -409,11 +467,11 @@ def load_cache(path: Path, key: str) -> dict | None:
 
 
 class SeededSampler(torch.utils.data.Sampler):
-    """The training order of ``sampler`` as (index, seed) keys: each image's random crop,
-    flip and augmentation are drawn from a seed of the epoch and the image's position in it
-    (``transformed``), never from a process's running random state. So the crops are the same
-    with or without DataLoader workers, and an epoch can start at any position (``skip``, a
-    run resumed mid-epoch) with the crops an uninterrupted epoch draws there."""
+    """The training order of ``sampler`` as (index, seed) keys: a batch's random crops, flips
+    and augmentation are drawn from the seed of its first key, a seed of the epoch and that
+    position in it (``batch_keys``), never from a process's running random state. So the crops
+    are the same with or without DataLoader workers, and an epoch can start at any batch
+    (``skip``, a run resumed mid-epoch) with the crops an uninterrupted epoch draws there."""
 
     def __init__(self, sampler: torch.utils.data.Sampler):
         self.sampler, self.epoch_seed, self.skip = sampler, 0, 0
@@ -432,26 +490,27 @@ class SeededSampler(torch.utils.data.Sampler):
                 yield index, (self.epoch_seed * 1_000_003 + position) % 2**63
 
 
-def transformed(transform: Callable | None, img: torch.Tensor, seed: int | None) -> torch.Tensor:
-    """``transform(img)``, its random draws from ``seed`` when given (SeededSampler's keys);
-    the process's own random state is left as it was. Only the CPU generator is touched: the
+def seeded(transform: Callable, img: torch.Tensor, seed: int) -> torch.Tensor:
+    """``transform(img)`` with torchvision's global-generator draws taken from ``seed``; the
+    process's own random state is left as it was. Only the CPU generator is touched: the
     transforms draw nothing on a GPU, and the model's dropout there keeps its sequence."""
-    if transform is None:
-        return img
-    if seed is None:
-        return transform(img)
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
         return transform(img)
 
 
-def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
-    return key if isinstance(key, tuple) else (key, None)
+def batch_keys(keys: list) -> tuple[list[int], torch.Generator]:
+    """The image indices of a batch of keys (indices, or SeededSampler's (index, seed)), and the
+    generator its augmentation draws from: seeded from the first key, else the global one."""
+    if keys and isinstance(keys[0], tuple):
+        return [i for i, _ in keys], torch.Generator().manual_seed(keys[0][1])
+    return list(keys), torch.random.default_generator
 
 
 class CachedImages(torch.utils.data.Dataset):
-    """Decoded uint8 images held in memory; ``transform`` runs on each access. A key is an
-    index, or (index, seed) from a SeededSampler."""
+    """Decoded uint8 images held in memory; ``transform`` (a TrainAugment) runs on each batch
+    (``__getitems__``, what a DataLoader calls). A key is an index, or (index, seed) from a
+    SeededSampler."""
 
     def __init__(self, images: list[torch.Tensor], targets: list[int], transform: Callable | None = None):
         self.images, self.targets, self.transform = images, targets, transform
@@ -459,9 +518,14 @@ class CachedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def __getitems__(self, keys: list) -> list[tuple[torch.Tensor, int]]:
+        indices, generator = batch_keys(keys)
+        batch = [self.images[i] for i in indices]
+        return list(zip(self.transform(batch, generator) if self.transform else batch,
+                        [self.targets[i] for i in indices]))
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        i, seed = split_key(key)
-        return transformed(self.transform, self.images[i], seed), self.targets[i]
+        return self.__getitems__([key])[0]
 
 
 class DecodedImages(torch.utils.data.Dataset):
@@ -474,10 +538,14 @@ class DecodedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def __getitems__(self, keys: list) -> list[tuple[torch.Tensor, int]]:
+        indices, generator = batch_keys(keys)
+        batch = [self.prepare(decode_rgb(self.samples[i][0])) for i in indices]
+        return list(zip(self.transform(batch, generator) if self.transform else batch,
+                        [self.targets[i] for i in indices]))
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        i, seed = split_key(key)
-        path, target = self.samples[i]
-        return transformed(self.transform, self.prepare(decode_rgb(path)), seed), target
+        return self.__getitems__([key])[0]
 
 
 @dataclass

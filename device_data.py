@@ -18,8 +18,8 @@ per side, and a batch is cropped with one roi_align call per bucket it touches. 
 tensor for all would waste up to 4x for mixed portrait and landscape photos; a list of
 separate tensors would need one call per image.
 
-Against ``transforms.v2.RandomResizedCrop(antialias=True)``: the boxes follow the same
-distribution (drawn in parallel, so not the same numbers for a seed); roi_align averages a
+Against the per-image path (``data.TrainAugment``): the boxes are drawn the same way
+(``data.sample_boxes``, torchvision's distribution for the whole batch); roi_align averages a
 grid of bilinear samples over each output pixel where torchvision uses a triangle filter
 over it, so a downscaled crop differs by a few grey levels (tests/test_device_data.py
 bounds it), an amount the augmentation itself dwarfs.
@@ -28,6 +28,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from data import CROP_RATIO, sample_boxes
 
 BUCKET_STEP = 64
 # This path always does the crop and the flip. Of the per-image augmentations and the sampling
@@ -43,37 +45,6 @@ def unsupported(switched_on: dict[str, object]) -> list[str]:
     path does not implement."""
     return [f"--{name.replace('_', '-')} {value}" for name, value in switched_on.items()
             if value not in IMPLEMENTS.get(name, ())]
-
-
-def sample_boxes(sizes: Tensor, scale: tuple[float, float], ratio: tuple[float, float],
-                 generator: torch.Generator, tries: int = 10) -> Tensor:
-    """RandomResizedCrop.get_params for a batch: (top, left, height, width) per image of
-    (height, width) ``sizes``; the first of ``tries`` draws that fits, else the fallback
-    (the whole image, its aspect ratio clamped to ``ratio``, centred)."""
-    device = sizes.device
-    h, w = sizes[:, :1].double(), sizes[:, 1:].double()
-    n = len(sizes)
-    area = h * w * (torch.rand(n, tries, generator=generator, device=device, dtype=torch.float64)
-                    * (scale[1] - scale[0]) + scale[0])
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(torch.rand(n, tries, generator=generator, device=device, dtype=torch.float64)
-                       * (log_hi - log_lo) + log_lo)
-    crop_w, crop_h = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
-    fits = (crop_w > 0) & (crop_w <= w) & (crop_h > 0) & (crop_h <= h)
-    first = fits.double().argmax(dim=1, keepdim=True)
-    crop_w, crop_h = crop_w.gather(1, first)[:, 0], crop_h.gather(1, first)[:, 0]
-    h, w = h[:, 0], w[:, 0]
-    top = torch.floor(torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (h - crop_h + 1))
-    left = torch.floor(torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (w - crop_w + 1))
-    # the fallback: as wide (or tall) as the image, the aspect ratio clamped into the range
-    in_ratio = w / h
-    fb_w = torch.where(in_ratio < ratio[0], w, torch.where(in_ratio > ratio[1], torch.round(h * ratio[1]), w))
-    fb_h = torch.where(in_ratio < ratio[0], torch.round(w / ratio[0]), h)
-    missed = ~fits.any(dim=1)
-    crop_w, crop_h = torch.where(missed, fb_w, crop_w), torch.where(missed, fb_h, crop_h)
-    top = torch.where(missed, torch.div(h - crop_h, 2, rounding_mode="floor"), top)
-    left = torch.where(missed, torch.div(w - crop_w, 2, rounding_mode="floor"), left)
-    return torch.stack([top, left, crop_h, crop_w], dim=1).long()
 
 
 def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:
@@ -157,7 +128,7 @@ class DeviceBatches:
         order = torch.randperm(len(self.resident), generator=self.generator, device=device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
-            boxes = sample_boxes(self.resident.sizes[index], self.scale, (3 / 4, 4 / 3), self.generator)
+            boxes = sample_boxes(self.resident.sizes[index], self.scale, CROP_RATIO, self.generator)
             flip = torch.rand(len(index), generator=self.generator, device=device) < 0.5
             if start < self.skip * self.batch_size:
                 continue

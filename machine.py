@@ -152,6 +152,9 @@ def pick_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's <malloc.h> parameter numbers
+
+
 def setup_machine(device_name: str, precision_name: str, quiet: bool = False, resume: dict | None = None) -> Machine:
     """The device (one GPU per process under torchrun), the training precision (a resumed
     run's own, on the same kind of device, unless one is named), and the process group."""
@@ -166,7 +169,24 @@ def setup_machine(device_name: str, precision_name: str, quiet: bool = False, re
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+    keep_freed_memory()
     return Machine(device, precision, rank, world, quiet, owns_group)
+
+
+def keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
+    By default it maps blocks over 32 MB (the first FC layer's 38 MB weight gradient) freshly on
+    each allocation and unmaps them on free, and trims the heap's top: every training step then
+    page-faults that memory back in (bench.py measured the model step 1.1-1.2x faster without it
+    on a 2-core bf16 CPU). A no-op where the C library has no mallopt (macOS, Windows)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return
+    mallopt(M_MMAP_MAX, 0)  # never serve an allocation with its own mmap
+    mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # never give the heap's free top back
 
 
 def teardown(machine: Machine) -> None:

@@ -556,7 +556,7 @@ def set_crop_size(loader, size: int) -> None:
     if isinstance(loader, device_data.DeviceBatches):
         loader.crop_size = size
     else:
-        data.set_train_crop_size(loader.dataset.transform, size)
+        loader.dataset.transform.size = size
 
 
 def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, state: RunState, stop: Stop) -> dict:

@@ -38,6 +38,42 @@ def test_cached_and_per_epoch_paths_give_the_same_kind_of_batch(colour_data, tmp
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_a_batch_is_cropped_from_its_first_key_and_from_nothing_else(colour_data, tmp_path):
+    """SeededSampler's keys decide a batch's crops and flips: the same keys give the same
+    pixels whatever the process drew before, on the cached and the per-epoch path alike (so
+    DataLoader workers and a run resumed at that batch see them too); another epoch's seed,
+    other crops. Each crop is torchvision's resized_crop of a box sample_boxes drew."""
+    cached, plain = build(colour_data, tmp_path / "c", 2**30).dataset, build(colour_data, tmp_path / "p", 0).dataset
+    keys = [(i, 1000 + i) for i in range(8)]
+    first = torch.stack([img for img, _ in cached.__getitems__(keys)])
+    torch.rand(1000)  # the global generator moves on: the batch does not change
+    again = torch.stack([img for img, _ in plain.__getitems__(keys)])
+    assert torch.equal(first, again) and first.shape == (8, 3, 64, 64)
+    other_epoch = torch.stack([img for img, _ in cached.__getitems__([(i, 5 + i) for i in range(8)])])
+    assert not torch.equal(first, other_epoch)
+    from torchvision.transforms.v2 import functional as TF
+
+    gen = torch.Generator().manual_seed(1000)
+    sizes = torch.tensor([cached.images[i].shape[-2:] for i in range(8)])
+    boxes = data.sample_boxes(sizes, (0.25, 1.0), data.CROP_RATIO, gen).tolist()
+    flips = (torch.rand(8, generator=gen) < 0.5).tolist()
+    for i, (box, flip) in enumerate(zip(boxes, flips)):
+        expected = TF.resized_crop(cached.images[i], *box, [64, 64], antialias=True)
+        assert torch.equal(first[i], TF.horizontal_flip(expected) if flip else expected)
+
+
+def test_each_image_of_a_batch_gets_its_own_box_and_half_are_flipped():
+    from torchvision.transforms.v2 import functional as TF
+
+    img = torch.arange(3 * 100 * 100).remainder(251).to(torch.uint8).view(3, 100, 100)
+    crops = data.train_augment(32, (0.25, 1.0), {"aug": "none"})([img] * 400, torch.Generator().manual_seed(0))
+    assert len({c.numpy().tobytes() for c in crops}) > 390
+    whole = data.TrainAugment(32, (1.0, 1.0), None)([img] * 400, torch.Generator().manual_seed(1))
+    plain = TF.resize(img, [32, 32], antialias=True)  # scale 1: the whole image, so only the flip varies
+    assert all(torch.equal(c, plain) or torch.equal(c, plain.flip(-1)) for c in whole)
+    assert 150 < sum(torch.equal(c, plain.flip(-1)) for c in whole) < 250
+
+
 def test_cache_is_reused_and_rebuilt_when_files_change(colour_data, tmp_path):
     logs = []
     build(colour_data, tmp_path / "c", 2**30, logs.append)
@@ -72,8 +108,7 @@ def test_memory_budget_chooses_the_path_and_says_so(colour_data, tmp_path):
 def test_augmentations_keep_shape_dtype_and_range(extra):
     img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
     aug = data.train_augment(64, (0.08, 1.0), {"aug": extra})
-    for _ in range(5):
-        out = aug(img)
+    for out in aug([img] * 5, torch.Generator().manual_seed(0)):
         assert out.shape == (3, 64, 64) and out.dtype == torch.uint8
 
 

@@ -1,5 +1,6 @@
-"""device_data.py on the CPU: the batched box sampler against torchvision's rules, the
-batched crop against resized_crop, padding, flips, and a run that learns through it."""
+"""device_data.py on the CPU: the batched box sampler (data.sample_boxes, shared with the
+per-image path) against torchvision's rules, the batched crop against resized_crop, padding,
+flips, and a run that learns through it."""
 import math
 import random
 
@@ -22,7 +23,7 @@ SCALE, RATIO = (0.25, 1.0), (3 / 4, 4 / 3)
 def test_boxes_lie_inside_and_follow_the_requested_ranges_as_torchvision_draws_them():
     gen = torch.Generator().manual_seed(0)
     sizes = torch.tensor([[256, 256]] * 20000 + [[256, 400]] * 20000)
-    top, left, h, w = device_data.sample_boxes(sizes, SCALE, RATIO, gen).unbind(1)
+    top, left, h, w = data.sample_boxes(sizes, SCALE, RATIO, gen).unbind(1)
     assert (top >= 0).all() and (left >= 0).all()
     assert (top + h <= sizes[:, 0]).all() and (left + w <= sizes[:, 1]).all()
     area = (h * w).double() / sizes.prod(1).double()
@@ -47,7 +48,7 @@ def test_boxes_lie_inside_and_follow_the_requested_ranges_as_torchvision_draws_t
 def test_the_fallback_is_torchvisions(hw):
     """No draw fits an image this elongated at this scale: both fall back to the same box."""
     gen = torch.Generator().manual_seed(0)
-    ours = device_data.sample_boxes(torch.tensor([hw]), (0.9, 1.0), RATIO, gen)[0].tolist()
+    ours = data.sample_boxes(torch.tensor([hw]), (0.9, 1.0), RATIO, gen)[0].tolist()
     params = v2.RandomResizedCrop(16, scale=(0.9, 1.0), ratio=RATIO).make_params([torch.zeros(3, *hw)])
     assert ours == [params["top"], params["left"], params["height"], params["width"]]
 
@@ -83,7 +84,7 @@ def test_padded_buckets_crop_as_the_images_alone_and_flips_are_exact():
     replay = torch.Generator().manual_seed(5)
     (got, targets), = list(batches)
     order = torch.randperm(4, generator=replay)
-    crops = resident.crops(order, device_data.sample_boxes(resident.sizes[order], SCALE, RATIO, replay), 96)
+    crops = resident.crops(order, data.sample_boxes(resident.sizes[order], SCALE, RATIO, replay), 96)
     flip = torch.rand(4, generator=replay) < 0.5
     for g, c, f in zip(got, crops, flip):
         assert torch.equal(g, c.flip(-1) if f else c)
