@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -241,35 +242,43 @@ def decode_rates(root: Path, repeats: int, count: int = 300) -> dict[str, float]
 
 
 # ---------------------------------------------------------------- 3. the machine
+def train_step(net: nn.Module, device: torch.device, precision: str, compile: bool = False) -> Callable:
+    """train.py's training step on (images, targets) for ``net`` (channels_last), with the default
+    recipe's settings: its fused AdamW, label smoothing and train.optimizer_step's gradient
+    clipping, under its precision's autocast."""
+    cfg = config.resolve_config(train.get_args_parser().parse_args([]))[0]
+    trainer = train.Trainer(model=net, step_model=torch.compile(net) if compile else net,
+                            optimizer=train.build_optimizer(cfg, net),
+                            scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+                            criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), plateau=None,
+                            ema=None, lighting_basis=None, mix=None)
+    dtype = AMP_DTYPES.get(precision)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = trainer.criterion(trainer.step_model(x), y)
+        loss.item()
+        train.optimizer_step(cfg, trainer, loss)
+
+    return step
+
+
 def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.device, steps: int,
                     compile: bool = False) -> float:
     """One training step on a synthetic batch: the tutorial's (NCHW, Adam, plain cross-entropy),
-    or train.py's own with the default recipe's settings (channels_last, its fused AdamW,
-    label smoothing, train.optimizer_step's gradient clipping), optionally through
-    torch.compile (its compilation happens in the untimed first steps)."""
+    or train.py's own (``train_step``), optionally through torch.compile (its compilation
+    happens in the untimed first steps)."""
     net = AlexNet(num_classes=5, init_weights=True).to(device)
     x = torch.randn(batch_size, 3, 224, 224, device=device)
     y = torch.randint(0, 5, (batch_size,), device=device)
-    dtype = AMP_DTYPES.get(precision)
     if ours:
-        cfg = config.resolve_config(train.get_args_parser().parse_args([]))[0]
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-        trainer = train.Trainer(model=net, step_model=torch.compile(net) if compile else net,
-                                optimizer=train.build_optimizer(cfg, net),
-                                scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-                                criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), plateau=None,
-                                ema=None, lighting_basis=None, mix=None)
-
-        def step():
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = trainer.criterion(trainer.step_model(x), y)
-            loss.item()
-            train.optimizer_step(cfg, trainer, loss)
+        step = train_step(net, device, precision, compile)
     else:
         optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
 
-        def step():
-            loss = nn.functional.cross_entropy(net(x), y)
+        def step(images: torch.Tensor, targets: torch.Tensor) -> None:
+            loss = nn.functional.cross_entropy(net(images), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -277,7 +286,7 @@ def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.d
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        step()
+        step(x, y)
         sync(device)
         if i >= 2:  # the first steps pick kernels
             times.append(time.perf_counter() - t0)

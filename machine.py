@@ -177,13 +177,14 @@ def keep_freed_memory() -> None:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
     By default it maps blocks over 32 MB (the first FC layer's 38 MB weight gradient) freshly on
     each allocation and unmaps them on free, and trims the heap's top: every training step then
-    page-faults that memory back in (bench.py measured the model step 1.1-1.2x faster without it
-    on a 2-core bf16 CPU). A no-op where the C library has no mallopt (macOS, Windows)."""
+    page-faults that memory back in. With this setting the model step ran 1.18-1.23x faster on a
+    2-core bf16 CPU (docs/performance.md). A no-op where the C library has no mallopt (macOS,
+    Windows)."""
     import ctypes
 
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # TypeError: Windows has no process-wide handle
         return
     mallopt(M_MMAP_MAX, 0)  # never serve an allocation with its own mmap
     mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # never give the heap's free top back

@@ -1,7 +1,10 @@
 """bench.py runs end to end and reports every figure (no timing is asserted)."""
 import json
+import re
+import sys
 
 import bench
+from conftest import ROOT
 
 
 def test_bench_reports_both_paths_as_json(capsys):
@@ -32,3 +35,16 @@ def test_report_on_a_machine_without_bf16_says_so(capsys):
     out = capsys.readouterr().out
     assert "bf16 not supported by this hardware" in out
     assert "GFLOP/s, bf16 0" not in out and all(len(tok) < 6 for tok in out.split() if tok.endswith("%"))
+
+
+def test_batch_overlap_tool_reports_every_variant(colour_data, capsys):
+    """tools/batch_overlap.py (the measurements behind keeping batch building in the main
+    thread) runs end to end; no timing is asserted."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import batch_overlap
+
+    assert batch_overlap.main(["--data", str(colour_data), "--batch-size", "4", "--batches", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("making batches: torchvision, per image", "making batches: TrainAugment, per batch",
+                 "steps, batches built between them", "steps, batches built by a thread", "steps on one fixed batch"):
+        assert float(re.search(re.escape(name) + r"\s+([\d.]+) images/s", out).group(1)) > 0, out

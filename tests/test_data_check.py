@@ -174,3 +174,16 @@ def test_label_issue_finder_flags_planted_flips(tmp_path, capsys):
     assert (out / "suspects.png").stat().st_size > 1000
     assert label_issues.cli([str(root), "--folds", "20", "--output-dir", str(out)]) == 2
     assert "--folds 20: must be in 2..12" in capsys.readouterr().err
+
+
+def test_planted_flips_summary_is_the_hand_computed_one():
+    """tools/planted_flips.py's summary of a ranking (scikit-learn underneath): flips at places
+    1, 3 and 6 give an average precision of (1/1 + 2/3 + 3/6) / 3, and recall 1.0 is reached at
+    precision 0.5 (top 6)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import planted_flips
+
+    ranked = ["f1", "a", "f2", "b", "c", "f3", "d", "e"]
+    summary = planted_flips.ranking_summary(ranked, {"f1", "f2", "f3"})
+    assert summary == f"average precision {(1 + 2 / 3 + 3 / 6) / 3:.3f}; largest recall at precision >= 0.5: 1.000 (top 6)"
+    assert planted_flips.ranking_summary(ranked, {"f1", "f2", "f3"}, floor=0.7).endswith(": 0.333 (top 1)")

@@ -9,7 +9,8 @@
 under another class at random; val/ and test/ as they are) and lists the flips in
 OUT/flips.json. ``score`` compares the flagged set and the top-N of two rankings with the
 flips: label_issues.csv (out-of-fold, cleanlab) and the training images ranked by their loss
-under a model trained on all of them (in-sample, what fastai's top losses shows).
+under a model trained on all of them (in-sample, what fastai's top losses shows), each also
+summed up by its average precision and the largest recall at precision 0.5 or more.
 """
 import csv
 import json
@@ -62,6 +63,22 @@ def precision_recall(chosen: list[str], flips: set[str]) -> str:
     return f"precision {hits / max(len(chosen), 1):.3f}, recall {hits / len(flips):.3f} ({hits} of {len(chosen)})"
 
 
+def ranking_summary(ranked: list[str], flips: set[str], floor: float = 0.5) -> str:
+    """The ranking's average precision, and the largest recall of a top N whose precision is at
+    least ``floor`` (the goal of issue #24: recall 0.6 at precision 0.5), by scikit-learn."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    truth = [path in flips for path in ranked]
+    place = list(range(len(ranked), 0, -1))  # the first place gets the highest score
+    precision, recall, _ = precision_recall_curve(truth, place)
+    best = max((r for p, r in zip(precision, recall) if p >= floor), default=0.0)
+    hits, top = 0, 0
+    while hits < round(best * len(flips)):
+        hits, top = hits + truth[top], top + 1
+    return (f"average precision {average_precision_score(truth, place):.3f}; largest recall at precision >= "
+            f"{floor}: {best:.3f} (top {top})")
+
+
 def score(out: Path, issues: str, weights: str) -> None:
     for path in (out / "flips.json", Path(issues)):
         if not path.is_file():
@@ -75,8 +92,10 @@ def score(out: Path, issues: str, weights: str) -> None:
     print(f"{len(flips)} planted flips among {len(rows)} training images")
     print(f"out-of-fold, cleanlab's flagged set: {precision_recall(flagged, flips)}")
     print(f"{'top N':>6}  {'out-of-fold (cleanlab)':<44}  in-sample loss")
-    for n in sorted({len(flips) // 2, len(flips), len(flagged), 2 * len(flips), 4 * len(flips)} - {0}):
+    for n in sorted(({round(len(flips) * f) for f in (0.5, 0.8, 1, 1.2, 1.4, 1.6, 2, 4)} | {len(flagged)}) - {0}):
         print(f"{n:>6}  {precision_recall(ranked[:n], flips):<44}  {precision_recall(baseline[:n], flips)}")
+    for name, ranking in (("out-of-fold (cleanlab)", ranked), ("in-sample loss", baseline)):
+        print(f"{name}: {ranking_summary(ranking, flips)}")
 
 
 def get_args_parser() -> OneLineParser:
