@@ -180,18 +180,29 @@ def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: 
             "precision": pick_precision("auto", pick_device(device, 0))}
 
 
+def default_config() -> config.Config:
+    """train.py's settings when it is given no options: the default recipe."""
+    return config.resolve_config(train.get_args_parser().parse_args([]))[0]
+
+
+def cached_training_images(root: Path, cfg: config.Config) -> data.CachedImages:
+    """root/train decoded into memory as train.py caches it, with its training augmentation."""
+    augment = data.train_augment(cfg.img_size, cfg.crop_scale, cfg.augmentations)
+    return data.build_split(str(root / "train"), data.folders.find_classes(str(root / "train")),
+                            data.ShortSide(train.train_cache_side(cfg)), augment,
+                            data.CachePolicy(None, 2**40, "skip", quiet=True), lambda line: None).dataset
+
+
 def batch_building_rates(root: Path, batch_size: int, device: torch.device, batches: int) -> dict[str, float]:
     """Images/s of making training batches alone (crop + flip of cached images, no model):
     per image in the main process, as a DataLoader does it, and device_data's batched crop."""
     import device_data
 
-    policy = data.CachePolicy(None, 2**40, "skip", quiet=True)
-    classes = data.folders.find_classes(str(root / "train"))
-    augment = data.train_augment(224, (0.25, 1.0), config.Config().augmentations)
-    cached = data.build_split(str(root / "train"), classes, data.ShortSide(256), augment, policy, lambda line: None).dataset
+    cfg = default_config()
+    cached = cached_training_images(root, cfg)
     per_image = torch.utils.data.DataLoader(cached, batch_size, shuffle=True)
     resident = device_data.ResidentImages(cached.images, cached.targets, device)
-    batched = device_data.DeviceBatches(cached, resident, batch_size, (0.25, 1.0), 224, drop_last=False)
+    batched = device_data.DeviceBatches(cached, resident, batch_size, cfg.crop_scale, cfg.img_size, drop_last=False)
     def passes(loader):  # every batch made afresh (itertools.cycle would replay stored ones)
         while True:
             yield from loader
@@ -246,7 +257,7 @@ def train_step(net: nn.Module, device: torch.device, precision: str, compile: bo
     """train.py's training step on (images, targets) for ``net`` (channels_last), with the default
     recipe's settings: its fused AdamW, label smoothing and train.optimizer_step's gradient
     clipping, under its precision's autocast."""
-    cfg = config.resolve_config(train.get_args_parser().parse_args([]))[0]
+    cfg = default_config()
     trainer = train.Trainer(model=net, step_model=torch.compile(net) if compile else net,
                             optimizer=train.build_optimizer(cfg, net),
                             scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),

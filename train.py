@@ -108,8 +108,7 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     if len(classes) < 2:
         raise DataError(f"{train_root}: only one class folder ({classes[0]}); a classifier needs at least two")
     policy = data.CachePolicy(cfg.cache_dir, cache_budget(cfg.cache_mem), cfg.bad_images, quiet=cfg.quiet)
-    cache_short = max(cfg.img_size * 8 // 7, cfg.val_resize)  # 256 for 224: room for the crop
-    train_split = data.build_split(train_root, classes, data.ShortSide(cache_short),
+    train_split = data.build_split(train_root, classes, data.ShortSide(train_cache_side(cfg)),
                                    data.train_augment(cfg.img_size, cfg.crop_scale, cfg.augmentations), policy,
                                    machine.log)
     val_split = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log)
@@ -154,6 +153,11 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
                                         generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
     return Loaders(train, val, classes, generator, counts, balance, notes)
+
+
+def train_cache_side(cfg: Config) -> int:
+    """The short side the training images are cached at: 256 for 224 px crops, room for the crop."""
+    return max(cfg.img_size * 8 // 7, cfg.val_resize)
 
 
 def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: range) -> tuple[bool, str]:

@@ -26,10 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import bench  # noqa: E402
-import config  # noqa: E402
 import data  # noqa: E402
 import machine  # noqa: E402
-import train  # noqa: E402
 from model import AlexNet  # noqa: E402
 
 
@@ -58,12 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     machine.keep_freed_memory()
-    cfg = config.resolve_config(train.get_args_parser().parse_args([]))[0]
-    root = str(Path(args.data) / "train")
-    policy = data.CachePolicy(None, 2**40, "skip", quiet=True)
-    augment = data.train_augment(cfg.img_size, cfg.crop_scale, cfg.augmentations)
-    dataset = data.build_split(root, data.folders.find_classes(root), data.ShortSide(cfg.img_size * 8 // 7), augment,
-                               policy, lambda line: None).dataset
+    cfg = bench.default_config()
+    dataset = bench.cached_training_images(Path(args.data), cfg)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
     batches = [[(i, 1000 + n) for n, i in enumerate(order[start:start + args.batch_size], start)]
                for start in range(0, args.batches * args.batch_size, args.batch_size)]
