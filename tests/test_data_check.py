@@ -1,6 +1,8 @@
 """Your own photos: data_set/check.py on planted duplicates, leaks, conflicts, imbalance and
 unreadable files; the split tool keeping copies together; --balance; the label-issue finder."""
+import csv
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -168,10 +170,28 @@ def test_label_issue_finder_flags_planted_flips(tmp_path, capsys):
     out = tmp_path / "issues"
     assert label_issues.cli([str(root), "--folds", "3", "--epochs", "6", "--output-dir", str(out),
                               "--train-args", "--img-size 64 --batch-size 8 --workers 0 --precision fp32"]) == 0
-    rows = (out / "label_issues.csv").read_text().splitlines()[1:]
-    top = [r.split(",")[0] for r in rows[:6]]
+    with open(out / "label_issues.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    top = [r["file"] for r in rows[:6]]
     assert sum(p in top for p in planted) >= 2, rows[:6]
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores) and len(rows) == 36
+    for r in rows:  # the score: the geometric mean of the out-of-fold and in-sample probabilities of the label
+        assert 0 <= float(r["in_sample"]) <= 1 and 0 <= float(r["out_of_fold"]) <= 1
+        assert float(r["score"]) == pytest.approx(math.sqrt(float(r["out_of_fold"]) * float(r["in_sample"])),
+                                                  abs=2e-6)
     assert (out / "suspects.png").stat().st_size > 1000
+    sys.path.insert(0, str(ROOT / "tools"))
+    import planted_flips
+
+    (root / "flips.json").write_text(json.dumps(planted))
+    capsys.readouterr()
+    assert planted_flips.main(planted_flips.get_args_parser().parse_args(
+        ["score", str(root), "--issues", str(out / "label_issues.csv"), "--weights", str(out / "folds/0/last.pth")])) == 0
+    report = capsys.readouterr().out
+    assert "3 planted flips among 36 training images" in report
+    for name in ("finder (both)", "out-of-fold (cleanlab)", "in-sample loss"):
+        assert f"{name}: average precision" in report
     assert label_issues.cli([str(root), "--folds", "20", "--output-dir", str(out)]) == 2
     assert "--folds 20: must be in 2..12" in capsys.readouterr().err
 

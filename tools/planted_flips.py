@@ -7,10 +7,11 @@
 
 ``plant`` links DATA's images into OUT (train/ with a seeded FRACTION of each class filed
 under another class at random; val/ and test/ as they are) and lists the flips in
-OUT/flips.json. ``score`` compares the flagged set and the top-N of two rankings with the
-flips: label_issues.csv (out-of-fold, cleanlab) and the training images ranked by their loss
-under a model trained on all of them (in-sample, what fastai's top losses shows), each also
-summed up by its average precision and the largest recall at precision 0.5 or more.
+OUT/flips.json. ``score`` compares the flagged set and the top-N of three rankings with the
+flips: label_issues.csv's (the finder's score), its out-of-fold column alone (cleanlab's label
+quality), and the training images ranked by their loss under a model trained on all of them
+(in-sample, what fastai's top losses shows), each also summed up by its average precision and
+the largest recall at precision 0.5 or more.
 """
 import csv
 import json
@@ -86,15 +87,16 @@ def score(out: Path, issues: str, weights: str) -> None:
     flips = set(json.loads((out / "flips.json").read_text()))
     with open(issues, newline="") as f:
         rows = list(csv.DictReader(f))
-    ranked = [r["file"] for r in rows]
     flagged = [r["file"] for r in rows if r["flagged"] == "1"]
-    baseline = in_sample_ranking(out, weights)
+    rankings = {"finder (both)": [r["file"] for r in rows],
+                "out-of-fold (cleanlab)": [r["file"] for r in sorted(rows, key=lambda r: float(r["out_of_fold"]))],
+                "in-sample loss": in_sample_ranking(out, weights)}
     print(f"{len(flips)} planted flips among {len(rows)} training images")
     print(f"out-of-fold, cleanlab's flagged set: {precision_recall(flagged, flips)}")
-    print(f"{'top N':>6}  {'out-of-fold (cleanlab)':<44}  in-sample loss")
+    print(f"{'top N':>6}  " + "  ".join(f"{name:<44}" for name in rankings).rstrip())
     for n in sorted(({round(len(flips) * f) for f in (0.5, 0.8, 1, 1.2, 1.4, 1.6, 2, 4)} | {len(flagged)}) - {0}):
-        print(f"{n:>6}  {precision_recall(ranked[:n], flips):<44}  {precision_recall(baseline[:n], flips)}")
-    for name, ranking in (("out-of-fold (cleanlab)", ranked), ("in-sample loss", baseline)):
+        print(f"{n:>6}  " + "  ".join(f"{precision_recall(r[:n], flips):<44}" for r in rankings.values()).rstrip())
+    for name, ranking in rankings.items():
         print(f"{name}: {ranking_summary(ranking, flips)}")
 
 
