@@ -48,3 +48,20 @@ def test_batch_overlap_tool_reports_every_variant(colour_data, capsys):
     for name in ("making batches: torchvision, per image", "making batches: TrainAugment, per batch",
                  "steps, batches built between them", "steps, batches built by a thread", "steps on one fixed batch"):
         assert float(re.search(re.escape(name) + r"\s+([\d.]+) images/s", out).group(1)) > 0, out
+
+
+def test_step_layers_tool_accounts_for_every_layer(capsys):
+    """tools/step_layers.py (behind docs/performance.md's per-layer table) times the five
+    convolutions and three linear layers and sets them beside the whole step; their FLOPs add
+    up to what bench counts for the whole model. No timing is asserted."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import step_layers
+
+    assert step_layers.main(["--batch-size", "2", "--steps", "1", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^(features\.\d+|classifier\.\d+)\s+\S+\s+([\d.]+)\s", out, re.M)
+    assert [name for name, _ in rows] == ["features.0", "features.3", "features.6", "features.8", "features.10",
+                                          "classifier.1", "classifier.4", "classifier.6"]
+    layers_gflop = float(re.search(r"the layers' ([\d.]+) GFLOP", out).group(1))
+    assert abs(layers_gflop - 2 * bench.train_flops_per_image() / 1e9) < 0.02
+    assert re.search(r"train.py's step: [\d.]+ ms \([\d.]+ images/s, \d+% of the limit\)", out), out
