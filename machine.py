@@ -10,6 +10,8 @@ train.py trains with it; evaluate.py, predict.py and bench.py use it without imp
 Distributed mode is read in one place (``dist_info``), the precision is decided from what the
 hardware reports (``pick_precision``, docs/failure-modes.md "Precision").
 """
+import atexit
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -193,6 +195,10 @@ def keep_freed_memory() -> None:
 def teardown(machine: Machine) -> None:
     if machine.owns_process_group and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+        # DistributedDataParallel sits in a reference cycle that keeps the group alive until the
+        # garbage collector runs; if that is the interpreter's shutdown, gloo's threads can abort
+        # the process (SIGABRT, pytorch#179291). So collect once more while Python is whole.
+        atexit.register(gc.collect)
 
 
 def device_cache_budget(gib: float, device: torch.device) -> int:
