@@ -34,14 +34,14 @@ def layer_inputs(net: nn.Module, x: torch.Tensor) -> dict[str, tuple[nn.Module, 
     """Each convolution and linear layer by name, with the shape of its input in a forward pass."""
     seen: dict[str, tuple[nn.Module, torch.Size]] = {}
 
-    def record(name: str, module: nn.Module) -> None:
-        module.register_forward_pre_hook(lambda m, args: seen.update({name: (m, args[0].shape)}))
+    def record(name: str, module: nn.Module):
+        return module.register_forward_pre_hook(lambda m, args: seen.update({name: (m, args[0].shape)}))
 
-    for name, m in net.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            record(name, m)
+    hooks = [record(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
         net(x)
+    for hook in hooks:  # the layers are timed next: no hook in the timed calls
+        hook.remove()
     return seen
 
 
