@@ -36,6 +36,14 @@ class ArgumentError(UserError):
     """An option's value, or a combination of options."""
 
 
+def require_counts(args: argparse.Namespace, *names: str) -> None:
+    """Each named integer option (argparse's attribute name) is at least 1, or one line naming it."""
+    for name in names:
+        value = getattr(args, name)
+        if value < 1:
+            raise ArgumentError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+
+
 class OutputError(UserError):
     """An output folder or file that cannot be written, or is held by another run."""
 

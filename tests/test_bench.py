@@ -48,6 +48,8 @@ def test_batch_overlap_tool_reports_every_variant(colour_data, capsys):
     for name in ("making batches: torchvision, per image", "making batches: TrainAugment, per batch",
                  "steps, batches built between them", "steps, batches built by a thread", "steps on one fixed batch"):
         assert float(re.search(re.escape(name) + r"\s+([\d.]+) images/s", out).group(1)) > 0, out
+    assert batch_overlap.main(["--data", str(colour_data), "--rounds", "0"]) == 2
+    assert "error: --rounds 0: must be at least 1" in capsys.readouterr().err
 
 
 def test_step_layers_tool_accounts_for_every_layer(capsys):
@@ -65,3 +67,5 @@ def test_step_layers_tool_accounts_for_every_layer(capsys):
     layers_gflop = float(re.search(r"the layers' ([\d.]+) GFLOP", out).group(1))
     assert abs(layers_gflop - 2 * bench.train_flops_per_image() / 1e9) < 0.02
     assert re.search(r"train.py's step: [\d.]+ ms \([\d.]+ images/s, \d+% of the limit\)", out), out
+    assert step_layers.main(["--batch-size", "0"]) == 2
+    assert "error: --batch-size 0: must be at least 1" in capsys.readouterr().err

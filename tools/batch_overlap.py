@@ -14,7 +14,6 @@ Prints images/s, medians over --rounds (the variants alternate within each round
 The allocator setting train.py makes (machine.keep_freed_memory) is on throughout.
 docs/performance.md ("Where one default epoch goes") has this CPU's figures.
 """
-import argparse
 import queue
 import statistics
 import sys
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 import bench  # noqa: E402
 import data  # noqa: E402
 import machine  # noqa: E402
+from errors import OneLineParser, require_counts, run_main  # noqa: E402
 from model import AlexNet  # noqa: E402
 
 
@@ -48,13 +48,21 @@ def rate(images: int, work) -> float:
     return images / (time.perf_counter() - t0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def get_args_parser() -> OneLineParser:
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="a folder with train/ class folders")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--batches", type=int, default=24, help="batches per measurement")
     p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(measure, get_args_parser().parse_args(argv))
+
+
+def measure(args) -> int:
+    require_counts(args, "batch_size", "batches", "rounds")
     machine.keep_freed_memory()
     cfg = bench.default_config()
     dataset = bench.cached_training_images(Path(args.data), cfg)

@@ -14,7 +14,6 @@ shortfall; what the step takes beyond the layers is everything memory-bound (ReL
 dropout, casts, the optimizer, clipping). Medians of --steps; the allocator setting train.py
 makes (machine.keep_freed_memory) is on.
 """
-import argparse
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import bench  # noqa: E402
 import machine  # noqa: E402
+from errors import OneLineParser, require_counts, run_main  # noqa: E402
 from model import AlexNet  # noqa: E402
 
 
@@ -73,13 +73,21 @@ def time_layer(layer: nn.Module, shape: torch.Size, input_grad: bool, dtype: tor
     return statistics.median(times), counter.get_total_flops()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def get_args_parser() -> OneLineParser:
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=20, help="timed repetitions of each layer and of the step")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(measure, get_args_parser().parse_args(argv))
+
+
+def measure(args) -> int:
+    require_counts(args, "batch_size", "steps")
     machine.keep_freed_memory()
     device = machine.pick_device(args.device, 0)
     precision = machine.pick_precision(args.precision, device)
