@@ -13,13 +13,10 @@ image file and returns the classes with their probabilities:
     from gradio_client import Client, handle_file
     Client("http://127.0.0.1:7860/").predict(handle_file("tulip.jpg"), api_name="/predict")
 
-It loads and preprocesses through predict.py (one prediction path for the command line,
+It loads and preprocesses through alexnet/classifier.py (one prediction path for predict.py,
 evaluate.py and this page). gradio is imported here only: pip install -r requirements-app.txt.
 """
-from errors import quiet_startup_interrupt
-
-if __name__ == "__main__":
-    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+import alexnet.startup  # noqa: F401  first: Ctrl-C while torch loads is one line, not a traceback
 
 import base64
 import errno
@@ -32,10 +29,10 @@ import time
 
 from PIL import Image
 
-import folders
-import images
-import predict
-from errors import ArgumentError, DataError, OneLineParser, UserError, run_main
+from alexnet import folders, images
+from alexnet.classifier import DEFAULT_WEIGHTS, TorchClassifier, checked_probabilities, load_classifier
+from alexnet.errors import ArgumentError, DataError, OneLineParser, UserError, run_main
+from alexnet.figures import cam_overlay
 
 MAX_UPLOAD_MB = 20
 TOP_SHOWN = 5
@@ -43,7 +40,7 @@ TOP_SHOWN = 5
 
 def get_args_parser() -> OneLineParser:
     p = OneLineParser(description="A local web page to try a trained AlexNet on your own photos.")
-    p.add_argument("--weights", "--model_path", dest="weights", default=predict.DEFAULT_WEIGHTS,
+    p.add_argument("--weights", "--model_path", dest="weights", default=DEFAULT_WEIGHTS,
                    help="a train.py checkpoint (with Grad-CAM) or its .onnx export")
     p.add_argument("--class-indices", "--class_indices", dest="class_indices", help="for a raw state_dict")
     p.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: every network")
@@ -66,7 +63,7 @@ class Page:
 
     def __init__(self, classifier, max_upload_mb: float):
         self.classifier, self.max_mb = classifier, max_upload_mb
-        predict.checked_probabilities(classifier, [classifier.prepare_pil(Image.new("RGB", (64, 64)), "warm-up")],
+        checked_probabilities(classifier, [classifier.prepare_pil(Image.new("RGB", (64, 64)), "warm-up")],
                                       ["a blank test image"])
 
     def open(self, path: str, name: str):
@@ -84,11 +81,11 @@ class Page:
 
     def classify(self, img, name: str) -> tuple[dict[str, float], object]:
         """{class: probability}, and the Grad-CAM overlay (None for an ONNX model)."""
-        probs = predict.checked_probabilities(self.classifier, [self.classifier.prepare_pil(img, name)], [name])[0]
+        probs = checked_probabilities(self.classifier, [self.classifier.prepare_pil(img, name)], [name])[0]
         named = dict(zip(self.classifier.names, probs))
         overlay = None
-        if isinstance(self.classifier, predict.TorchClassifier):
-            overlay = predict.cam_overlay(*self.classifier.grad_cam(img, max(range(len(probs)), key=probs.__getitem__)))
+        if isinstance(self.classifier, TorchClassifier):
+            overlay = cam_overlay(*self.classifier.grad_cam(img, max(range(len(probs)), key=probs.__getitem__)))
         return named, overlay
 
     def card(self) -> str:
@@ -104,7 +101,7 @@ class Page:
                       if c["temperature"] != 1.0 else "")
         return (f"### AlexNet ({html.escape(str(c.get('arch') or 'unknown'))}): {acc}{data}\n"
                 f"{len(self.classifier.names)} classes: {names}. Model file: `{folders.printable(str(c['weights']))}`"
-                + ("" if isinstance(self.classifier, predict.TorchClassifier) else
+                + ("" if isinstance(self.classifier, TorchClassifier) else
                    " (ONNX: no Grad-CAM; run the .pth for it)") + f".{int8}{calibrated}")
 
     def results_html(self, uploads: list[tuple[str, object]]) -> str:
@@ -216,7 +213,7 @@ def check_listen(host: str, port: int) -> None:
 def launch(args, gr):
     """Build and start the server in the background; returns the Blocks (stop it with .close())."""
     check_args(args)
-    classifier = predict.load_classifier(args.weights, "cpu", False, args.class_indices)
+    classifier = load_classifier(args.weights, "cpu", False, args.class_indices)
     blocks = build(Page(classifier, args.max_upload_mb), gr)
     try:
         blocks.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True,

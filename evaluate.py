@@ -40,29 +40,23 @@ out-of-class images it rejects (ood.png); --store-threshold writes it into the c
 Exit code 0; 1 if some images could not be read (the rest are scored); 2 for unusable
 weights, data or options.
 """
-from errors import quiet_startup_interrupt
-
-if __name__ == "__main__":
-    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+import alexnet.startup  # noqa: F401  first: Ctrl-C while torch loads is one line, not a traceback
 
 import csv
 import io
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-import data
-import folders
-import outputs
-import predict
-import stats
-from machine import Machine, cache_budget, predict_batches, progress
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, run_main
-from model import calibrated, load_checkpoint
+from alexnet import checkpoint, data, folders, outputs, stats
+from alexnet.classifier import DEFAULT_WEIGHTS, TorchClassifier, load_classifier, predict_files
+from alexnet.errors import ArgumentError, CheckpointError, DataError, OneLineParser, run_main
+from alexnet.figures import plot_confusion, plot_filters, plot_mistakes, plot_neighbours, plot_ood, plot_reliability
+from alexnet.machine import Machine, cache_budget, predict_batches, progress
+from model import calibrated
 
 NEIGHBOURS = 6  # training images shown for each test image in neighbours.png, as in the paper
 
@@ -70,7 +64,7 @@ NEIGHBOURS = 6  # training images shown for each test image in neighbours.png, a
 def get_args_parser() -> OneLineParser:
     p = OneLineParser(description="Score a trained AlexNet on labelled images; write a report and figures.")
     a = p.add_argument
-    a("--weights", "--model_path", dest="weights", default=predict.DEFAULT_WEIGHTS,
+    a("--weights", "--model_path", dest="weights", default=DEFAULT_WEIGHTS,
       help="a train.py checkpoint, a raw state_dict (then with --class-indices, as in predict.py) or an .onnx export")
     a("--class-indices", "--class_indices", dest="class_indices", help='{"0": "daisy", ...} for a raw state_dict')
     a("--data", help="an ImageFolder split, or a folder holding test/ or val/ (default: the test/ split of the data "
@@ -177,13 +171,13 @@ def raw_probabilities(classifier, split: data.Split, machine: Machine, batch_siz
     through train.py's validation batches for a PyTorch model, or as predict.py reads files
     for an ONNX one (Pillow and numpy) or a model whose views differ from the split's
     (``own_views``: another resize rule)."""
-    if isinstance(classifier, predict.TorchClassifier) and not own_views:
+    if isinstance(classifier, TorchClassifier) and not own_views:
         loader = torch.utils.data.DataLoader(split.dataset, batch_size)
         return torch.cat([p for p, _ in predict_batches(classifier.model, loader, machine, classifier.mean,
                                                         classifier.std, desc="evaluate")])
     temperature, classifier.temperature = classifier.temperature, 1.0
     try:
-        rows = list(predict.predict_files(classifier, [path for path, _ in split.samples], batch_size))
+        rows = list(predict_files(classifier, [path for path, _ in split.samples], batch_size))
     finally:
         classifier.temperature = temperature
     unread = next((path for path, p, _ in rows if p is None), None)
@@ -296,114 +290,6 @@ def csv_text(header: list[str], rows: list[list]) -> str:
 
 
 # ---------------------------------------------------------------- figures
-def new_figure(width: float, height: float):
-    """A matplotlib figure on the Agg canvas: no display, no pyplot state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path, headline: str) -> None:
-    outputs.save_figure(confusion_figure(confusion, names, headline), path)
-
-
-def confusion_figure(confusion: torch.Tensor, names: list[str], headline: str):
-    """Counts and row-normalised side by side, under the headline score; cell numbers and font
-    sizes shrink, and the figure grows, with the class count, so 100 classes stay legible
-    (also train.py --tensorboard's image)."""
-    n = len(names)
-    side = min(40.0, max(5.0, 0.22 * n + 2.5))
-    fig = new_figure(2 * side + 1.5, side + 1)
-    rows = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
-    label_size = max(4.0, min(10.0, 300 / max(n, 1)))
-    labels = [folders.printable(c) for c in names]
-    for ax, values, title in zip(fig.subplots(1, 2), (confusion.double(), rows), ("images", "share of each true class")):
-        image = ax.imshow(values.numpy(), cmap="Blues", vmin=0)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
-        ax.set_xticklabels(labels, rotation=90, fontsize=label_size)
-        ax.set_yticklabels(labels, fontsize=label_size)
-        if n <= 20:
-            for (i, j), v in zip(((i, j) for i in range(n) for j in range(n)), values.flatten().tolist()):
-                text = f"{v:.0f}" if title == "images" else f"{v:.2f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=label_size,
-                        color="white" if v > values.max().item() / 2 else "black")
-    fig.suptitle(headline)
-    fig.tight_layout()
-    return fig
-
-
-def plot_reliability(bins: dict, raw_ece: float | None, temperature: float, path: Path) -> None:
-    """Reliability diagram: each confidence bin's accuracy against its mean confidence, with
-    the image count per bin; a calibrated model's bars follow the diagonal."""
-    edges = torch.linspace(0, 1, len(bins["count"]) + 1)
-    fig = new_figure(6, 6.5)
-    ax, counts = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    ax.bar(edges[:-1].tolist(), bins["accuracy"], width=1 / len(bins["count"]), align="edge", edgecolor="black",
-           alpha=0.7, label="accuracy")
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
-    shown = [(c, a) for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n]
-    ax.plot([c for c, _ in shown], [a for _, a in shown], "o", color="crimson", label="mean confidence")
-    before = "" if raw_ece is None else f" (uncalibrated: {raw_ece:.3f})"
-    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"ECE {bins['ece']:.3f}{before}, temperature {temperature:.2f}")
-    ax.legend(loc="upper left", fontsize=8)
-    counts.bar(edges[:-1].tolist(), bins["count"], width=1 / len(bins["count"]), align="edge", edgecolor="black")
-    counts.set(xlabel="confidence (top probability)", ylabel="images")
-    fig.tight_layout()
-    outputs.save_figure(fig, path)
-
-
-def thumbnail(path: str, side: int = 256):
-    """An image for a figure: upright (EXIF), RGB, at most ``side`` px."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img.thumbnail((side * 2, side * 2))
-        img = ImageOps.exif_transpose(img).convert("RGB")
-        img.thumbnail((side, side))
-        return img
-
-
-def plot_mistakes(split: data.Split, probs: torch.Tensor, targets: torch.Tensor, names: list[str], count: int,
-                  path: Path) -> int:
-    """The ``count`` wrong predictions with the highest loss; returns how many were shown."""
-    wrong = (probs.argmax(1) != targets).nonzero().flatten()
-    loss = -probs[wrong, targets[wrong]].clamp_min(1e-12).log()
-    shown = wrong[loss.argsort(descending=True)][:count].tolist()
-    if not shown:
-        return 0
-    cols = min(4, len(shown))
-    fig = new_figure(3.2 * cols, 3.4 * math.ceil(len(shown) / cols))
-    for n, i in enumerate(shown):
-        ax = fig.add_subplot(math.ceil(len(shown) / cols), cols, n + 1)
-        ax.imshow(thumbnail(split.samples[i][0]))
-        p = probs[i].max().item()
-        true, predicted = folders.printable(names[targets[i]]), folders.printable(names[probs[i].argmax()])
-        ax.set_title(f"true {true}\npredicted {predicted} {p:.2f}", fontsize=9)
-        ax.axis("off")
-    fig.suptitle("most confidently wrong (highest loss first)")
-    fig.tight_layout()
-    outputs.save_figure(fig, path)
-    return len(shown)
-
-
-def plot_filters(model: torch.nn.Module, path: Path) -> None:
-    """The first convolution's kernels, each scaled to the full range (paper figure 3)."""
-    from torchvision.utils import make_grid
-
-    weight = model.features[0].weight.detach().float().cpu()
-    grid = make_grid(weight, nrow=int(math.ceil(math.sqrt(len(weight)))), normalize=True, scale_each=True,
-                     padding=1, pad_value=1.0)
-    fig = new_figure(7, 7)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(f"conv1: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} px, RGB")
-    ax.axis("off")
-    outputs.save_figure(fig, path)
 
 
 def hidden_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -435,21 +321,6 @@ def features_of(model, loader, machine: Machine, mean, std) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def plot_neighbours(queries: list[str], found: list[list[str]], path: Path) -> None:
-    cols = NEIGHBOURS + 1
-    fig = new_figure(1.8 * cols, 1.9 * len(queries))
-    for r, (query, near) in enumerate(zip(queries, found)):
-        for c, image in enumerate([query, *near]):
-            ax = fig.add_subplot(len(queries), cols, r * cols + c + 1)
-            ax.imshow(thumbnail(image, 160))
-            ax.axis("off")
-            if r == 0:
-                ax.set_title("test image" if c == 0 else f"nearest {c}", fontsize=9)
-    fig.suptitle("training images nearest in the last hidden layer")
-    fig.tight_layout()
-    outputs.save_figure(fig, path)
-
-
 def neighbours_figure(count: int, model, machine: Machine, classifier, split: data.Split, trained_on: str | None,
                       out: Path) -> str:
     """neighbours.png for ``count`` test images, or why it was not drawn."""
@@ -474,7 +345,7 @@ def neighbours_figure(count: int, model, machine: Machine, classifier, split: da
 def load_other(args, classifier, tta: bool):
     """--compare's model: it must name the same classes and take inputs of the same size (it
     may resize differently: each model sees the images as it was validated)."""
-    other = predict.load_classifier(args.compare, args.device, tta, args.class_indices)
+    other = load_classifier(args.compare, args.device, tta, args.class_indices)
     if other.names != classifier.names:
         raise ArgumentError(f"--compare {args.compare}: its classes ({', '.join(other.names)}) differ from "
                             f"{args.weights}'s ({', '.join(classifier.names)}); compare models of the same classes")
@@ -514,8 +385,7 @@ def fit_and_store_temperature(args, classifier, machine: Machine, val_root: str,
                      classifier.transform, cache, args.quiet)
     targets = torch.tensor([t for _, t in val.samples])
     temperature = stats.fit_temperature(raw_probabilities(classifier, val, machine, batch_size), targets)
-    ckpt = load_checkpoint(args.weights)
-    outputs.save_torch(ckpt | {"temperature": temperature, "min_confidence": None}, Path(args.weights))
+    ckpt = checkpoint.update(args.weights, {"temperature": temperature, "min_confidence": None})
     print(f"temperature {temperature:.3f}, fitted on {val_root} ({len(targets)} images), written into {args.weights}"
           f" (export it again to calibrate its ONNX file)")
     if ckpt["min_confidence"] is not None and not args.store_threshold:
@@ -529,7 +399,7 @@ def ood_scores(classifier, files: list[str], temperature: float, batch_size: int
     """(top probability of each readable file, calibrated as predict.py reports it; files unread)."""
     kept, classifier.temperature = classifier.temperature, temperature
     try:
-        rows = list(predict.predict_files(classifier, files, batch_size))
+        rows = list(predict_files(classifier, files, batch_size))
     finally:
         classifier.temperature = kept
     scores = torch.tensor([max(p) for _, p, _ in rows if p is not None])
@@ -569,23 +439,8 @@ def ood_report(args, known: torch.Tensor, val: torch.Tensor, unknown: torch.Tens
     return report
 
 
-def plot_ood(known: torch.Tensor, unknown: torch.Tensor, report: dict, path: Path) -> None:
-    """Histograms of the top probability, the split's and the out-of-class images', and the threshold."""
-    fig = new_figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    bins = torch.linspace(0, 1, 41).tolist()
-    ax.hist(known.tolist(), bins=bins, alpha=0.6, density=True, label=f"{report['split']} split ({len(known)})")
-    ax.hist(unknown.tolist(), bins=bins, alpha=0.6, density=True, label=f"out of class ({len(unknown)})")
-    ax.axvline(report["threshold"], color="black", linestyle="--",
-               label=f"threshold {report['threshold']:.3f} ({report['false_rejection_target']:.0%} of val/ rejected)")
-    ax.set(xlabel="top probability", ylabel="density", title=f"AUROC {report['auroc']:.3f}")
-    ax.legend(fontsize=8)
-    outputs.save_figure(fig, path)
-
-
 def store_threshold(weights: str, threshold: float) -> None:
-    ckpt = load_checkpoint(weights)
-    outputs.save_torch(ckpt | {"min_confidence": threshold}, Path(weights))
+    checkpoint.update(weights, {"min_confidence": threshold})
     print(f"threshold {threshold:.4f} written into {weights}: predict.py --min-confidence auto uses it "
           f"(export it again to carry it into its ONNX file)")
 
@@ -608,7 +463,7 @@ def check_args(args) -> None:
 
 def main(args) -> int:
     check_args(args)
-    classifier = predict.load_classifier(args.weights, args.device, False, args.class_indices)
+    classifier = load_classifier(args.weights, args.device, False, args.class_indices)
     names, card = classifier.names, classifier.card
     if (args.calibrate or args.store_threshold) and card["epoch"] is None:
         raise CheckpointError(f"{args.weights}: a bare state_dict has no place for a temperature or a threshold; "
@@ -681,7 +536,7 @@ def main(args) -> int:
         plot_ood(probs.max(1).values, unknown, ood, out / "ood.png")
     if args.mistakes:
         plot_mistakes(split, probs, targets, names, args.mistakes, out / "mistakes.png")
-    if isinstance(classifier, predict.TorchClassifier):
+    if isinstance(classifier, TorchClassifier):
         plot_filters(classifier.model, out / "conv1_filters.png")
         if args.neighbours:
             print(neighbours_figure(args.neighbours, classifier.model, machine, classifier, split, card["data"], out))

@@ -25,10 +25,7 @@ quantization settings and both top-1 figures. predict.py, evaluate.py and app.py
 int8 file like any .onnx.
 Exit 2: unusable checkpoint, data or options, or onnx / onnxruntime / onnxscript missing.
 """
-from errors import quiet_startup_interrupt
-
-if __name__ == "__main__":
-    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
+import alexnet.startup  # noqa: F401  first: Ctrl-C while torch loads is one line, not a traceback
 
 import importlib.util
 import json
@@ -37,10 +34,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import folders
-import images
-import outputs
-from errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError, run_main
+from alexnet import folders, images, outputs
+from alexnet.classifier import OnnxClassifier, decoded, load_classifier, predict_files
+from alexnet.errors import ArgumentError, CheckpointError, DataError, OneLineParser, UserError, run_main
 
 METADATA_KEY = "alexnet"
 INSTALL = "pip install -r requirements.txt (onnx, onnxruntime, onnxscript)"
@@ -121,7 +117,7 @@ def check_images(classifier, data_dir: str | None) -> list:
                                                            CHECK_IMAGES)]
     import random
 
-    import shapes
+    from alexnet import shapes
 
     rng = random.Random(0)
     pictures = [shapes.draw_shape(shapes.SHAPES[i % 5], 256, rng).resize((256 + 16 * i, 240)) for i in range(8)]
@@ -153,10 +149,8 @@ def labelled(val: str, names: list[str]) -> tuple[list[str], list[int]]:
 
 def top1(onnx_path: Path, files: list[str], targets: list[int]) -> tuple[float, int]:
     """(top-1 of an ONNX model on the files, files it could not read): predict.py's ONNX path."""
-    import predict
-
-    classifier = predict.OnnxClassifier(str(onnx_path), False, None)
-    rows = list(predict.predict_files(classifier, files, 32))
+    classifier = OnnxClassifier(str(onnx_path), False, None)
+    rows = list(predict_files(classifier, files, 32))
     right = sum(p is not None and max(range(len(p)), key=p.__getitem__) == t for (_, p, _), t in zip(rows, targets))
     unread = sum(p is None for _, p, _ in rows)
     return right / max(len(rows) - unread, 1), unread
@@ -168,13 +162,11 @@ def quantize(fp32: Path, out: Path, calibration: list[str]) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    import predict
-
-    reader_model = predict.OnnxClassifier(str(fp32), False, None)  # its numpy preprocessing, as at inference
+    reader_model = OnnxClassifier(str(fp32), False, None)  # its numpy preprocessing, as at inference
 
     class Batches(CalibrationDataReader):
         def __init__(self):
-            readable = (v for _, v, error in predict.decoded(reader_model, calibration, 64) if error is None)
+            readable = (v for _, v, error in decoded(reader_model, calibration, 64) if error is None)
             self.batches = (images.normalize(np.concatenate(chunk), reader_model.mean, reader_model.std)
                             for chunk in chunks(readable, 32))
             self.seen = 0
@@ -237,10 +229,8 @@ def compare(classifier, onnx_path: Path, views: list) -> tuple[float, float]:
     """(largest |p_onnx - p_torch| over every probability, share of images with the same top-1)."""
     import numpy as np
 
-    import predict
-
     torch_probs = np.asarray(classifier.probabilities(views))
-    onnx_probs = np.asarray(predict.OnnxClassifier(str(onnx_path), classifier.transform.tta, None).probabilities(
+    onnx_probs = np.asarray(OnnxClassifier(str(onnx_path), classifier.transform.tta, None).probabilities(
         [v.numpy() for v in views]))  # the same uint8 views: this compares the models, not the preprocessing
     return float(np.abs(onnx_probs - torch_probs).max()), float((onnx_probs.argmax(1) == torch_probs.argmax(1)).mean())
 
@@ -268,8 +258,6 @@ def main(args) -> int:
     if not 1 <= args.calibration_images <= 100_000:
         raise ArgumentError(f"--calibration-images {args.calibration_images}: must be in 1..100000")
     require_onnx()
-    import predict
-
     weights = Path(args.weights)
     out = Path(args.output) if args.output else weights.with_suffix(".int8.onnx" if args.int8 else ".onnx")
     if weights.suffix.lower() == ".onnx":
@@ -279,7 +267,7 @@ def main(args) -> int:
                             f"apart by it)")
     outputs.check_new_output(out, "--output", "the ONNX model", (args.weights, args.class_indices),
                              lambda held: held in ("an ONNX model", "an empty file"))
-    classifier = predict.load_classifier(args.weights, "cpu", False, args.class_indices)
+    classifier = load_classifier(args.weights, "cpu", False, args.class_indices)
     if args.int8:
         return int8_export(args, classifier, out)
     with tempfile.TemporaryDirectory(prefix="export-", dir=out.parent) as scratch:

@@ -27,25 +27,17 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
-import folders  # noqa: E402
-import images  # noqa: E402
-import outputs  # noqa: E402
-from errors import ArgumentError, DataError, OneLineParser, run_main  # noqa: E402
+from alexnet import folders, images, outputs  # noqa: E402
+from alexnet.checkpoint import MIN_IMG_SIZE as TINY  # noqa: E402  smaller photos are blown up to it
+from alexnet.errors import ArgumentError, DataError, OneLineParser, run_main  # noqa: E402
+from alexnet.lookalike import DISTANCE, groups_of, near_pairs, phash  # noqa: E402
 
 SPLITS = ("train", "val", "test")
-HASH_SIDE, HASH_BITS = 32, 8  # pHash: a 32 x 32 grey copy, its 8 x 8 lowest frequencies
-TINY = 63  # AlexNet's smallest input side (metadata.MIN_IMG_SIZE): smaller photos are blown up
-DISTANCE = 4  # pHash bits two near-duplicates may differ in (resized copies: 0-2)
-FLAT = 1.0  # grey levels of standard deviation below which an image has no look to hash
 CACHE_VERSION = 2
-# scipy.fftpack.dct's unnormalised type-II DCT as a matrix: row k is 2 cos(pi k (2n + 1) / 2N)
-DCT = 2 * np.cos(np.pi * np.arange(HASH_BITS)[:, None] * (2 * np.arange(HASH_SIDE)[None, :] + 1) / (2 * HASH_SIDE))
 
 
 def get_args_parser() -> OneLineParser:
@@ -60,17 +52,6 @@ def get_args_parser() -> OneLineParser:
 
 
 # ---------------------------------------------------------------- one image
-def phash(img: Image.Image) -> int | None:
-    """imagehash.phash(img): the 64 signs, row by row, of the 8 x 8 lowest DCT frequencies of
-    a 32 x 32 grey copy (LANCZOS), above their median. Written out to need no scipy; the tests
-    compare it with imagehash on the same images. None for a flat image (one grey level, give
-    or take one): its signs are noise, and every such image would look like every other."""
-    grey = np.asarray(img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS), dtype=np.float64)
-    if grey.std() < FLAT:
-        return None
-    low = DCT @ grey @ DCT.T  # along axis 0, then axis 1, as imagehash does
-    bits = (low > np.median(low)).flatten()
-    return int("".join("1" if b else "0" for b in bits), 2)
 
 
 def describe(path: str) -> dict:
@@ -92,14 +73,6 @@ def describe(path: str) -> dict:
              "grey": info["mode"] in ("1", "L", "LA", "I", "F") or info["mode"].startswith("I;16"),
              "alpha": info["mode"] in ("RGBA", "LA", "PA") or (info["mode"] == "P" and "transparency" in img.info)}
     return info
-
-
-def look(path: str) -> int | None:
-    """The image's pHash alone (split_data.py), or None if it is unreadable or flat."""
-    try:
-        return phash(images.open_rgb(path))
-    except (DataError, OSError):
-        return None
 
 
 class HashCache:
@@ -157,46 +130,6 @@ def scan(data: Path, splits: dict[str, list[str]], cache: HashCache) -> tuple[li
             for path in listing.files:
                 records.append({"split": split, "class": c, "path": path, **cache.get(path)})
     return records, skipped
-
-
-def near_pairs(hashes: list[int], distance: int) -> list[tuple[int, int, int]]:
-    """(i, j, Hamming distance) of every pair within ``distance``, found without comparing all
-    pairs: two hashes that differ in at most d bits agree exactly on at least one of d + 1
-    slices of them (the pigeonhole principle), so only hashes sharing a slice are compared."""
-    parts = distance + 1
-    edges = [round(64 * k / parts) for k in range(parts + 1)]
-    pairs = set()
-    for k in range(parts):
-        buckets = defaultdict(list)
-        mask = (1 << (edges[k + 1] - edges[k])) - 1
-        for i, h in enumerate(hashes):
-            buckets[(h >> edges[k]) & mask].append(i)
-        for members in buckets.values():
-            for a in range(len(members)):
-                for b in range(a + 1, len(members)):
-                    i, j = members[a], members[b]
-                    d = bin(hashes[i] ^ hashes[j]).count("1")
-                    if d <= distance:
-                        pairs.add((i, j, d))
-    return sorted(pairs)
-
-
-def groups_of(pairs: list[tuple[int, int, int]], n: int) -> list[list[int]]:
-    """Connected groups (union-find) of the images the pairs join, each sorted, largest first."""
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j, _ in pairs:
-        parent[root(i)] = root(j)
-    members = defaultdict(list)
-    for i in sorted({i for p in pairs for i in p[:2]}):
-        members[root(i)].append(i)
-    return sorted(members.values(), key=lambda g: (-len(g), g))
 
 
 def where(group: list[int], records: list[dict]) -> list[str]:

@@ -13,9 +13,11 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from split_data import HERE, split  # also puts the project folder on sys.path
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
-from errors import OneLineParser, UserError
+from alexnet.errors import OneLineParser, UserError  # noqa: E402
+from alexnet.splitting import split  # noqa: E402
 
 URL = "http://download.tensorflow.org/example_images/flower_photos.tgz"
 SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"

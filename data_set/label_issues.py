@@ -31,12 +31,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
-import folders  # noqa: E402
-import outputs  # noqa: E402
-import plan  # noqa: E402
-from errors import ArgumentError, DataError, OneLineParser, UserError, run_main  # noqa: E402
+from alexnet import folders  # noqa: E402
+from alexnet import outputs  # noqa: E402
+from alexnet import budget  # noqa: E402
+from alexnet.errors import ArgumentError, DataError, OneLineParser, UserError, run_main  # noqa: E402
 
 
 def get_args_parser() -> OneLineParser:
@@ -79,7 +79,7 @@ def fold_predictions(samples: list[tuple[str, int]], classes: list[str], out: Pa
     """Each training image's probabilities from the model that did not train on it, and the
     probability of its label under the K - 1 models that did (their geometric mean);
     ``length`` is train.py's --budget or --epochs option."""
-    import predict
+    from alexnet.classifier import load_classifier, predict_files
 
     fold = stratified_folds(samples, folds, seed)
     probs: list[list[float] | None] = [None] * len(samples)
@@ -100,8 +100,8 @@ def fold_predictions(samples: list[tuple[str, int]], classes: list[str], out: Pa
             if code != 0:
                 raise UserError(f"fold {k + 1}: train.py exited with {code}; run the same command again to go on")
             os.replace(run / "model" / "last.pth", run / "last.pth")
-        classifier = predict.load_classifier(str(run / "last.pth"))
-        for i, (path, p, error) in enumerate(predict.predict_files(classifier, [s[0] for s in samples], 32)):
+        classifier = load_classifier(str(run / "last.pth"))
+        for i, (path, p, error) in enumerate(predict_files(classifier, [s[0] for s in samples], 32)):
             if error:
                 raise DataError(error)
             if fold[i] == k:
@@ -147,7 +147,7 @@ def plot_suspects(order: list[int], samples, classes, probs, path: Path, shown: 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    import images
+    from alexnet import images
 
     top = order[:shown]
     cols = min(6, len(top))
@@ -180,7 +180,7 @@ def main(args) -> int:
         raise ArgumentError(f"--folds {args.folds}: must be in 2..{smallest[0]} (the smallest class, "
                             f"{smallest[1]}, has {smallest[0]} images; each fold needs one of each class)")
     length = ["--epochs", str(args.epochs)] if args.epochs else \
-        ["--budget", f"{plan.parse_duration(args.budget) / args.folds:.1f}s"]
+        ["--budget", f"{budget.parse_duration(args.budget) / args.folds:.1f}s"]
     outputs.check_writable_folder(out, "--output-dir")
     out.mkdir(parents=True, exist_ok=True)
     probs, in_sample = fold_predictions(samples, classes, out, args.folds, length, args.seed, args.train_args.split())

@@ -1,4 +1,4 @@
-"""Checkpoints of every format that shipped (model.CHECKPOINT_FORMAT), as small fixtures:
+"""Checkpoints of every format that shipped (alexnet.checkpoint.CHECKPOINT_FORMAT), as small fixtures:
 each is a real last.pth written by that commit's train.py, with its large tensors (the
 weights and the optimizer's moments) replaced by their shape, so it takes kilobytes.
 ``inflate`` gives such tensors back (seeded random values of the recorded shape and dtype).

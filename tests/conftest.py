@@ -12,6 +12,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))  # bench.py and the other tools
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import train  # noqa: E402

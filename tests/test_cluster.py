@@ -3,7 +3,7 @@ import csv
 
 import pytest
 
-import board
+from alexnet import board
 from conftest import run_train, train_args
 
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-import data
-import images
-import folders
+from alexnet import data
+from alexnet import images
+from alexnet import folders
 from conftest import make_colour_folder, run_train, train_args
 
 
 def build(root, cache_dir, mem_budget, log=print):
     policy = data.CachePolicy(str(cache_dir), mem_budget, "error", quiet=True)
     classes = folders.find_classes(str(root / "train"))
-    return data.build_split(str(root / "train"), classes, data.ShortSide(73), data.train_augment(64, (0.25, 1.0), {"aug": "none"}),
+    return data.build_split(str(root / "train"), classes, data.ShortSide(73), data.train_augment(64, (0.25, 1.0), "none"),
                             policy, log)
 
 
@@ -66,7 +66,7 @@ def test_each_image_of_a_batch_gets_its_own_box_and_half_are_flipped():
     from torchvision.transforms.v2 import functional as TF
 
     img = torch.arange(3 * 100 * 100).remainder(251).to(torch.uint8).view(3, 100, 100)
-    crops = data.train_augment(32, (0.25, 1.0), {"aug": "none"})([img] * 400, torch.Generator().manual_seed(0))
+    crops = data.train_augment(32, (0.25, 1.0), "none")([img] * 400, torch.Generator().manual_seed(0))
     assert len({c.numpy().tobytes() for c in crops}) > 390
     whole = data.TrainAugment(32, (1.0, 1.0), None)([img] * 400, torch.Generator().manual_seed(1))
     plain = TF.resize(img, [32, 32], antialias=True)  # scale 1: the whole image, so only the flip varies
@@ -107,7 +107,7 @@ def test_memory_budget_chooses_the_path_and_says_so(colour_data, tmp_path):
 @pytest.mark.parametrize("extra", ["none", "trivialaugment", "colorjitter"])
 def test_augmentations_keep_shape_dtype_and_range(extra):
     img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
-    aug = data.train_augment(64, (0.08, 1.0), {"aug": extra})
+    aug = data.train_augment(64, (0.08, 1.0), extra)
     for out in aug([img] * 5, torch.Generator().manual_seed(0)):
         assert out.shape == (3, 64, 64) and out.dtype == torch.uint8
 

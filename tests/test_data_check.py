@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-import config
-import data
+from alexnet import settings
+from alexnet import data, trainer
 import train
 from conftest import ROOT, make_colour_folder, run_train, train_args
 
@@ -135,15 +135,15 @@ def test_balanced_sampler_draws_classes_alike_and_the_weighted_loss_is_as_by_han
     sampler = data.BalancedSampler(range(100), [1 / counts[t] for t in targets], torch.Generator().manual_seed(0))
     drawn = [targets[i] for _ in range(50) for i in sampler]
     assert len(drawn) == 5000 and abs(sum(drawn) / len(drawn) - 0.5) < 0.03
-    weights = train.class_weights("loss", counts, torch.device("cpu"))
+    weights = trainer.class_weights("loss", counts, torch.device("cpu"))
     assert weights.tolist() == pytest.approx([100 / (2 * 90), 100 / (2 * 10)])
     logits, y = torch.randn(6, 2, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0, 0, 1])
     log_p = logits.log_softmax(1)[range(6), y]
     by_hand = -(weights[y] * log_p).sum() / weights[y].sum()
     assert torch.nn.CrossEntropyLoss(weight=weights)(logits, y).item() == pytest.approx(by_hand.item())
-    assert train.class_weights("none", counts, torch.device("cpu")) is None
+    assert trainer.class_weights("none", counts, torch.device("cpu")) is None
     assert data.balance_mode("auto", counts) == data.AUTO_BALANCE and data.balance_mode("auto", [12, 10]) == "none"
-    assert config.Config().balance == "auto" and config.RECIPES["tutorial"]["balance"] == "none"
+    assert settings.Config().balance == "auto" and settings.RECIPES["tutorial"]["balance"] == "none"
 
 
 def test_train_says_the_class_counts_the_imbalance_and_copies_across_the_split(planted, tmp_path, capsys):

@@ -14,7 +14,8 @@ from PIL import Image
 import evaluate
 import export
 import predict
-import shapes
+from alexnet import shapes
+from alexnet.classifier import OnnxClassifier, decoded
 from conftest import ROOT, make_colour_folder
 
 
@@ -184,7 +185,7 @@ def test_int8_export_is_guarded_by_accuracy(trained, int8_data, tmp_path, capsys
     good = tmp_path / "good.int8.onnx"
     code, stdout, err = cli(capsys, export, weights, "-o", good, "--int8", "--data", int8_data, "--max-drop", "5")
     assert code == 0, stdout + err
-    session = predict.OnnxClassifier(str(good), False, None).session
+    session = OnnxClassifier(str(good), False, None).session
     info = json.loads(session.get_modelmeta().custom_metadata_map["alexnet"])
     assert info["quantization"]["weights"].startswith("int8") and info["quantization"]["calibration_images"] == 30
     assert info["top1_fp32"] - info["top1_int8"] <= 0.05 and info["top1_images"] == 60
@@ -232,7 +233,7 @@ def test_decoding_threads_keep_the_files_order_and_their_errors(trained, many):
     out, _ = trained
     classifier = predict.load_classifier(str(out / "best.pth"))
     files = sorted(str(p) for p in many.rglob("*.jpg"))
-    rows = list(predict.decoded(classifier, files, 7))
+    rows = list(decoded(classifier, files, 7))
     assert [p for p, _, _ in rows] == files
     assert [p for p, _, err in rows if err] == [f for f in files if f.endswith("broken.jpg")]
     serial = [classifier.load(f) for f in files[:5]]

@@ -9,13 +9,13 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-import data
-import device_data
-import shapes
-import config
+from alexnet import data
+from alexnet import device_data, loaders
+from alexnet import shapes
+from alexnet import settings
 import train
 from conftest import run_train, train_args
-from machine import Machine
+from alexnet.machine import Machine
 
 SCALE, RATIO = (0.25, 1.0), (3 / 4, 4 / 3)
 
@@ -107,7 +107,7 @@ def aug_choices() -> list[str]:
 def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_rest(aug, colour_data, tmp_path,
                                                                                      capsys):
     argv = train_args(colour_data, tmp_path / "on", "--device-batches", "on", "--epochs", "1", "--aug", aug)
-    if aug == "none" or aug in device_data.IMPLEMENTS.get("aug", ()):
+    if aug == "none":
         run_train(argv)
         assert "training batches: built on cpu" in capsys.readouterr().out
         return
@@ -115,22 +115,24 @@ def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_
     err = capsys.readouterr().err
     assert err.strip() == f"error: --device-batches on: batches built on the device do not implement --aug {aug}; " \
                           f"drop one of the two" and not (tmp_path / "on").exists()
-    cfg, _ = config.resolve_config(train.get_args_parser().parse_args(
+    cfg, _ = settings.resolve_config(train.get_args_parser().parse_args(
         train_args(colour_data, tmp_path / "auto", "--device-batches", "auto", "--aug", aug)))
     machine = Machine(torch.device("cuda"), "fp32")  # auto would build batches on a GPU: not with this --aug
     split = data.build_split(str(colour_data / "train"), ["blue", "green", "red"], data.ShortSide(73), None,
                              data.CachePolicy(None, 2**30), lambda line: None)
-    on_device, why = train.device_batches_decision(cfg, machine, split.dataset, range(len(split.dataset)))
+    on_device, why = loaders.device_batches_decision(cfg, machine, split.dataset, range(len(split.dataset)))
     assert not on_device and why.endswith(f"batches built on the device do not implement --aug {aug}")
 
 
-def test_every_declared_augmentation_changes_what_train_augment_builds():
-    """An augmentation setting (config.py, augmentation=True) is one data.train_augment reads:
-    switched on, the pipeline differs from the one with every setting off."""
-    off = config.Config().augmentations
-    assert off and set(off) == set(config.AUGMENTATIONS)
-    plain = repr(data.train_augment(64, (0.25, 1.0), off))
-    for name in config.AUGMENTATIONS:
-        for value in config.FIELDS[name].metadata["choices"] or {bool: [True], float: [0.5], int: [1]}[config.TYPES[name]]:
-            if value != off[name]:
-                assert repr(data.train_augment(64, (0.25, 1.0), off | {name: value})) != plain, (name, value)
+def test_every_aug_choice_changes_what_train_augment_builds_and_is_a_device_gap():
+    """Each --aug besides none is one data.train_augment builds (the pipeline differs from
+    none's), and one batches built on the device do not implement; --balance sampler is the
+    other such setting."""
+    plain = repr(data.train_augment(64, (0.25, 1.0), "none"))
+    assert settings.Config().device_gaps == ""
+    for aug in aug_choices():
+        if aug != "none":
+            assert repr(data.train_augment(64, (0.25, 1.0), aug)) != plain, aug
+            assert settings.Config(aug=aug).device_gaps == f"--aug {aug}"
+    assert settings.Config(balance="sampler").device_gaps == "--balance sampler"
+    assert settings.Config(balance="loss").device_gaps == ""

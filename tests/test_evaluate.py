@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 import evaluate
-import stats
-import images
+from alexnet import data, figures, images, stats
 import predict
 from conftest import COLOURS, make_colour_folder, run_train, train_args
 from model import AlexNet, grad_cam
@@ -49,7 +48,7 @@ def test_a_100_class_confusion_matrix_renders(tmp_path):
     gen = torch.Generator().manual_seed(0)
     targets = torch.randint(0, 100, (3000,), generator=gen)
     predicted = torch.where(torch.rand(3000, generator=gen) < 0.7, targets, torch.randint(0, 100, (3000,), generator=gen))
-    evaluate.plot_confusion(stats.confusion_matrix(targets, predicted, 100), names, tmp_path / "cm.png", "top-1")
+    figures.plot_confusion(stats.confusion_matrix(targets, predicted, 100), names, tmp_path / "cm.png", "top-1")
     with Image.open(tmp_path / "cm.png") as img:
         assert img.width > 2000 and img.height > 1000
 
@@ -83,11 +82,11 @@ def test_evaluate_end_to_end_agrees_with_train_and_predict(trained, colour_data,
 def test_mistakes_figure_shows_the_highest_losses(tmp_path):
     split_dir = make_colour_folder(tmp_path / "d", n_train=1, n_val=2) / "val"
     samples = sorted((str(p), i) for i, c in enumerate(sorted(COLOURS)) for p in (split_dir / c).iterdir())
-    split = evaluate.data.Split(None, samples, sorted(COLOURS), [])
+    split = data.Split(None, samples, sorted(COLOURS), [])
     targets = torch.tensor([t for _, t in samples])
     probs = torch.full((6, 3), 0.1)
     probs[torch.arange(6), (targets + 1) % 3] = 0.8  # every one wrong
-    assert evaluate.plot_mistakes(split, probs, targets, sorted(COLOURS), 4, tmp_path / "m.png") == 4
+    assert figures.plot_mistakes(split, probs, targets, sorted(COLOURS), 4, tmp_path / "m.png") == 4
     assert Image.open(tmp_path / "m.png").width > 300
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-import data
+from alexnet import data
 import export
-import images
+from alexnet import images
 import predict
 from conftest import ROOT
 from model import AlexNet

@@ -10,15 +10,16 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-import data
-import images
-import folders
+from alexnet import data
+from alexnet import images
+from alexnet import folders
 import predict
 import train
 from conftest import ROOT, make_colour_folder, run_train, train_args
 
 sys.path.insert(0, str(ROOT / "data_set"))
 import split_data  # noqa: E402
+from alexnet import splitting  # noqa: E402
 
 NOT_UTF8 = os.fsdecode(b"caf\xe9 \xff.jpg")  # a name Linux allows that is not UTF-8
 
@@ -160,7 +161,7 @@ def test_links_neither_loop_nor_count_an_image_twice(tmp_path):
     assert "1 second link(s)" in described and "1 (broken link)" in described and "1 (link back up the tree)" in described
     samples, _ = folders.class_samples(str(root / "train"), ["blue", "green", "red"])
     assert len(samples) == 9
-    plan, _ = split_data.plan_split(root / "train", 0.34, seed=0)
+    plan, _ = splitting.plan_split(root / "train", 0.34, seed=0)
     assert sum(len(files) for parts in plan.values() for files in parts.values()) == 9
 
 
@@ -172,7 +173,7 @@ def test_nested_class_folders_are_read_alike_by_the_split_tool_and_train(tmp_pat
     (root / "blue" / "IMG_0001.HEIC").write_bytes(b"\0")
     (root / "blue" / "notes.txt").write_text("x")
     trained_on, listing = folders.class_samples(str(root), ["blue", "green", "red"])
-    plan, skipped = split_data.plan_split(root, 0.25, seed=0)
+    plan, skipped = splitting.plan_split(root, 0.25, seed=0)
     assert sorted(os.path.relpath(p, root) for p, _ in trained_on) == \
         sorted(os.path.join(c, f) for c, parts in plan.items() for files in parts.values() for f in files)
     assert folders.describe_skipped(skipped) == folders.describe_skipped(listing) == \

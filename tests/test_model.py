@@ -4,7 +4,9 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from model import AlexNet, CheckpointError, from_checkpoint, infer_arch, load_checkpoint
+from alexnet.checkpoint import from_checkpoint, infer_arch, load_checkpoint
+from alexnet.errors import CheckpointError
+from model import AlexNet
 
 
 class TutorialAlexNet(nn.Module):

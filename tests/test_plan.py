@@ -5,12 +5,13 @@ import csv
 import pytest
 import torch
 
-import plan
-import config
+from alexnet import budget
+from alexnet import settings
 import train
-from machine import Machine
+from alexnet.machine import Machine
 from conftest import run_train, train_args
-from errors import ArgumentError
+from alexnet.errors import ArgumentError
+from alexnet.preemption import TrainingStopped
 
 
 def budget_args(data, out, budget: str) -> list[str]:
@@ -20,30 +21,30 @@ def budget_args(data, out, budget: str) -> list[str]:
     return args[:i] + args[i + 2:]
 
 
-COSTS = plan.Costs({128: 0.3, 176: 0.6, 224: 1.0}, val_s=3.0, epoch_overhead_s=1.5)
-LINEAR = plan.Resizing(128, 224)  # --img-size-start 128, growing from the first epoch to 3/4 of the run
-LATE = plan.Resizing(128, 224, (0.45, 0.85))  # --recipe budget's ramp
+COSTS = budget.Costs({128: 0.3, 176: 0.6, 224: 1.0}, val_s=3.0, epoch_overhead_s=1.5)
+LINEAR = budget.Resizing(128, 224)  # --img-size-start 128, growing from the first epoch to 3/4 of the run
+LATE = budget.Resizing(128, 224, (0.45, 0.85))  # --recipe budget's ramp
 
 
 def test_crops_grow_between_the_fractions_of_the_ramp():
-    assert plan.Resizing(0, 224).sizes(3) == (224, 224, 224)  # no progressive resizing
-    assert plan.Resizing(128, 192).sizes(7) == (128, 144, 160, 176, 192, 192, 192)
-    assert plan.Resizing(128, 192, (0.45, 0.85)).sizes(7) == (128, 128, 128, 144, 176, 192, 192)
-    assert plan.Resizing(128, 192, (0.45, 0.85)).sizes(20) == (128,) * 10 + (144, 160, 160, 160, 176) + (192,) * 5
-    assert plan.Resizing(128, 192, (0.45, 0.85)).sizes(1) == (128,)
+    assert budget.Resizing(0, 224).sizes(3) == (224, 224, 224)  # no progressive resizing
+    assert budget.Resizing(128, 192).sizes(7) == (128, 144, 160, 176, 192, 192, 192)
+    assert budget.Resizing(128, 192, (0.45, 0.85)).sizes(7) == (128, 128, 128, 144, 176, 192, 192)
+    assert budget.Resizing(128, 192, (0.45, 0.85)).sizes(20) == (128,) * 10 + (144, 160, 160, 160, 176) + (192,) * 5
+    assert budget.Resizing(128, 192, (0.45, 0.85)).sizes(1) == (128,)
 
 
 @pytest.mark.parametrize("resizing", [LINEAR, LATE], ids=["linear", "late"])
 @pytest.mark.parametrize("seconds", [60, 150, 700, 2000, 20000])
 def test_the_plan_fits_the_budget_and_fills_it(seconds, resizing):
-    chosen = plan.fit_budget(seconds, resizing, 87, COSTS)
-    used = plan.plan_seconds(chosen, COSTS)
+    chosen = budget.fit_budget(seconds, resizing, 87, COSTS)
+    used = budget.plan_seconds(chosen, COSTS)
     assert used <= seconds
     # one more step would not fit: the schedule ends when the time does
-    longer = plan.Plan(chosen.epochs, chosen.sizes, 87, chosen.last_epoch_steps + 1)
-    assert chosen.last_epoch_steps == 87 or plan.plan_seconds(longer, COSTS) > seconds
+    longer = budget.Plan(chosen.epochs, chosen.sizes, 87, chosen.last_epoch_steps + 1)
+    assert chosen.last_epoch_steps == 87 or budget.plan_seconds(longer, COSTS) > seconds
     if chosen.last_epoch_steps == 87:  # a whole last epoch: then not even one step of another epoch fits
-        assert plan.fit_budget(seconds, resizing, 87, COSTS).epochs == chosen.epochs
+        assert budget.fit_budget(seconds, resizing, 87, COSTS).epochs == chosen.epochs
         assert seconds - used < COSTS.val_s + COSTS.epoch_overhead_s + COSTS.step_at(224)
     # progressive resizing: from the start size, growing, the final size from the ramp's end on
     assert chosen.sizes == resizing.sizes(chosen.epochs)
@@ -53,15 +54,15 @@ def test_the_plan_fits_the_budget_and_fills_it(seconds, resizing):
 
 
 def test_the_learning_rate_reaches_the_end_of_its_cosine_at_the_budget():
-    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "10m"]))[0]
-    chosen = plan.fit_budget(600, LINEAR, 87, COSTS)
+    cfg = settings.resolve_config(train.get_args_parser().parse_args(["--budget", "10m"]))[0]
+    chosen = budget.fit_budget(600, LINEAR, 87, COSTS)
     lrs = [train.lr_at(cfg, chosen, step) for step in range(chosen.total_steps + 1)]
     assert max(lrs) == pytest.approx(cfg.lr)
     assert lrs[chosen.total_steps] == pytest.approx(0.0, abs=1e-12) and lrs[-2] < 0.01 * cfg.lr
 
 
 def test_a_budget_shorter_than_one_epoch_is_none_here_and_one_line_in_train(colour_data, tmp_path, capsys):
-    assert plan.fit_budget(2.0, LINEAR, 87, COSTS) is None
+    assert budget.fit_budget(2.0, LINEAR, 87, COSTS) is None
     assert train.cli(budget_args(colour_data, tmp_path / "o", "1s")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --budget 1s: one epoch takes about")
@@ -70,7 +71,7 @@ def test_a_budget_shorter_than_one_epoch_is_none_here_and_one_line_in_train(colo
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("600", 600),
                                            ("2.5m", 150)])
 def test_durations(text, seconds):
-    assert plan.parse_duration(text) == seconds
+    assert budget.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -80,24 +81,24 @@ def test_durations(text, seconds):
 ])
 def test_budget_arguments_are_checked(argv, message):
     with pytest.raises(ArgumentError, match=message):
-        config.resolve_config(train.get_args_parser().parse_args(argv))
+        settings.resolve_config(train.get_args_parser().parse_args(argv))
 
 
 def test_budget_uses_its_recipe_unless_told_otherwise():
-    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "5m"]))[0]
+    cfg = settings.resolve_config(train.get_args_parser().parse_args(["--budget", "5m"]))[0]
     assert (cfg.recipe, cfg.budget, cfg.img_size_start, cfg.img_size_end, cfg.sched) == ("budget", 300.0, 128, 192,
                                                                                           "cosine")
     assert (cfg.img_size_ramp, cfg.lr, cfg.dropout) == ((0.45, 0.85), 4e-4, 0.25)
-    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--img-size", "112"]))[0]
+    cfg = settings.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--img-size", "112"]))[0]
     assert (cfg.img_size_start, cfg.img_size_end) == (0, 96)  # 6/7 of the size; no smaller first crops at 112 px
-    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--recipe", "fast"]))[0]
+    cfg = settings.resolve_config(train.get_args_parser().parse_args(["--budget", "5m", "--recipe", "fast"]))[0]
     assert (cfg.recipe, cfg.img_size_start, cfg.train_size_end) == ("fast", 0, 224)
 
 
 def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path, capsys):
     summary = run_train(budget_args(colour_data, tmp_path, "30s"))  # room for a slow machine's set-up
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
-    chosen = plan.Plan(**ckpt["plan"])
+    chosen = budget.Plan(**ckpt["plan"])
     assert ckpt["epoch"] == chosen.epochs == len(summary["history"])  # the stored plan is what ran
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     elapsed = [float(r["elapsed_s"]) for r in rows]
@@ -107,7 +108,7 @@ def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_da
         # at that epoch instead of overrunning (the schedule's cut is tested with injected costs below)
         return
     assert chosen.epochs >= 2
-    cfg = config.Config(**ckpt["config"])
+    cfg = settings.Config(**ckpt["config"])
     assert float(rows[-1]["lr"]) == pytest.approx(train.lr_at(cfg, chosen, chosen.total_steps - 1))
     assert train.lr_at(cfg, chosen, chosen.total_steps) == pytest.approx(0.0, abs=1e-12)  # the cosine's end
     assert [int(r["train_size"]) for r in rows][0] == 64 and int(rows[-1]["train_size"]) == 80
@@ -119,10 +120,10 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
     def stop_after_the_first_epoch(cfg, machine, trainer, state, row, classes):
         finish(cfg, machine, trainer, state, row, classes)
         if state.epoch == 1:
-            raise train.TrainingStopped("stopped by the test", 130)
+            raise TrainingStopped("stopped by the test", 130)
 
     monkeypatch.setattr(train, "finish_epoch", stop_after_the_first_epoch)
-    with pytest.raises(train.TrainingStopped):
+    with pytest.raises(TrainingStopped):
         run_train(budget_args(colour_data, tmp_path, "20s"))
     monkeypatch.undo()
     before = torch.load(tmp_path / "last.pth", weights_only=True)
@@ -133,7 +134,7 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
     elapsed = [r["elapsed_s"] for r in summary["history"]]
     assert elapsed == sorted(elapsed)  # the clock goes on from what the first part had used
     with pytest.raises(ArgumentError, match="is a --budget run"):
-        config.resolve_config(train.get_args_parser().parse_args(["--resume", str(tmp_path / "last.pth"),
+        settings.resolve_config(train.get_args_parser().parse_args(["--resume", str(tmp_path / "last.pth"),
                                                                   "--epochs", "9"]))
 
 
@@ -141,24 +142,24 @@ def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch)
 def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slower, capsys):
     """An epoch that took ``slower`` times its prediction: the rest is re-planned with costs
     scaled by as much and ends within the time left; when no epoch fits, the run ends now."""
-    cfg = config.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
+    cfg = settings.resolve_config(train.get_args_parser().parse_args(["--budget", "700s"]))[0]
     machine = Machine(torch.device("cpu"), "fp32")
     started = 1000.0
-    first = plan.fit_budget(700, cfg.resizing, 87, COSTS)
+    first = budget.fit_budget(700, cfg.resizing, 87, COSTS)
     state = train.RunState(first, started, COSTS, epoch=1)
     train_s = slower * 87 * COSTS.step_at(first.sizes[0])
     row = {"train_size": first.sizes[0], "train_seconds": train_s, "seconds": train_s + 3.0}
     clock = started + 5.0 + row["seconds"] + 1.5  # set-up, the epoch, its saving
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train.time, "monotonic", lambda: clock)
-        train.replan(cfg, machine, state, row, epoch_wall=row["seconds"] + 1.5)
+        mp.setattr(budget.time, "monotonic", lambda: clock)
+        budget.replan(cfg, machine, state, row, epoch_wall=row["seconds"] + 1.5)
     assert state.costs.step_at(160) == pytest.approx(slower * COSTS.step_at(160))
     left = 0.99 * 700 - 1 - (clock - started)  # budget_seconds_left at the mocked clock
     if slower == 30.0:  # the first epoch alone took more than the whole budget was planned for
         assert left < 0 and state.plan.epochs == 1 and state.plan.total_steps == 87
         assert "the run ends now" in capsys.readouterr().out
         return
-    assert plan.plan_seconds(state.plan, state.costs, first_epoch=1) <= left
+    assert budget.plan_seconds(state.plan, state.costs, first_epoch=1) <= left
     assert state.plan.epochs > 1 and state.plan.sizes[0] == first.sizes[0] and state.plan.sizes[-1] == 192
-    longer = plan.Plan(state.plan.epochs, state.plan.sizes, 87, state.plan.last_epoch_steps + 1)
-    assert state.plan.last_epoch_steps == 87 or plan.plan_seconds(longer, state.costs, first_epoch=1) > left
+    longer = budget.Plan(state.plan.epochs, state.plan.sizes, 87, state.plan.last_epoch_steps + 1)
+    assert state.plan.last_epoch_steps == 87 or budget.plan_seconds(longer, state.costs, first_epoch=1) > left

@@ -19,13 +19,14 @@ import torch
 from PIL import Image
 
 import bench
-import data
+from alexnet import data
 import evaluate
 import export
-import folders
-import images
-import machine
-import outputs
+from alexnet import folders
+from alexnet import images
+from alexnet import machine
+from alexnet import outputs, splitting
+from alexnet.classifier import expand
 import predict
 import train
 from conftest import ROOT, make_colour_folder, run_train, train_args, write_png48
@@ -77,7 +78,7 @@ def test_folder_scans_skip_pipes_and_say_so(tmp_path):
     os.mkfifo(root / "train" / "red" / "stuck.jpg")
     listing = folders.list_images(str(root / "train" / "red"))
     assert len(listing.files) == 2 and folders.describe_skipped(listing) == "skipped 1 file: 1 (not a regular file)"
-    files, _, skipped = predict.expand([str(root / "train" / "red")])
+    files, _, skipped = expand([str(root / "train" / "red")])
     assert len(files) == 2 and "(not a regular file)" in skipped
     tutorial = bench.tutorial_loaders(root, 2)[0].dataset  # torchvision's ImageFolder: it would open the pipe
     assert len(tutorial) == 6
@@ -486,8 +487,7 @@ def test_split_tool_leaves_nothing_half_made(tmp_path, monkeypatch, capsys):
             raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
         return os.link(src, dst)
 
-    monkeypatch.setattr(split_data.os, "link", cross_device)
-    monkeypatch.setattr(split_data, "fill", split_data.fill)  # the real one, with os.link above
+    monkeypatch.setattr(splitting.os, "link", cross_device)
     dest = tmp_path / "out"
     assert split_data.main([str(raw), "--dest", str(dest), "--link"]) == 2
     assert "hard links cannot cross disks: drop --link to copy" in one_error_line(capsys.readouterr().err)

@@ -16,10 +16,11 @@ from PIL import Image
 import evaluate
 import export
 import predict
-import stats
+from alexnet import stats
 from conftest import ROOT, make_colour_folder, run_train, train_args
-from errors import CheckpointError
-from model import calibrated, load_checkpoint
+from alexnet.errors import CheckpointError
+from alexnet.checkpoint import load_checkpoint
+from model import calibrated
 
 sys.path.insert(0, str(ROOT / "data_set"))
 sys.path.insert(0, str(ROOT / "tools"))

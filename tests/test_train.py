@@ -8,18 +8,18 @@ import shutil
 import pytest
 import torch
 
-import data
-import images
-import plan
-import config
+from alexnet import data, figures, trainer
+from alexnet import images
+from alexnet import budget
+from alexnet import settings
 import train
-from machine import Machine
+from alexnet.machine import Machine
 from conftest import COLOURS, make_colour_folder, run_train, train_args
-from errors import ArgumentError, DataError
+from alexnet.errors import ArgumentError, DataError
 
 
-def resolved(*argv: str) -> config.Config:
-    return config.resolve_config(train.get_args_parser().parse_args(list(argv)))[0]
+def resolved(*argv: str) -> settings.Config:
+    return settings.resolve_config(train.get_args_parser().parse_args(list(argv)))[0]
 
 
 def test_training_writes_every_output_and_learns(trained):
@@ -45,7 +45,7 @@ def test_checkpoint_is_one_self_describing_plain_dict(trained):
     assert {"model", "optimizer", "config", "metrics", "rng", "mean", "std", "eval", "plan"} <= set(ckpt)
     assert ckpt["config"]["epochs"] == 4 and ckpt["config"]["img_size"] == 64
     # the config is the frozen settings object itself, every field of it
-    assert config.Config(**ckpt["config"]) == resolved(*train_args(ckpt["config"]["data"], out, "--epochs", "4"))
+    assert settings.Config(**ckpt["config"]) == resolved(*train_args(ckpt["config"]["data"], out, "--epochs", "4"))
     last = torch.load(out / "last.pth", weights_only=True)
     assert last["epoch"] == 4 and len(last["metrics"]) == 4
 
@@ -80,11 +80,11 @@ def test_progressive_resizing_grows_the_crops_to_the_full_size(colour_data, tmp_
 
 
 def test_mixup_and_cutmix_give_soft_labels_and_still_learn(colour_data, tmp_path):
-    mix = train.batch_mixing(resolved("--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"), 3)
+    mix = trainer.batch_mixing(resolved("--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"), 3)
     x, y = mix(torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert x.shape == (6, 3, 16, 16) and y.shape == (6, 3)
     torch.testing.assert_close(y.sum(1), torch.ones(6))
-    assert train.batch_mixing(resolved(), 3) is None
+    assert trainer.batch_mixing(resolved(), 3) is None
     result = run_train(train_args(colour_data, tmp_path, "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0", "--epochs", "4"))
     assert max(r["val_top1"] for r in result["history"]) > 0.5
 
@@ -154,8 +154,8 @@ def test_validation_resize_follows_the_crop_size():
 def test_plateau_schedule_is_torchs_and_divides_after_patience_bad_epochs():
     model = torch.nn.Linear(2, 2)
     cfg = resolved("--recipe", "paper", "--patience", "2")
-    optimizer = train.build_optimizer(cfg, model)
-    plateau = train.plateau_schedule(cfg, optimizer)
+    optimizer = trainer.build_optimizer(cfg, model)
+    plateau = trainer.plateau_schedule(cfg, optimizer)
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
     lrs = []
     for top1 in (0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.7):
@@ -166,16 +166,16 @@ def test_plateau_schedule_is_torchs_and_divides_after_patience_bad_epochs():
 
 def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
     cfg = resolved("--epochs", "4", "--warmup-epochs", "1")
-    run_plan = plan.fixed_plan(4, plan.Resizing(0, 224), steps_per_epoch=10)
+    run_plan = budget.fixed_plan(4, budget.Resizing(0, 224), steps_per_epoch=10)
     lrs = [train.lr_at(cfg, run_plan, step) for step in range(40)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 1e-5
 
 
 def test_loss_curve_labels_say_how_each_loss_is_measured():
-    train_label, val_label = train.loss_labels(resolved("--mixup-alpha", "0.2"))
+    train_label, val_label = figures.loss_labels(resolved("--mixup-alpha", "0.2"))
     assert "label smoothing 0.1" in train_label and "MixUp" in train_label and "plain cross-entropy" in val_label
-    assert "smoothing" not in train.loss_labels(resolved("--recipe", "tutorial"))[0]
+    assert "smoothing" not in figures.loss_labels(resolved("--recipe", "tutorial"))[0]
 
 
 def test_no_progress_bars_when_output_is_not_a_terminal(colour_data, tmp_path, capsys):
@@ -204,13 +204,13 @@ def test_resume_applies_safe_options_and_refuses_the_rest_by_name(trained, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "--batch-size, --lr cannot change in a resumed run" in err
-    cfg, _ = config.resolve_config(train.get_args_parser().parse_args(
+    cfg, _ = settings.resolve_config(train.get_args_parser().parse_args(
         ["--resume", str(copy / "last.pth"), "--epochs", "6", "--precision", "bf16", "--bad-images", "skip",
          "--lr", "0.001"]))  # --lr equal to the checkpoint's: nothing changes, nothing to refuse
     assert (cfg.epochs, cfg.precision, cfg.bad_images, cfg.output_dir) == (6, "bf16", "skip", str(copy))
     assert cfg.img_size == 64 and cfg.lr == 1e-3
     with pytest.raises(ArgumentError, match="already trained 4 of 4 epochs"):
-        config.resolve_config(train.get_args_parser().parse_args(["--resume", str(copy / "last.pth")]))
+        settings.resolve_config(train.get_args_parser().parse_args(["--resume", str(copy / "last.pth")]))
 
 
 def test_missing_data_folder_says_how_to_get_data(tmp_path, capsys):
@@ -236,8 +236,8 @@ def test_empty_class_and_mismatched_classes(tmp_path):
 
 
 def test_demo_data_is_a_five_class_image_folder(tmp_path):
-    import folders
-    import shapes
+    from alexnet import folders
+    from alexnet import shapes
 
     root = shapes.make_shapes(tmp_path / "shapes", train_per_class=3, val_per_class=2, size=64)
     assert folders.find_classes(f"{root}/train") == sorted(shapes.SHAPES)
@@ -247,8 +247,8 @@ def test_demo_data_is_a_five_class_image_folder(tmp_path):
 
 def test_demo_flag_sets_the_demo_settings():
     cfg = resolved("--demo")
-    assert cfg.data == config.DEMO_DATA and cfg.recipe == "fast"
-    assert all(getattr(cfg, k) == v for k, v in config.DEMO.items())
+    assert cfg.data == settings.DEMO_DATA and cfg.recipe == "fast"
+    assert all(getattr(cfg, k) == v for k, v in settings.DEMO.items())
     assert resolved("--demo", "--epochs", "1").epochs == 1
 
 
@@ -259,7 +259,7 @@ def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path)
     torch.save(tv, tmp_path / "alexnet-imagenet.pth")
     cfg = resolved("--weights", str(tmp_path / "alexnet-imagenet.pth"), "--freeze-features")
     assert cfg.arch == "torchvision" and cfg.mean == images.IMAGENET_MEAN
-    model = train.init_model(cfg, 5, None, Machine(torch.device("cpu"), "fp32"))
+    model = trainer.init_model(cfg, 5, None, Machine(torch.device("cpu"), "fp32"))
     ours = model.state_dict()
     for k, v in tv.items():
         if k.startswith("classifier.6."):

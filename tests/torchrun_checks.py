@@ -4,7 +4,7 @@
 
 Each rank writes what it saw to RESULT_PREFIX-<rank>.json:
 1. on SAME_IMAGE_DATA (every training image the same photo), a checksum of its first
-   batch after train.start_epoch and of a dropout mask (they must differ between ranks:
+   batch after preemption.start_epoch and of a dropout mask (they must differ between ranks:
    each draws its own augmentation), and of its initial weights (they must not);
 2. the exit code of train.py's own cli() on DATA, with a batch larger than each rank's
    share of the images, and whether a process group is left afterwards (it must not be).
@@ -17,9 +17,10 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import config  # noqa: E402
+from alexnet import preemption, settings, trainer  # noqa: E402
+from alexnet.loaders import build_loaders  # noqa: E402
 import train  # noqa: E402
-from machine import Machine, dist_info  # noqa: E402
+from alexnet.machine import Machine, dist_info  # noqa: E402
 
 
 def checksum(t: torch.Tensor) -> float:
@@ -28,15 +29,15 @@ def checksum(t: torch.Tensor) -> float:
 
 def main(data_dir: str, same_dir: str, out: str, result: str) -> int:
     rank, world, _ = dist_info()
-    cfg, _ = config.resolve_config(train.get_args_parser().parse_args(
+    cfg, _ = settings.resolve_config(train.get_args_parser().parse_args(
         ["--data", same_dir, "--output-dir", f"{out}-same-{rank}", "--img-size", "64", "--batch-size", "4",
          "--workers", "0", "--device", "cpu", "--quiet", "--cache-mem", "0"]))
     machine = Machine(torch.device("cpu"), "fp32", rank, world, quiet=True)
-    loaders = train.build_loaders(cfg, machine)  # the DistributedSampler needs no process group
-    train.start_epoch(cfg, loaders, 0, rank, 64)
+    loaders = build_loaders(cfg, machine)  # the DistributedSampler needs no process group
+    preemption.start_epoch(cfg, loaders, 0, rank, 64)
     images, _ = next(iter(loaders.train))
     report = {"first_batch": checksum(images), "dropout_mask": checksum(torch.nn.functional.dropout(torch.ones(64), 0.5)),
-              "initial_weights": checksum(train.init_model(cfg, len(loaders.classes), None, machine).features[0].weight)}
+              "initial_weights": checksum(trainer.init_model(cfg, len(loaders.classes), None, machine).features[0].weight)}
     report["code"] = train.cli(["--data", data_dir, "--output-dir", out, "--img-size", "64", "--epochs", "2",
                                 "--batch-size", "16", "--lr", "1e-3", "--quiet", "--workers", "0", "--precision", "fp32",
                                 "--device", "cpu"])

@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu
 nvidia-smi dmon -s u -d 1 > "$OUT/dmon.txt" 2>&1 &
 DMON=$!
 for batch in 256 32; do
-    $PY bench.py --device cuda --data "$FLOWERS" --batch-size "$batch" --repeats 3 > "$OUT/bench_$batch.txt" 2>&1
+    $PY tools/bench.py --device cuda --data "$FLOWERS" --batch-size "$batch" --repeats 3 > "$OUT/bench_$batch.txt" 2>&1
     echo "bench $batch done at $(date +%s)" >> "$OUT/dmon_marks.txt"
 done
 kill $DMON || true

@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
-import folders  # noqa: E402
-from errors import DataError, OneLineParser, run_main  # noqa: E402
+from alexnet import folders  # noqa: E402
+from alexnet.errors import DataError, OneLineParser, run_main  # noqa: E402
 
 
 def plant(data: Path, out: Path, fraction: float, seed: int) -> None:
@@ -50,12 +50,12 @@ def plant(data: Path, out: Path, fraction: float, seed: int) -> None:
 
 def in_sample_ranking(out: Path, weights: str) -> list[str]:
     """The training images, highest loss under ``weights`` first."""
-    import predict
+    from alexnet.classifier import load_classifier, predict_files
 
-    classifier = predict.load_classifier(weights)
+    classifier = load_classifier(weights)
     samples, _ = folders.class_samples(str(out / "train"), classifier.names)
     losses = {path: -math.log(max(p[t], 1e-12)) for (path, t), (_, p, _) in
-              zip(samples, predict.predict_files(classifier, [s[0] for s in samples], 32))}
+              zip(samples, predict_files(classifier, [s[0] for s in samples], 32))}
     return sorted(losses, key=losses.get, reverse=True)
 
 

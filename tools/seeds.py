@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
-from errors import ArgumentError, OneLineParser, UserError, run_main  # noqa: E402
+from alexnet.errors import ArgumentError, OneLineParser, UserError, run_main  # noqa: E402
 
 
 def get_args_parser() -> OneLineParser:

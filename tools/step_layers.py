@@ -19,14 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import bench  # noqa: E402
-import machine  # noqa: E402
-from errors import OneLineParser, require_counts, run_main  # noqa: E402
+from alexnet import machine  # noqa: E402
+from alexnet.errors import OneLineParser, require_counts, run_main  # noqa: E402
 from model import AlexNet  # noqa: E402
 
 

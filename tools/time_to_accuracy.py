@@ -11,8 +11,8 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import outputs  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
+from alexnet import outputs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 sys.path.insert(0, str(ROOT / "tests"))
 
 TIMEOUT_S = 60
@@ -338,15 +338,15 @@ def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
                                           "/dev/shm/alexnet-split-test", "--link"], {}),
         ("split a folder holding a named pipe", ["data_set/split_data.py", str(f["raw_fifo"]), "--dest",
                                                  str(work / "split_fifo")], {"look": "skipped"}),
-        ("bench --data a file", ["bench.py", "--data", img], {}),
-        ("bench on data holding a named pipe (tiny)", ["bench.py", "--data", str(f["data_fifo"]), "--repeats", "1",
+        ("bench --data a file", ["tools/bench.py", "--data", img], {}),
+        ("bench on data holding a named pipe (tiny)", ["tools/bench.py", "--data", str(f["data_fifo"]), "--repeats", "1",
                                                        "--steps", "1", "--predict-runs", "1", "--batch-size", "4"],
          {"look": "training epoch"}),
-        ("bench: SIGTERM after 8 s", ["bench.py", "--repeats", "1"],
+        ("bench: SIGTERM after 8 s", ["tools/bench.py", "--repeats", "1"],
          {"signal_after": 8.0, "sig": signal.SIGTERM, "tmpdir": work / "tmp_b"}),
         ("bench: its temporary folder after SIGTERM", ["-c", "import os, sys; print('left in TMPDIR:', "
                                                       "os.listdir(sys.argv[1]))", str(work / "tmp_b")], {}),
-        ("bench --data without val/", ["bench.py", "--data", str(f["raw_fifo"])], {}),
+        ("bench --data without val/", ["tools/bench.py", "--data", str(f["raw_fifo"])], {}),
     ]
     if f["small"]:
         c.append(("train: a full disk at a checkpoint write", t(f["data"], f["small"] / "run", "--epochs", "2",

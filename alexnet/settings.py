@@ -2,13 +2,11 @@
 and what --resume does with it. train.py's command line, its --help (with each recipe's
 defaults), the range checks and the resume rules are all generated from ``Config``.
 
-    python train.py --help                  # the declarations below, with every recipe's values
-    python -c "import config; print(config.RECIPES['paper'])"
+    python train.py --help                  # the declarations below, in HELP_GROUPS, with every recipe's values
+    python -c "from alexnet import settings; print(settings.RECIPES['paper'])"
 
-A new option is one ``setting(...)`` line in ``Config``; a recipe that turns it on names it
-in ``RECIPES``; the code that uses it reads ``cfg.<name>``. A per-image augmentation says
-``augmentation=True``: data.train_augment receives it, and the batched device path
-(device_data.IMPLEMENTS) must declare it before it is used there.
+A new option is one ``setting(...)`` line in ``Config`` and its name in ``HELP_GROUPS``; a
+recipe that turns it on names it in ``RECIPES``; the code that uses it reads ``cfg.<name>``.
 
 Resolution, once, by ``resolve_config``: the declared default < the recipe < --demo < the
 command line; with --resume, the checkpoint's own settings, where only the machine's
@@ -18,53 +16,38 @@ import argparse
 import dataclasses
 import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-import device_data
-import plan
-from data import EvalTransform
-from errors import ArgumentError, CheckpointError, OneLineParser
-from images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
-from metadata import MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS
-from model import ARCHS, load_checkpoint
+from alexnet.budget import Resizing, parse_duration
+from alexnet.checkpoint import (MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS, check_no_later_epochs, check_resumable,
+                                load_checkpoint)
+from alexnet.data import EvalTransform
+from alexnet.errors import ArgumentError, CheckpointError, OneLineParser
+from alexnet.images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
+from model import ARCHS
 
 FLOWERS = "data_set/flower_data"
 DEMO_DATA = "data_set/demo_shapes"
 
-# Each recipe fills the options left unset on the command line. `tutorial` is the seed
-# code exactly; `paper` follows Krizhevsky et al. 2012, section 5 (SGD, momentum 0.9,
-# weight decay 5e-4, lr 0.01 divided by 10 when validation stalls, PCA lighting 0.1,
-# 10-crop testing, batch 128, ~90 epochs); `fast` uses the modern options. A recipe
-# without `val_resize` resizes validation images to 256/224 of --img-size.
+# Each recipe fills the options left unset on the command line, listing only what differs
+# from the declared defaults in ``Config``. `tutorial` is the seed code exactly; `paper`
+# follows Krizhevsky et al. 2012, section 5 (SGD, momentum 0.9, weight decay 5e-4, lr 0.01
+# divided by 10 when validation stalls, PCA lighting 0.1, 10-crop testing, batch 128, ~90
+# epochs); `fast` adds the modern options. A recipe without `val_resize` resizes validation
+# images to 256/224 of --img-size. Why each is what it is: docs/results.md.
 RECIPES: dict[str, dict] = {
-    "tutorial": dict(epochs=10, batch_size=32, opt="adam", lr=2e-4, wd=0.0, sched="constant",
-                     warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
-                     lighting=0.0, val_resize=0, tta=False, clip_grad=0.0, init="arch", img_size_start=0,
-                     img_size_end=0, balance="none"),
-    "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau",
-                  warmup_epochs=0.0, label_smoothing=0.0, aug="none", crop_scale=(0.08, 1.0),
-                  lighting=0.1, tta=True, clip_grad=0.0, init="arch", img_size_start=0, img_size_end=0,
-                  balance="none"),
-    "fast": dict(epochs=10, batch_size=32, opt="adamw", lr=1e-3, wd=0.05, sched="cosine",
-                 warmup_epochs=1.0, label_smoothing=0.1, aug="none", crop_scale=(0.25, 1.0),
-                 lighting=0.0, tta=False, clip_grad=1.0, init="arch", img_size_start=0, img_size_end=0),
+    "tutorial": dict(opt="adam", lr=2e-4, crop_scale=(0.08, 1.0), val_resize=0, balance="none"),
+    "paper": dict(epochs=90, batch_size=128, opt="sgd", lr=0.01, wd=5e-4, sched="plateau", crop_scale=(0.08, 1.0),
+                  lighting=0.1, tta=True, balance="none"),
+    "fast": dict(wd=0.05, sched="cosine", warmup_epochs=1.0, label_smoothing=0.1, clip_grad=1.0),
 }
-# the longer run that fits 30 minutes on a 2-core CPU (docs/results.md): `fast`, small crops first
-RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting=0.1)
-# at the tutorial's 10 epochs `fast` won two of three same-machine pairs with `tutorial` and
-# tied the third (docs/results.md), so it is the default; --recipe tutorial restores the seed's settings.
-DEFAULT_RECIPE = "fast"
-# the recipe --budget plans its epochs for (docs/results.md, "Time budgets"): `long`, ending its
-# progressive resizing a little below the validated size (FixRes) and growing the crops late (FFCV),
-# with the lower learning rate and dropout that suit runs of a few epochs; img_size_end -1 means
-# 6/7 of --img-size, 192 px for 224
+RECIPES["long"] = RECIPES["fast"] | dict(epochs=70, img_size_start=128, lighting=0.1)  # 30 minutes on a 2-core CPU
+# img_size_end -1: 6/7 of --img-size, 192 px for 224 (FixRes), the crops growing late (FFCV)
 RECIPES["budget"] = RECIPES["long"] | dict(img_size_end=-1, img_size_ramp=(0.45, 0.85), lr=4e-4, dropout=0.25)
-BUDGET_RECIPE = "budget"
+DEFAULT_RECIPE = "fast"  # beat `tutorial` at its own 10 epochs (docs/results.md)
+BUDGET_RECIPE = "budget"  # the recipe --budget plans its epochs for
 # --demo: small synthetic images, so a laptop CPU reaches >90% in a few minutes
 DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.0), label_smoothing=0.0, val_resize=0)
 
@@ -75,16 +58,11 @@ KEPT, MACHINE, MAY_CHANGE = "kept", "machine", "may change"
 
 
 def setting(default, help: str, *, check: tuple | None = None, choices=None, on_resume: str = KEPT,
-            augmentation: bool = False, sampling: bool = False, metavar=None, parse=None, cli: bool = True):
+            metavar=None, cli: bool = True):
     """A ``Config`` field with its declaration. ``check``: (predicate(value, cfg), what is
-    allowed), the text formatted with ``c`` = the config; ``augmentation``: a per-image
-    augmentation (data.train_augment); ``sampling``: it decides which images a batch holds;
-    batches built on the device must implement both kinds (device_data.IMPLEMENTS); ``parse``:
-    turns the command line's text into the value (no default is shown for it); ``cli=False``:
-    not an option."""
+    allowed), the text formatted with ``c`` = the config; ``cli=False``: not an option."""
     return field(default=default, metadata=dict(help=help, check=check, choices=choices, on_resume=on_resume,
-                                                augmentation=augmentation, sampling=sampling, metavar=metavar,
-                                                parse=parse, cli=cli))
+                                                metavar=metavar, cli=cli))
 
 
 def within(lo, hi, note: str = "") -> tuple:
@@ -130,8 +108,7 @@ class Config:
     tta: bool = setting(False, "validate on 10 crops (corners, centre, mirrored) per image")
     crop_scale: tuple[float, float] = setting((0.25, 1.0), "RandomResizedCrop area range", metavar=("MIN", "MAX"),
                                               check=(lambda v, c: 0 < v[0] <= v[1] <= 1, "need 0 < MIN <= MAX <= 1"))
-    aug: str = setting("none", "extra augmentation after crop + flip", choices=["none", "trivialaugment", "colorjitter"],
-                       augmentation=True)
+    aug: str = setting("none", "extra augmentation after crop + flip", choices=["none", "trivialaugment", "colorjitter"])
     lighting: float = setting(0.0, "PCA colour augmentation std (paper: 0.1; 0 = off)",
                               check=(lambda v, c: 0 <= v <= 1, "must be in [0, 1] (the paper: 0.1)"))
     mixup_alpha: float = setting(0.0, "MixUp: blend pairs of images and labels, Beta(alpha, alpha) (0 = off)",
@@ -143,7 +120,7 @@ class Config:
     balance: str = setting("auto", "class imbalance: none, sampler (each class drawn equally often: "
                            "WeightedRandomSampler), loss (class-weighted cross-entropy), or auto: loss when the "
                            "training classes are 3:1 or more apart, else none (docs/results.md)",
-                           choices=["auto", "none", "sampler", "loss"], sampling=True)
+                           choices=["auto", "none", "sampler", "loss"])
     bad_images: str = setting("error", "unreadable images: refuse to start, or leave them out",
                               choices=["error", "skip"], on_resume=MAY_CHANGE)
     # model
@@ -157,8 +134,7 @@ class Config:
     epochs: int = setting(10, "total epochs", check=within(1, 100_000), on_resume=MAY_CHANGE)
     budget: float | None = setting(None, "train the best model that fits this wall-clock time on this machine, e.g. "
                                    "90s, 10m, 1h30m: the epochs (and crop sizes) are planned from measured costs; uses "
-                                   f"the `{BUDGET_RECIPE}` recipe unless --recipe is given", metavar="DURATION",
-                                   parse=plan.parse_duration)
+                                   f"the `{BUDGET_RECIPE}` recipe unless --recipe is given", metavar="DURATION")
     batch_size: int = setting(32, "images per step (per GPU with torchrun)", check=within(1, 4096))
     opt: str = setting("adamw", "optimizer (sgd: momentum 0.9, as in the paper)", choices=["adam", "adamw", "sgd"])
     lr: float = setting(1e-3, "peak learning rate", check=(lambda v, c: 0 < v <= 10, "must be in (0, 10]"))
@@ -215,31 +191,38 @@ class Config:
         return self.img_size_end or self.img_size
 
     @property
-    def resizing(self) -> plan.Resizing:
-        return plan.Resizing(self.img_size_start, self.train_size_end, self.img_size_ramp)
+    def resizing(self) -> Resizing:
+        return Resizing(self.img_size_start, self.train_size_end, self.img_size_ramp)
 
     @property
     def eval_transform(self) -> EvalTransform:
         return EvalTransform(self.img_size, self.val_resize, self.tta)
 
     @property
-    def augmentations(self) -> dict:
-        """The per-image augmentation settings (``augmentation=True``), for data.train_augment."""
-        return {name: getattr(self, name) for name in AUGMENTATIONS}
-
-    @property
     def device_gaps(self) -> str:
-        """The augmentations and sampling in use that batches built on the device do not
-        implement ('' if none)."""
-        on = {k: getattr(self, k) for k in AUGMENTATIONS + SAMPLING if getattr(self, k) != FIELDS[k].default}
-        return ", ".join(device_data.unsupported(on))
+        """The settings in use that batches built on the device do not implement ('' if none):
+        they crop and flip (device_data), and balance classes only through the loss."""
+        gaps = [f"--aug {self.aug}"] if self.aug != "none" else []
+        return ", ".join(gaps + (["--balance sampler"] if self.balance == "sampler" else []))
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 TYPES = typing.get_type_hints(Config)
-AUGMENTATIONS = tuple(name for name, f in FIELDS.items() if f.metadata["augmentation"])
-SAMPLING = tuple(name for name, f in FIELDS.items() if f.metadata["sampling"])
 RECIPE_SET = {name for values in RECIPES.values() for name in values}  # what the [recipe] marker shows
+# --help's groups, the options people change most first (tests check every option is in one)
+HELP_GROUPS = (
+    ("data", ("data", "demo", "img_size", "balance", "bad_images")),
+    ("run length", ("recipe", "epochs", "budget", "resume", "seed")),
+    ("model", ("arch", "weights", "freeze_features", "dropout", "init")),
+    ("optimisation", ("batch_size", "opt", "lr", "wd", "sched", "warmup_epochs", "momentum", "patience",
+                      "label_smoothing", "clip_grad", "ema")),
+    ("augmentation", ("crop_scale", "aug", "lighting", "mixup_alpha", "cutmix_alpha", "img_size_start",
+                      "img_size_end", "img_size_ramp")),
+    ("validation", ("val_resize", "tta", "topk")),
+    ("machine", ("device", "precision", "workers", "val_batch_size", "compile", "device_batches",
+                 "device_cache_mem", "cache_mem", "cache_dir")),
+    ("output", ("output_dir", "overwrite", "quiet", "tensorboard")),
+)
 
 
 def on_resume(name: str) -> str:
@@ -266,40 +249,44 @@ def is_unset(value) -> bool:
 def help_defaults(name: str, recipe_configs: dict[str, "Config"]) -> str:
     """' (default: 0.001; tutorial: 0.0002, paper: 0.01)': the value each recipe's resolved
     config uses, the default recipe's first and the recipes that differ from it after."""
-    f = FIELDS[name]
     if name == "recipe":
         return f" (default: {DEFAULT_RECIPE}; with --budget: {BUDGET_RECIPE})"
     values = {r: getattr(c, name) for r, c in recipe_configs.items()}
     base = values[DEFAULT_RECIPE]
     others = [f"{r}: {shown(v)}" for r, v in values.items() if v != base]
-    if not others and (is_unset(base) or f.metadata["parse"]):
+    if not others and is_unset(base):
         return ""
     return f" (default: {shown(base)}" + (f"; {'; '.join(others)}" if others else "") + ")"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """One option per declared setting, in declaration order. Every option defaults to None,
-    meaning "not given": ``resolve_config`` fills it."""
+    """One option per declared setting, in the groups of HELP_GROUPS. Every option defaults
+    to None, meaning "not given": ``resolve_config`` fills it."""
     p = OneLineParser(description="Train AlexNet on an ImageFolder. Options marked [recipe] are set by the "
                                   "--recipe; each shows every recipe's value that differs from the default.",
                       argument_default=None)
     recipe_configs = {r: build_config(fresh_values({"recipe": r}), {"recipe": r}) for r in RECIPES}
-    for name, f in FIELDS.items():
-        meta = f.metadata
-        if not meta["cli"]:
-            continue
-        kind = TYPES[name]
-        text = meta["help"] + (" [recipe]" if name in RECIPE_SET else "") + help_defaults(name, recipe_configs)
-        kwargs = dict(help=text, choices=meta["choices"], metavar=meta["metavar"])
-        if kind is bool:
-            kwargs |= dict(action=argparse.BooleanOptionalAction if name in RECIPE_SET else "store_true", default=None)
-            kwargs.pop("choices"), kwargs.pop("metavar")
-        elif typing.get_origin(kind) is tuple:
-            kwargs |= dict(type=typing.get_args(kind)[0], nargs=len(typing.get_args(kind)))
-        elif kind in (int, float) and not meta["parse"]:
-            kwargs |= dict(type=kind)
-        p.add_argument(option(name), **kwargs)
+    for title, names in HELP_GROUPS:
+        group = p.add_argument_group(title)
+        for name in names:
+            add_option(group, name, recipe_configs)
     return p
+
+
+def add_option(group, name: str, recipe_configs: dict[str, Config]) -> None:
+    """The option of one setting: its type, choices, help and every recipe's value."""
+    meta = FIELDS[name].metadata
+    kind = TYPES[name]
+    text = meta["help"] + (" [recipe]" if name in RECIPE_SET else "") + help_defaults(name, recipe_configs)
+    kwargs = dict(help=text, choices=meta["choices"], metavar=meta["metavar"])
+    if kind is bool:
+        kwargs |= dict(action=argparse.BooleanOptionalAction if name in RECIPE_SET else "store_true", default=None)
+        kwargs.pop("choices"), kwargs.pop("metavar")
+    elif typing.get_origin(kind) is tuple:
+        kwargs |= dict(type=typing.get_args(kind)[0], nargs=len(typing.get_args(kind)))
+    elif kind in (int, float):
+        kwargs |= dict(type=kind)
+    group.add_argument(option(name), **kwargs)
 
 
 # ---------------------------------------------------------------- settings, resolved once
@@ -309,9 +296,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
     if "budget" in given and "epochs" in given:
         raise ArgumentError(f"--budget {given['budget']} and --epochs {given['epochs']}: give one of the two "
                             f"(a budget plans the epochs itself)")
-    for name in list(given):
-        if FIELDS[name].metadata["parse"]:
-            given[name] = FIELDS[name].metadata["parse"](given[name])
+    if "budget" in given:
+        given["budget"] = parse_duration(given["budget"])
     if given.get("resume") == "auto":
         last = Path(given.get("output_dir", FIELDS["output_dir"].default)) / "last.pth"
         if os.path.lexists(last):
@@ -375,7 +361,7 @@ def resumed_values(given: dict) -> tuple[dict, dict]:
     ckpt = load_checkpoint(path)
     if "config" not in ckpt or "optimizer" not in ckpt:
         raise CheckpointError(f"{path}: a bare state_dict cannot be resumed (use --weights to start from it)")
-    check_resumable(ckpt, path)
+    check_resumable(ckpt, path, TYPES)
     saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ckpt["config"].items()
              if k in FIELDS and on_resume(k) != MACHINE}
     if saved.get("budget") and "epochs" in given:
@@ -390,69 +376,6 @@ def resumed_values(given: dict) -> tuple[dict, dict]:
     values["output_dir"] = given.get("output_dir") or str(Path(path).parent)
     check_no_later_epochs(path, ckpt["epoch"], Path(values["output_dir"]) / "last.pth")
     return values, ckpt
-
-
-RESUME_FIELDS = {"optimizer": dict, "scaler": dict, "metrics": list, "rng": dict, "epoch": int, "best_epoch": int,
-                 "best_acc": (int, float), "config": dict, "plan": dict}
-
-
-def random_states(rng) -> bool:
-    """Whether ``rng`` is what train.py saves: Python's state and torch's CPU state (and a GPU's)."""
-    if not isinstance(rng, dict):
-        return False
-    python, state, cuda = rng.get("python"), rng.get("torch"), rng.get("cuda")
-    return (isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple)
-            and isinstance(state, torch.Tensor) and state.dtype == torch.uint8
-            and (cuda is None or isinstance(cuda, torch.Tensor) and cuda.dtype == torch.uint8))
-
-
-def check_resumable(ckpt: dict, path: str) -> None:
-    """What --resume reads beyond the fields every reader checks (model.check_checkpoint),
-    by declared type: one line naming the field, never a traceback from a damaged file."""
-    for key, kind in RESUME_FIELDS.items():
-        if not isinstance(ckpt.get(key), kind):
-            raise CheckpointError(f"{path}: field {key!r} is missing or not of type "
-                                  f"{getattr(kind, '__name__', 'number')}; this checkpoint cannot be resumed")
-    if not random_states(ckpt["rng"]):
-        raise CheckpointError(f"{path}: field 'rng' is not the random states train.py saves; this checkpoint cannot "
-                              f"be resumed")
-    position = ckpt.get("position")  # a stop mid-epoch (train.save_position)
-    if position is not None and not (
-            isinstance(position, dict) and position.get("epoch") == ckpt["epoch"]
-            and isinstance(position.get("steps"), int) and position["steps"] >= 1
-            and isinstance(position.get("sums"), dict) and set(position["sums"]) == {"seen", "correct", "loss_sum", "size"}
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in position["sums"].values())
-            and isinstance(position.get("rng"), list) and position["rng"] and all(map(random_states, position["rng"]))):
-        raise CheckpointError(f"{path}: field 'position' (where a stopped epoch was) is damaged; this checkpoint "
-                              f"cannot be resumed (best.pth can, with --weights)")
-    for key, needed in (("raw_model", ckpt["config"].get("ema")), ("plateau", ckpt["config"].get("sched") == "plateau")):
-        if needed and not isinstance(ckpt.get(key), dict):
-            raise CheckpointError(f"{path}: field {key!r} is missing, which its config needs; this checkpoint cannot "
-                                  f"be resumed")
-    for key, value in ckpt["config"].items():
-        if key not in TYPES or value is None:
-            continue
-        kind = TYPES[key]
-        if isinstance(kind, types.UnionType):  # str | None: the value was not None
-            kind = next(t for t in typing.get_args(kind) if t is not type(None))
-        kinds = (int, float) if kind is float else (list, tuple) if typing.get_origin(kind) is tuple else kind
-        if not isinstance(value, kinds) or isinstance(value, bool) != (kind is bool):
-            raise CheckpointError(f"{path}: field 'config.{key}' is {value!r}, not of type {kind.__name__}; "
-                                  f"this checkpoint cannot be resumed")
-
-
-def check_no_later_epochs(path: str, epoch: int, last: Path) -> None:
-    """Resuming best.pth (or a copy) would overwrite the output folder's last.pth; refuse
-    when that holds later epochs, which would be lost."""
-    if not last.is_file() or os.path.samefile(path, last):
-        return
-    try:
-        later = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch", 0)
-    except Exception:  # an unreadable last.pth holds nothing to keep
-        return
-    if isinstance(later, int) and later > epoch:
-        raise ArgumentError(f"--resume {path}: {last} holds a later epoch ({later} > {epoch}) that resuming this file "
-                            f"would overwrite; resume from {last}, or pass another --output-dir")
 
 
 def weights_values(given: dict) -> dict:

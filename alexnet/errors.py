@@ -15,7 +15,6 @@ import threading
 from contextlib import contextmanager
 from typing import Callable
 
-
 # what stops a run politely: Ctrl-C, kill, and SLURM's --signal=USR1 notice (no SIGUSR1 on Windows)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
@@ -93,19 +92,6 @@ def interrupts_raise():
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def quiet_startup_interrupt() -> None:
-    """Ctrl-C (or SIGTERM, SIGUSR1) while a script still imports its libraries (seconds for
-    torch on a slow CPU): one line and exit code 128 + the signal instead of a traceback
-    through the import machinery, or a silent death. Called first thing by each script run as
-    a program; ``run_main`` takes over once it runs."""
-    def stop(signum, frame):
-        sys.stderr.write("interrupted\n")
-        os._exit(128 + signum)
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
 
 
 def _escape_bytes(err: UnicodeError) -> tuple[str, int]:

@@ -27,10 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import folders
-import images
-import outputs
-from errors import DataError
+from alexnet import folders, images, outputs
+from alexnet.errors import DataError
 
 CACHE_VERSION = 2
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; until they go, they are
@@ -239,12 +237,11 @@ def pca_basis(images: Iterable[torch.Tensor], pixels_per_image: int = 4096) -> t
 CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range (torchvision's default)
 
 
-def train_augment(size: int, scale: tuple[float, float], augmentations: dict) -> "TrainAugment":
-    """The training augmentation: RandomResizedCrop + flip, then the per-image augmentation
-    settings (config.AUGMENTATIONS; --aug: TrivialAugment or colour jitter)."""
+def train_augment(size: int, scale: tuple[float, float], aug: str) -> "TrainAugment":
+    """The training augmentation: RandomResizedCrop + flip, then --aug (TrivialAugment or
+    colour jitter)."""
     from torchvision.transforms import v2
 
-    aug = augmentations["aug"]
     if aug == "trivialaugment":
         extra = v2.TrivialAugmentWide()
     elif aug == "colorjitter":
@@ -262,7 +259,7 @@ class TrainAugment:
     torchvision's rules), each image cropped and resized by torchvision's own resized_crop
     (antialiased, as v2.RandomResizedCrop), then ``extra`` (--aug) on each. Drawn per batch
     because torchvision's transforms draw per image in tiny tensor operations on the global
-    generator: 150 us an image, 4% of a bf16 epoch on a 2-core CPU (bench.py)."""
+    generator (measured: docs/performance.md, "Batch building")."""
 
     def __init__(self, size: int, scale: tuple[float, float], extra: Callable | None):
         self.size, self.scale, self.extra = size, scale, extra  # size changes between epochs (progressive resizing)
@@ -317,7 +314,7 @@ def sample_boxes(sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[f
 
 
 IMBALANCE_WARNING = 3.0  # largest class / smallest class from which train.py warns and --balance auto acts
-AUTO_BALANCE = "loss"  # what --balance auto does then: the best of the three on the flowers with roses cut to 10%
+AUTO_BALANCE = "loss"  # what --balance auto does then (why: docs/results.md, "Your own photos")
 
 
 def imbalance(counts: list[int]) -> float:

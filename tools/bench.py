@@ -1,10 +1,10 @@
 """Measure the tutorial's pipeline and ours side by side, on the same images, model and batch.
 
-    python bench.py                                            # generated 320-500 px JPEG photos
-    python bench.py --data /tmp/flowers --repeats 3            # any folder with train/ and val/
-    python bench.py --device cuda --json                       # on a GPU, machine-readable
-    python bench.py --compile                                  # also the model step under torch.compile
-    python bench.py --formats runs/best.pth --data DIR         # only the deployment table, per model format
+    python tools/bench.py                                            # generated 320-500 px JPEG photos
+    python tools/bench.py --data /tmp/flowers --repeats 3            # any folder with train/ and val/
+    python tools/bench.py --device cuda --json                       # on a GPU, machine-readable
+    python tools/bench.py --compile                                  # also the model step under torch.compile
+    python tools/bench.py --formats runs/best.pth --data DIR         # only the deployment table, per model format
 
 Prints, as medians over --repeats:
   1. the tutorial-equivalent path (PIL ImageFolder + Compose transforms, fp32, NCHW, its
@@ -27,11 +27,6 @@ tensors for every format), batch throughput on them, predict.py's one-image whol
 latency and the file's size. Every report starts with the CPU's model and its int8/bf16
 instructions.
 """
-from errors import quiet_startup_interrupt
-
-if __name__ == "__main__":
-    quiet_startup_interrupt()  # Ctrl-C while torch loads: one line, not a traceback
-
 import itertools
 import json
 import os
@@ -45,19 +40,23 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
+import alexnet.startup  # noqa: E402, F401  before torch: Ctrl-C while it loads is one line, not a traceback
 
-import config
-import data
-import folders
-import shapes
-import train
-from machine import AMP_DTYPES, cpu_has_bf16, cpu_summary, keep_freed_memory, pick_device, pick_precision
-from errors import ArgumentError, OneLineParser, run_main
-from model import AlexNet
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+import train  # noqa: E402
+from alexnet import data, folders, settings, shapes  # noqa: E402
+from alexnet.classifier import decoded, load_classifier  # noqa: E402
+from alexnet.errors import ArgumentError, OneLineParser, run_main  # noqa: E402
+from alexnet.loaders import train_cache_side  # noqa: E402
+from alexnet.machine import (AMP_DTYPES, cpu_has_bf16, cpu_summary, keep_freed_memory, pick_device,  # noqa: E402
+                             pick_precision)
+from alexnet.trainer import Trainer, build_optimizer, optimizer_step  # noqa: E402
+from model import AlexNet  # noqa: E402
+
+HERE = Path(__file__).resolve().parents[1]  # the project folder, where the scripts are
 
 # The tutorial's predict.py, as published (comments translated), plus the model it imports.
 TUTORIAL_PREDICT = '''
@@ -180,23 +179,23 @@ def default_epochs(root: Path, batch_size: int, repeats: int, device: str, out: 
             "precision": pick_precision("auto", pick_device(device, 0))}
 
 
-def default_config() -> config.Config:
+def default_config() -> settings.Config:
     """train.py's settings when it is given no options: the default recipe."""
-    return config.resolve_config(train.get_args_parser().parse_args([]))[0]
+    return settings.resolve_config(train.get_args_parser().parse_args([]))[0]
 
 
-def cached_training_images(root: Path, cfg: config.Config) -> data.CachedImages:
+def cached_training_images(root: Path, cfg: settings.Config) -> data.CachedImages:
     """root/train decoded into memory as train.py caches it, with its training augmentation."""
-    augment = data.train_augment(cfg.img_size, cfg.crop_scale, cfg.augmentations)
+    augment = data.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug)
     return data.build_split(str(root / "train"), data.folders.find_classes(str(root / "train")),
-                            data.ShortSide(train.train_cache_side(cfg)), augment,
+                            data.ShortSide(train_cache_side(cfg)), augment,
                             data.CachePolicy(None, 2**40, "skip", quiet=True), lambda line: None).dataset
 
 
 def batch_building_rates(root: Path, batch_size: int, device: torch.device, batches: int) -> dict[str, float]:
     """Images/s of making training batches alone (crop + flip of cached images, no model):
     per image in the main process, as a DataLoader does it, and device_data's batched crop."""
-    import device_data
+    from alexnet import device_data
 
     cfg = default_config()
     cached = cached_training_images(root, cfg)
@@ -225,7 +224,7 @@ def decode_rates(root: Path, repeats: int, count: int = 300) -> dict[str, float]
     and train.py's data.decode_rgb (Pillow reads the header, TorchCodec decodes)."""
     import warnings
 
-    import data
+    from alexnet import data
 
     files = [f for f in folders.list_images(str(root / "train")).files if f.lower().endswith((".jpg", ".jpeg"))]
     files = files[::max(1, len(files) // count)][:count]
@@ -255,21 +254,21 @@ def decode_rates(root: Path, repeats: int, count: int = 300) -> dict[str, float]
 # ---------------------------------------------------------------- 3. the machine
 def train_step(net: nn.Module, device: torch.device, precision: str, compile: bool = False) -> Callable:
     """train.py's training step on (images, targets) for ``net`` (channels_last), with the default
-    recipe's settings: its fused AdamW, label smoothing and train.optimizer_step's gradient
+    recipe's settings: its fused AdamW, label smoothing and trainer.optimizer_step's gradient
     clipping, under its precision's autocast."""
     cfg = default_config()
-    trainer = train.Trainer(model=net, step_model=torch.compile(net) if compile else net,
-                            optimizer=train.build_optimizer(cfg, net),
-                            scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-                            criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), plateau=None,
-                            ema=None, lighting_basis=None, mix=None)
+    trainer = Trainer(model=net, step_model=torch.compile(net) if compile else net,
+                      optimizer=build_optimizer(cfg, net),
+                      scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+                      criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), plateau=None,
+                      ema=None, lighting_basis=None, mix=None)
     dtype = AMP_DTYPES.get(precision)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = trainer.criterion(trainer.step_model(x), y)
         loss.item()
-        train.optimizer_step(cfg, trainer, loss)
+        optimizer_step(cfg, trainer, loss)
 
     return step
 
@@ -344,8 +343,7 @@ def predict_walls(image: Path, repeats: int, work: Path) -> dict[str, list[float
     tut = work / "tutorial"
     tut.mkdir()
     (tut / "predict.py").write_text(TUTORIAL_PREDICT)
-    for name in ("model.py", "errors.py", "folders.py", "metadata.py"):  # the tutorial imports our model.py and it these
-        shutil.copy(HERE / name, tut / name)
+    shutil.copy(HERE / "model.py", tut / "model.py")  # the tutorial imports our model.py (which imports only torch)
     shutil.copy(HERE / "class_indices.json", tut / "class_indices.json")
     net = AlexNet(num_classes=5, init_weights=True)
     torch.save(net.state_dict(), tut / "AlexNet.pth")
@@ -376,10 +374,9 @@ def process_wall(command: list[str], cwd: Path) -> float:
 
 def onnx_export(ckpt: Path) -> Path:
     import export
-    import predict
 
     path = ckpt.with_suffix(".onnx")
-    export.export(predict.load_classifier(str(ckpt)), path, None)
+    export.export(load_classifier(str(ckpt)), path, None)
     return path
 
 
@@ -413,13 +410,10 @@ def inference_rates(batch_size: int, repeats: int, work: Path) -> dict[str, floa
 
 
 # ---------------------------------------------------------------- profile of one epoch
-STEP_PARTS = ("batch", "normalize", "forward", "backward", "clip", "optimizer", "metrics")  # train.py's labels
-
-
 def profile_epoch(root: Path, batch_size: int, device: str, work: Path) -> dict:
     """torch.profiler over one default training epoch (after a warm-up epoch, resumed so the
-    profile holds that epoch alone): seconds per part of the step, as train_one_epoch labels
-    them, against the epoch's wall time, and the operators that took the most time."""
+    profile holds that epoch alone): the operators that took the most time of their own,
+    against the epoch's wall time."""
     from torch.profiler import ProfilerActivity, profile
 
     common = ["--data", str(root), "--output-dir", str(work), "--batch-size", str(batch_size), "--device", device,
@@ -430,26 +424,19 @@ def profile_epoch(root: Path, batch_size: int, device: str, work: Path) -> dict:
                                                                  str(work / "last.pth")]))
     row = summary["history"][-1]
     events = prof.key_averages()
-    parts = {e.key: e.cpu_time_total / 1e6 for e in events if e.key in STEP_PARTS}
-    ops = sorted((e for e in events if e.key not in STEP_PARTS and not e.key.startswith("ProfilerStep")),
-                 key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
-    return {"epoch_train_s": row["train_seconds"], "images_per_s": row["train_images_per_s"], "parts_s": parts,
+    ops = sorted((e for e in events if not e.key.startswith("ProfilerStep")),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)[:16]
+    return {"epoch_train_s": row["train_seconds"], "images_per_s": row["train_images_per_s"],
             "top_ops_self_s": {e.key: e.self_cpu_time_total / 1e6 for e in ops},
             "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt}
 
 
 def report_profile(res: dict) -> None:
     wall = res["epoch_train_s"]
-    print(f"\none default training epoch: {wall:.2f} s, {res['images_per_s']:.1f} images/s; where it went "
-          f"(train_one_epoch's labels, main thread):")
-    for name in STEP_PARTS:
-        if name in res["parts_s"]:
-            print(f"  {name:12}{res['parts_s'][name]:8.2f} s {res['parts_s'][name] / wall:6.1%}")
-    other = wall - sum(res["parts_s"].values())
-    print(f"  {'(the rest)':12}{other:8.2f} s {other / wall:6.1%}   progress bar, schedule, loop")
-    print("operators with the most time of their own (all threads, the whole profiled run):")
+    print(f"\none default training epoch: {wall:.2f} s, {res['images_per_s']:.1f} images/s; the operators "
+          f"with the most time of their own (all threads, the whole profiled run, against the epoch's wall time):")
     for name, seconds in res["top_ops_self_s"].items():
-        print(f"  {name[:48]:48}{seconds:8.2f} s")
+        print(f"  {name[:48]:48}{seconds:8.2f} s {seconds / wall:6.1%}")
 
 
 # ---------------------------------------------------------------- 5. deployment formats
@@ -459,17 +446,16 @@ def format_table(weights: Path, root: Path, batch_size: int, repeats: int, predi
     import onnxruntime
 
     import export
-    import predict
 
     work = Path(tempfile.mkdtemp(prefix="alexnet-formats-"))
     try:
-        classifier = predict.load_classifier(str(weights))
+        classifier = load_classifier(str(weights))
         files, targets = export.labelled(str(root / "val"), classifier.names)
         calibration = folders.list_images(str(root / "train")).files
         fp32, int8 = work / "fp32.onnx", work / "int8.onnx"
         export.export(classifier, fp32, None)
         export.quantize(fp32, int8, folders.spread(calibration, 300))
-        views = [v for _, v, err in predict.decoded(classifier, files, 64) if err is None]
+        views = [v for _, v, err in decoded(classifier, files, 64) if err is None]
         x = data.normalize(torch.stack(views), classifier.mean, classifier.std).contiguous()
         batches = list(x.split(batch_size))[:-1] or [x]  # full batches only: the rate at this batch size
         model = classifier.model.eval()

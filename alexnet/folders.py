@@ -17,7 +17,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from errors import DataError, UserError  # also registers the 'escape-bytes' error handler printable() uses
+from alexnet.errors import DataError, UserError  # also registers the 'escape-bytes' error handler printable() uses
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, and AVIF (Pillow 11.2 on reads it; an older one reports
 # each such file as unreadable, by name)

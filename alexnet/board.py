@@ -13,7 +13,7 @@ import dataclasses
 from importlib.util import find_spec
 from pathlib import Path
 
-from errors import UserError
+from alexnet.errors import UserError
 
 INSTALL = "pip install -r requirements-cluster.txt"
 FOLDER = "tensorboard"
@@ -49,7 +49,7 @@ class Board:
     def confusion(self, epoch: int, last: bool, counts, classes: list[str]) -> None:
         if epoch % CONFUSION_EVERY and not last:
             return
-        from evaluate import confusion_figure  # evaluate.py's confusion_matrix.png, the same drawing
+        from alexnet.figures import confusion_figure  # evaluate.py's confusion_matrix.png, the same drawing
 
         fig = confusion_figure(counts, classes, f"validation, epoch {epoch}")
         self.writer.add_figure("confusion_matrix", fig, epoch)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-import folders
-from errors import DataError
+from alexnet import folders
+from alexnet.errors import DataError
 
 TUTORIAL_MEAN = TUTORIAL_STD = (0.5, 0.5, 0.5)  # the tutorial's Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

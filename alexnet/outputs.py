@@ -6,13 +6,17 @@ the same folder, are flushed to the disk, and the file is renamed over ``NAME`` 
 step. A reader, or the next run after a power cut, sees the old file or the new one,
 never a mixture. Leftover ``*.tmp-*`` files are removed by ``remove_stale``.
 """
+import csv
+import io
+import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable
 
-import folders
-from errors import OutputError
+from alexnet import folders
+from alexnet.errors import OutputError
 
 TMP_MARK = ".tmp-"
 # what train.py writes into its --output-dir, and what evaluate.py and export.py write beside
@@ -218,3 +222,56 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
                 p.rmdir()
             except OSError:
                 pass
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    # every column any row has: rows resumed from an older checkpoint may lack the newer ones
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, buf.getvalue())
+
+
+def class_indices_json(classes: list[str]) -> str:
+    """The tutorial's {"0": "daisy", ...}; names readable as written (Chinese too), escaped
+    only where a folder name holds bytes that are not UTF-8, so json.load gives them back."""
+    mapping = {str(i): c for i, c in enumerate(classes)}
+    text = json.dumps(mapping, indent=4, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(mapping, indent=4)
+    return text
+
+
+@contextmanager
+def output_lock(out: Path, fresh: bool):
+    """Refuse a second train.py in the same folder (the OS drops the lock if we die), and
+    a fresh run over a folder that holds a trained model, unless --overwrite. A folder this
+    run created is removed again if the run ends before writing a checkpoint."""
+    check_writable_folder(out, "--output-dir")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "a+")
+    try:
+        try:
+            import fcntl
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            import msvcrt
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        handle.close()
+        raise OutputError(f"{out}: another train.py is writing to this folder (lock {out / '.lock'}); "
+                          f"wait for it or pass another --output-dir") from None
+    try:
+        if fresh and any((out / f).exists() for f in ("best.pth", "last.pth")):
+            raise OutputError(f"{out}: already holds a trained model (best.pth/last.pth); continue it with "
+                              f"--resume {out / 'last.pth'}, replace it with --overwrite, or pick another --output-dir")
+        remove_stale(out)
+        yield
+    finally:
+        handle.close()
+        if created and not (out / "last.pth").exists():
+            shutil.rmtree(out, ignore_errors=True)

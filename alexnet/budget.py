@@ -12,13 +12,35 @@ by default from the first epoch to 3/4 of the epochs, so the last quarter trains
 size; ``--recipe budget`` holds the small crops for the first 45% and grows them until 85%, as
 FFCV's ImageNet recipes ramp late.
 
-Standard library only: the planner is plain arithmetic, tested with injected costs.
+The planner itself (``fit_budget``) is plain arithmetic, tested with injected costs; the
+functions after it measure the costs on this machine and re-plan after each epoch.
 """
-import math
-import re
-from dataclasses import dataclass
+from __future__ import annotations
 
-from errors import ArgumentError
+import copy
+import dataclasses
+import itertools
+import math
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from alexnet import data, outputs
+from alexnet.checkpoint import MIN_IMG_SIZE
+from alexnet.errors import ArgumentError
+from alexnet.loaders import Loaders, set_crop_size
+from alexnet.machine import Machine, broadcast, synchronize
+from alexnet.trainer import Trainer, build_optimizer
+
+if TYPE_CHECKING:  # settings imports this module (Resizing, parse_duration)
+    from alexnet.settings import Config
 
 MAX_EPOCHS = 100_000
 
@@ -149,3 +171,91 @@ def parse_duration(text: str) -> float:
     if not 0 < seconds < 365 * 86400:
         raise ArgumentError(f"--budget {text}: must be more than 0 s and less than a year")
     return seconds
+
+
+def choose_plan(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float
+                ) -> tuple[Plan, Costs | None]:
+    """--epochs as given; or, with --budget, the most steps that end when the time does."""
+    steps = len(loaders.train)
+    if not cfg.budget:
+        return fixed_plan(cfg.epochs, cfg.resizing, steps), None
+    costs = measure_costs(cfg, machine, trainer, loaders)
+    left = budget_seconds_left(cfg, started)
+    chosen = fit_budget(left, cfg.resizing, steps, costs)
+    if chosen is None or chosen.epochs == 1 and chosen.last_epoch_steps < steps:
+        whole = plan_seconds(fixed_plan(1, cfg.resizing, steps), costs)
+        raise ArgumentError(f"--budget {cfg.budget:g}s: one epoch takes about {whole:.0f} s here and setting up "
+                            f"took {time.monotonic() - started:.0f} s; give at least "
+                            f"{math.ceil(whole + time.monotonic() - started) + 1} s")
+    return broadcast(machine, (chosen, costs))
+
+
+def budget_seconds_left(cfg: Config, started: float) -> float:
+    """What is left of --budget, keeping 1% and a second for writing the summary and exiting."""
+    return 0.99 * cfg.budget - 1.0 - (time.monotonic() - started)
+
+
+def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -> Costs:
+    """What an epoch will cost, measured on this machine before training: training steps at
+    the smallest, middle and largest crop size, a validation pass, and writing checkpoints."""
+    model = copy.deepcopy(trainer.model)  # a throwaway copy: the run's own weights stay untouched
+    end = cfg.train_size_end
+    sizes = sorted({s for s in (cfg.img_size_start, (cfg.img_size_start + end) // 2, end) if MIN_IMG_SIZE <= s <= end})
+    step_s = {size: step_seconds(cfg, machine, model, trainer.criterion, loaders, size) for size in sizes}
+    t0, seen = time.perf_counter(), 0
+    for images, _ in itertools.islice(loaders.val, 2):
+        with torch.inference_mode(), machine.autocast():
+            model.eval()(data.normalize(images.to(machine.device), cfg.mean, cfg.std))
+        seen += len(images)
+    synchronize(machine.device)
+    val_s = (time.perf_counter() - t0) / max(seen, 1) * len(loaders.val.dataset)
+    probe = Path(cfg.output_dir) / f"budget-probe{outputs.TMP_MARK}{os.getpid()}"
+    t0 = time.perf_counter()
+    outputs.save_torch(model.state_dict(), probe)
+    saved_s = time.perf_counter() - t0
+    probe.unlink()
+    # a checkpoint holds the weights and the optimizer's one or two buffers per weight
+    return Costs(step_s, val_s, epoch_overhead_s=saved_s * (2 if cfg.opt == "sgd" else 3))
+
+
+def step_seconds(cfg: Config, machine: Machine, model: nn.Module, criterion: nn.Module, loaders: Loaders,
+                 size: int) -> float:
+    """Median seconds of a training step at this crop size, batch loading included."""
+    optimizer = build_optimizer(cfg, model)
+    set_crop_size(loaders.train, size)
+    batches, times = iter(loaders.train), []
+    for _ in range(min(4, len(loaders.train))):
+        t0 = time.perf_counter()
+        images, targets = next(batches)
+        x = data.normalize(images.to(machine.device), cfg.mean, cfg.std)
+        with machine.autocast():
+            loss = criterion(model(x), targets.to(machine.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        synchronize(machine.device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:] or times)  # the first one warms up the kernels and the loader
+
+
+def replan(cfg: Config, machine: Machine, state, row: dict, epoch_wall: float) -> None:
+    """After each epoch of a budget run: the costs, corrected by what that epoch really took,
+    give the plan for the time that is left (the epochs, their sizes, the last one's steps);
+    if no further epoch fits, the run ends now rather than overrun. Short probes misjudge how
+    the cost grows with the crop size, so a single correction would drift as the crops grow."""
+    predicted = state.plan.steps_in(state.epoch - 1) * state.costs.step_at(row["train_size"])
+    factor = row["train_seconds"] / predicted
+    saving = max(0.0, epoch_wall - row["seconds"])
+    if state.epoch > 1:  # writing files varies from epoch to epoch (the first plot is slow): an average
+        saving = (saving + state.costs.epoch_overhead_s) / 2
+    costs = Costs({s: t * factor for s, t in state.costs.step_s.items()},
+                       row["seconds"] - row["train_seconds"], saving)
+    left = budget_seconds_left(cfg, state.started)
+    new = fit_budget(left, cfg.resizing, state.plan.steps_per_epoch, costs, first_epoch=state.epoch)
+    if new is None:
+        new = dataclasses.replace(state.plan, epochs=state.epoch, sizes=state.plan.sizes[:state.epoch],
+                                  last_epoch_steps=state.plan.steps_in(state.epoch - 1))
+        machine.log(f"no further epoch fits in the {max(left, 0):.0f} s left of the budget: the run ends now")
+    elif state.epoch == 1 or new.epochs != state.plan.epochs:
+        machine.log(f"plan after epoch {state.epoch}: {describe(new, costs)}")
+    state.plan, state.costs = broadcast(machine, (new, costs))

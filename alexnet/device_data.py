@@ -29,22 +29,11 @@ import math
 import torch
 from torch import Tensor
 
-from data import CROP_RATIO, sample_boxes
+from alexnet.data import CROP_RATIO, sample_boxes
 
 BUCKET_STEP = 64
-# This path always does the crop and the flip. Of the per-image augmentations and the sampling
-# settings declared in config.py (``augmentation=True``, ``sampling=True``), the values besides
-# their defaults that it reproduces: no class weighting, or a class-weighted loss (which needs
-# nothing of the batches). Any other one sends training back to the per-image path
-# (--device-batches auto) or is refused (on).
-IMPLEMENTS: dict[str, tuple] = {"balance": ("none", "loss")}
-
-
-def unsupported(switched_on: dict[str, object]) -> list[str]:
-    """'--aug trivialaugment' for each per-image augmentation switched on whose value this
-    path does not implement."""
-    return [f"--{name.replace('_', '-')} {value}" for name, value in switched_on.items()
-            if value not in IMPLEMENTS.get(name, ())]
+# This path does the crop and the flip, and leaves class balance to the loss: --aug and
+# --balance sampler send training back to the per-image path (settings.Config.device_gaps).
 
 
 def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:

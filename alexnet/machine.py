@@ -1,7 +1,7 @@
 """Where a command runs: the device, the precision, the place under torchrun, and what is
 shared by every command that runs a model: batched inference, progress bars, memory budgets.
 
-    from machine import pick_device, pick_precision, setup_machine
+    from alexnet.machine import pick_device, pick_precision, setup_machine
     machine = setup_machine("auto", "auto")      # cuda, then mps, then cpu; bf16 where it is fast
     with machine.autocast():
         ...
@@ -20,8 +20,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-import data
-from errors import ArgumentError
+from alexnet import data
+from alexnet.errors import ArgumentError
 from model import probabilities
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,10 +89,8 @@ def pick_device(name: str, local_rank: int = 0, option: str = "--device") -> tor
 
 def cpu_bf16_is_fast() -> bool:
     """Whether bf16 training beats fp32 on this CPU, from what torch reports about it, never
-    from a timing: a timing race gave fp32 in three runs of a command and bf16 in the fourth.
-    bf16 ran 2-3x faster than fp32 with AMX (Intel Xeon, Sapphire Rapids on) and on AMD's
-    AVX512-BF16 (Zen 4 on), but at about half the fp32 rate on an Intel CPU that has
-    AVX512-BF16 without AMX (docs/failure-modes.md, "Precision")."""
+    from a timing (timings raced): AMX, and AMD's AVX512-BF16, but not Intel's AVX512-BF16
+    without AMX (measured: docs/failure-modes.md, "Precision")."""
     caps = cpu_capabilities()
     if caps.get("amx_bf16"):
         return True
@@ -179,9 +177,8 @@ def keep_freed_memory() -> None:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
     By default it maps blocks over 32 MB (the first FC layer's 38 MB weight gradient) freshly on
     each allocation and unmaps them on free, and trims the heap's top: every training step then
-    page-faults that memory back in. With this setting the model step ran 1.18-1.23x faster on a
-    2-core bf16 CPU (docs/performance.md). A no-op where the C library has no mallopt (macOS,
-    Windows)."""
+    page-faults that memory back in (measured: docs/performance.md). A no-op where the C
+    library has no mallopt (macOS, Windows)."""
     import ctypes
 
     try:

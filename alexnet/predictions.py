@@ -17,8 +17,8 @@ import json
 import os
 from pathlib import Path
 
-import outputs
-from errors import ArgumentError, OutputError
+from alexnet import outputs
+from alexnet.errors import ArgumentError, OutputError
 
 FORMATS = (".csv", ".json")
 DIGITS = 6  # probabilities in the file; the console prints 3

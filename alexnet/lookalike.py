@@ -1,0 +1,78 @@
+"""Copies of a photo that are not byte for byte the same (resized, recompressed): a 64-bit
+perceptual hash of each image, and the pairs and groups of images whose hashes are close.
+Used by data_set/check.py (copies within and across classes and splits) and
+data_set/split_data.py (copies kept on one side of the split)."""
+from collections import defaultdict
+
+import numpy as np
+from PIL import Image
+
+from alexnet import images
+from alexnet.errors import DataError
+
+HASH_SIDE, HASH_BITS = 32, 8  # pHash: a 32 x 32 grey copy, its 8 x 8 lowest frequencies
+DISTANCE = 4  # pHash bits two near-duplicates may differ in (resized copies: 0-2)
+FLAT = 1.0  # grey levels of standard deviation below which an image has no look to hash
+# scipy.fftpack.dct's unnormalised type-II DCT as a matrix: row k is 2 cos(pi k (2n + 1) / 2N)
+DCT = 2 * np.cos(np.pi * np.arange(HASH_BITS)[:, None] * (2 * np.arange(HASH_SIDE)[None, :] + 1) / (2 * HASH_SIDE))
+
+
+def phash(img: Image.Image) -> int | None:
+    """imagehash.phash(img): the 64 signs, row by row, of the 8 x 8 lowest DCT frequencies of
+    a 32 x 32 grey copy (LANCZOS), above their median. Written out to need no scipy; the tests
+    compare it with imagehash on the same images. None for a flat image (one grey level, give
+    or take one): its signs are noise, and every such image would look like every other."""
+    grey = np.asarray(img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS), dtype=np.float64)
+    if grey.std() < FLAT:
+        return None
+    low = DCT @ grey @ DCT.T  # along axis 0, then axis 1, as imagehash does
+    bits = (low > np.median(low)).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def look(path: str) -> int | None:
+    """The image's pHash alone (split_data.py), or None if it is unreadable or flat."""
+    try:
+        return phash(images.open_rgb(path))
+    except (DataError, OSError):
+        return None
+
+
+def near_pairs(hashes: list[int], distance: int) -> list[tuple[int, int, int]]:
+    """(i, j, Hamming distance) of every pair within ``distance``, found without comparing all
+    pairs: two hashes that differ in at most d bits agree exactly on at least one of d + 1
+    slices of them (the pigeonhole principle), so only hashes sharing a slice are compared."""
+    parts = distance + 1
+    edges = [round(64 * k / parts) for k in range(parts + 1)]
+    pairs = set()
+    for k in range(parts):
+        buckets = defaultdict(list)
+        mask = (1 << (edges[k + 1] - edges[k])) - 1
+        for i, h in enumerate(hashes):
+            buckets[(h >> edges[k]) & mask].append(i)
+        for members in buckets.values():
+            for a in range(len(members)):
+                for b in range(a + 1, len(members)):
+                    i, j = members[a], members[b]
+                    d = bin(hashes[i] ^ hashes[j]).count("1")
+                    if d <= distance:
+                        pairs.add((i, j, d))
+    return sorted(pairs)
+
+
+def groups_of(pairs: list[tuple[int, int, int]], n: int) -> list[list[int]]:
+    """Connected groups (union-find) of the images the pairs join, each sorted, largest first."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j, _ in pairs:
+        parent[root(i)] = root(j)
+    members = defaultdict(list)
+    for i in sorted({i for p in pairs for i in p[:2]}):
+        members[root(i)].append(i)
+    return sorted(members.values(), key=lambda g: (-len(g), g))
