@@ -13,7 +13,6 @@ from PIL import Image
 
 from alexnet import settings
 from alexnet import data, trainer
-import train
 from conftest import ROOT, make_colour_folder, run_train, train_args
 
 sys.path.insert(0, str(ROOT / "data_set"))
