@@ -33,6 +33,7 @@ from alexnet import folders, images
 from alexnet.classifier import DEFAULT_WEIGHTS, TorchClassifier, checked_probabilities, load_classifier
 from alexnet.errors import ArgumentError, DataError, OneLineParser, UserError, run_main
 from alexnet.figures import cam_overlay
+from alexnet.predictions import UNKNOWN
 
 MAX_UPLOAD_MB = 20
 TOP_SHOWN = 5
@@ -63,6 +64,8 @@ class Page:
 
     def __init__(self, classifier, max_upload_mb: float):
         self.classifier, self.max_mb = classifier, max_upload_mb
+        # the threshold evaluate.py --ood --store-threshold wrote into the model file, as predict.py's auto
+        self.min_confidence = classifier.card["min_confidence"]
         checked_probabilities(classifier, [classifier.prepare_pil(Image.new("RGB", (64, 64)), "warm-up")],
                                       ["a blank test image"])
 
@@ -88,19 +91,31 @@ class Page:
             overlay = cam_overlay(*self.classifier.grad_cam(img, max(range(len(probs)), key=probs.__getitem__)))
         return named, overlay
 
+    def answer(self, probs: dict[str, float]) -> dict:
+        """/predict's answer: the label ('unknown' below the model's stored --min-confidence) and
+        every class's probability, most likely first (gradio Label's own JSON shape)."""
+        ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+        unknown = self.min_confidence is not None and ranked[0][1] < self.min_confidence
+        return {"label": UNKNOWN if unknown else ranked[0][0],
+                "confidences": [{"label": c, "confidence": p} for c, p in ranked]}
+
     def card(self) -> str:
         """The model card, as Markdown."""
         c = self.classifier.card
         acc = f"{c['best_acc']:.3f} validation top-1 (epoch {c['epoch']})" if c.get("best_acc") is not None \
             else "no validation score recorded"
-        data = f", trained on `{folders.printable(str(c['data']))}`" if c.get("data") else ""
+        # names, not paths: with --host 0.0.0.0 a path would show every visitor the server's folders
+        data = f", trained on `{folders.printable(os.path.basename(os.path.normpath(str(c['data']))))}`" \
+            if c.get("data") else ""
         names = ", ".join(html.escape(folders.printable(n)) for n in self.classifier.names)
         int8 = (f" int8: top-1 {c['int8']['int8']:.3f} against fp32's {c['int8']['fp32']:.3f} on val/."
                 if c.get("int8") else "")
         calibrated = (f" Probabilities calibrated (temperature {c['temperature']:.2f})."
                       if c["temperature"] != 1.0 else "")
+        if self.min_confidence is not None:
+            calibrated += f" Answers '{UNKNOWN}' below a top probability of {self.min_confidence:.3f}."
         return (f"### AlexNet ({html.escape(str(c.get('arch') or 'unknown'))}): {acc}{data}\n"
-                f"{len(self.classifier.names)} classes: {names}. Model file: `{folders.printable(str(c['weights']))}`"
+                f"{len(self.classifier.names)} classes: {names}. Model file: `{folders.printable(os.path.basename(str(c['weights'])))}`"
                 + ("" if isinstance(self.classifier, TorchClassifier) else
                    " (ONNX: no Grad-CAM; run the .pth for it)") + f".{int8}{calibrated}")
 
@@ -117,12 +132,15 @@ class Page:
                 blocks.append(f'<div class="result error"><b>{title}</b>: {html.escape(str(e))}</div>')
                 continue
             ranked = sorted(probs.items(), key=lambda kv: -kv[1])[:TOP_SHOWN]
+            top = html.escape(folders.printable(ranked[0][0]))
+            if self.answer(probs)["label"] == UNKNOWN:
+                top = f"{UNKNOWN} (top {top} &lt; {self.min_confidence:.3f})"
             bars = "".join(f'<div class="bar"><span class="label">{html.escape(folders.printable(c))}</span>'
                            f'<span class="track"><span class="fill" style="width:{100 * p:.1f}%"></span></span>'
                            f'<span class="value">{p:.3f}</span></div>' for c, p in ranked)
             picture = png_data_url(overlay if overlay is not None else img)
             blocks.append(f'<div class="result"><img src="{picture}" alt="{title}"><div><b>{title}</b>: '
-                          f'<span class="top">{html.escape(folders.printable(ranked[0][0]))}</span> '
+                          f'<span class="top">{top}</span> '
                           f'{ranked[0][1]:.3f}{bars}</div></div>')
         return "".join(blocks) or "<p>Drop some photos above.</p>"
 
@@ -151,11 +169,11 @@ CSS = """
 
 def build(page: Page, gr):
     """The gradio Blocks: the /predict endpoint first, then the page."""
-    def predict_one(path: str | None) -> dict[str, float]:
+    def predict_one(path: str | None) -> dict:
         if not path:
             raise gr.Error("no image given", print_exception=False)
         try:
-            return page.classify(page.open(path, os.path.basename(path)), os.path.basename(path))[0]
+            return page.answer(page.classify(page.open(path, os.path.basename(path)), os.path.basename(path))[0])
         except DataError as e:  # an answer to the caller; the server carries on
             raise gr.Error(str(e), print_exception=False) from None
 
@@ -166,7 +184,8 @@ def build(page: Page, gr):
         return page.results_html(uploads)
 
     with gr.Blocks(title="AlexNet: try it on your photos") as blocks:
-        api_file, api_label = gr.File(visible=False, type="filepath"), gr.Label(visible=False)
+        # JSON in gr.Label's shape, {"label", "confidences"}: a Label would name the top class even below the threshold
+        api_file, api_label = gr.File(visible=False, type="filepath"), gr.JSON(visible=False)
         gr.Button(visible=False).click(predict_one, api_file, api_label, api_name="predict")
         gr.Markdown(page.card())
         with gr.Row():

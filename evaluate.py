@@ -42,8 +42,6 @@ weights, data or options.
 """
 import alexnet.startup  # noqa: F401  first: Ctrl-C while torch loads is one line, not a traceback
 
-import csv
-import io
 import json
 import os
 import sys
@@ -245,10 +243,10 @@ def print_report(names: list[str], probs: torch.Tensor, targets: torch.Tensor, k
     print(f"\n{len(targets)} images ({scored}): top-1 {topk_accuracy(probs, targets, 1):.4f} (95% CI {span(ci['top1'])})"
           f"  top-{k} {topk_accuracy(probs, targets, k):.4f} ({span(ci[f'top{k}'])})  macro F1 "
           f"{table['macro_f1']:.4f} ({span(ci['macro_f1'])})\n")
-    width = max(12, *(len(folders.printable(n)) for n in names))
+    width = max(12, *(folders.width(n) for n in names))
     print(f"{'class':<{width}}  precision  recall  recall 95% CI      f1  support")
     for i, name in enumerate(names):
-        print(f"{folders.printable(name):<{width}}  {table['precision'][i]:9.4f}  {table['recall'][i]:6.4f}  "
+        print(f"{folders.column(name, width)}  {table['precision'][i]:9.4f}  {table['recall'][i]:6.4f}  "
               f"{span(ci['recall'][i]):>13}  {table['f1'][i]:6.4f}  {table['support'][i]:7d}")
     for avg in ("macro", "weighted"):
         print(f"{avg + ' avg':<{width}}  {table[f'{avg}_precision']:9.4f}  {table[f'{avg}_recall']:6.4f}  "
@@ -269,24 +267,17 @@ def write_tables(out: Path, names: list[str], split: data.Split, probs: torch.Te
              table["support"][i]] for i, n in enumerate(names)]
     rows += [[f"{avg} avg", table[f"{avg}_precision"], table[f"{avg}_recall"], "", "", table[f"{avg}_f1"],
               sum(table["support"])] for avg in ("macro", "weighted")]
-    outputs.write_text(out / "per_class.csv", csv_text(
+    outputs.write_csv(out / "per_class.csv", outputs.csv_text(
         ["class", "precision", "recall", "recall_ci_low", "recall_ci_high", "f1", "support"], rows))
     top = probs.topk(k, dim=1)
     rows = [[folders.printable(path), folders.printable(names[t]), folders.printable(names[top.indices[i, 0]]),
              round(top.values[i, 0].item(), 6), round(probs[i, t].item(), 6),
-             " ".join(folders.printable(names[j]) for j in top.indices[i].tolist())]
+             *(folders.printable(names[j]) for j in top.indices[i].tolist())]
             for i, (path, t) in enumerate(split.samples)]
-    outputs.write_text(out / "predictions.csv", csv_text(
-        ["path", "true", "predicted", "probability", "true_probability", f"top{k}"], rows))
+    outputs.write_csv(out / "predictions.csv", outputs.csv_text(
+        ["path", "true", "predicted", "probability", "true_probability", *(f"top_{j}" for j in range(1, k + 1))],
+        rows))
     outputs.write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-
-
-def csv_text(header: list[str], rows: list[list]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- figures

@@ -41,6 +41,7 @@ from alexnet.errors import ArgumentError, CheckpointError, DataError, OneLinePar
 METADATA_KEY = "alexnet"
 INSTALL = "pip install -r requirements.txt (onnx, onnxruntime, onnxscript)"
 CHECK_IMAGES = 16
+MIN_OPSET = 18  # torch.onnx's exporter writes opset 18 and later; asked for less, it writes 18 without a word
 # u8 activations with s8 weights: the pair onnxruntime's x86 int8 kernels (VNNI, AMX) are built for
 QUANTIZATION = {"format": "QDQ", "weights": "int8, per output channel", "activations": "uint8", "ranges": "MinMax"}
 
@@ -53,7 +54,8 @@ def get_args_parser() -> OneLineParser:
                    help="class names for a raw state_dict, as in predict.py")
     p.add_argument("--data", help="check on up to 16 images from this folder (default: generated images)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed difference of a probability")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: what torch.onnx.export recommends)")
+    p.add_argument("--opset", type=int, help=f"ONNX opset, {MIN_OPSET} or later (default: what torch.onnx.export "
+                   f"recommends)")
     p.add_argument("--int8", action="store_true", help="quantize to int8 (default output NAME.int8.onnx), refused "
                    "when top-1 on the data's val/ drops more than --max-drop")
     p.add_argument("--max-drop", type=float, default=1.0, help="--int8: the most top-1 may drop, in points (0-100)")
@@ -95,6 +97,9 @@ def export(classifier, path: Path, opset: int | None) -> None:
                                 dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=opset,
                                 verbose=False)
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and written != opset:
+        raise ArgumentError(f"--opset {opset}: torch.onnx wrote opset {written} instead; nothing was written")
     set_metadata(proto, metadata(classifier))
     proto.producer_name = "alexnet-reproduced export.py"
     onnx.checker.check_model(proto)
@@ -257,7 +262,11 @@ def main(args) -> int:
         raise ArgumentError(f"--max-drop {args.max_drop}: must be in 0..100 (points of top-1)")
     if not 1 <= args.calibration_images <= 100_000:
         raise ArgumentError(f"--calibration-images {args.calibration_images}: must be in 1..100000")
-    require_onnx()
+    onnx, _ = require_onnx()
+    newest = onnx.defs.onnx_opset_version()
+    if args.opset is not None and not MIN_OPSET <= args.opset <= newest:
+        raise ArgumentError(f"--opset {args.opset}: must be in {MIN_OPSET}..{newest} (torch.onnx writes opset "
+                            f"{MIN_OPSET} and later; the installed onnx knows up to {newest})")
     weights = Path(args.weights)
     out = Path(args.output) if args.output else weights.with_suffix(".int8.onnx" if args.int8 else ".onnx")
     if weights.suffix.lower() == ".onnx":
@@ -278,7 +287,7 @@ def main(args) -> int:
               f"{classifier.transform.size}")
         if check(args, classifier, written) != 0:
             return 1
-        outputs.link_atomic(written, out)
+        outputs.move_atomic(written, out)
     return 0
 
 

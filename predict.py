@@ -22,12 +22,11 @@ import os
 import sys
 from pathlib import Path
 
-from alexnet import images, outputs, predictions
+from alexnet import folders, images, outputs, predictions
 from alexnet.classifier import DEFAULT_WEIGHTS, expand, load_classifier, predict_files
 from alexnet.errors import ArgumentError, OneLineParser, OutputError, run_main
-from alexnet.figures import MAX_SHOWN, cam_overlay, has_display, show_figure
-
-UNKNOWN = "unknown"
+from alexnet.figures import MAX_SHOWN, NO_DISPLAY, cam_overlay, has_display, show_figure
+from alexnet.predictions import UNKNOWN
 
 
 def get_args_parser() -> OneLineParser:
@@ -97,18 +96,19 @@ def write_predictions(classifier, files: list[str], args, k: int, threshold: flo
     """--output: a row per image, appended batch by batch; rows already in the file are kept."""
     from tqdm import tqdm
 
-    out = predictions.PredictionsFile(args.output, k)
+    out = predictions.PredictionsFile(args.output, k, threshold)
     todo = [f for f in files if f not in out.done]
     if out.resumed:
-        print(f"{args.output}: {len(out.done)} image(s) already there; classifying the other {len(todo)}")
+        retried = f" ({out.retried} failed before: tried again)" if out.retried else ""
+        print(f"{args.output}: {len(out.done)} image(s) already there; classifying the other {len(todo)}{retried}")
     rows, failed = [], 0
     with tqdm(total=len(todo), unit="img", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
         for path, probs, err in predict_files(classifier, todo, args.batch_size):
             if err:
                 failed += 1
-                rows.append(predictions.row(path, [], False, err))
+                rows.append(predictions.row(path, [], False, err, threshold))
             else:
-                rows.append(predictions.row(path, *answer(probs, classifier.names, k, threshold), None))
+                rows.append(predictions.row(path, *answer(probs, classifier.names, k, threshold), None, threshold))
             if len(rows) >= args.batch_size:
                 out.write(rows)
                 bar.update(len(rows))
@@ -162,16 +162,15 @@ def main(args) -> int:
         label = UNKNOWN if unknown else top[0][0]
         below = f" (top {top[0][0]} {top[0][1]:.3f} < {threshold:g})" if unknown else f" {top[0][1]:.3f}"
         print(f"{path}: {label}{below}")
+        width = max(16, *(folders.width(name) for name, _ in top))
         for name, p in top:
-            print(f"    {name:<16} {p:.3f}")
+            print(f"    {folders.column(name, width)} {p:.3f}")
         overlay = cam_overlay(*classifier.grad_cam(images.open_rgb(path), names.index(top[0][0]))) \
             if args.cam and len(shown) < MAX_SHOWN else None
         shown.append((path, label, top[0][1], overlay))
-    show = not args.no_show and has_display()
-    if shown and (args.save or show):
-        show_figure(shown, args.save, show)
-    elif shown and not args.no_show:
-        print("(no display found: pass --save fig.png to write the figure, --no-show to skip it)")
+    wanted = not args.no_show
+    if shown and (args.save or wanted) and not show_figure(shown, args.save, wanted and has_display()) and wanted:
+        print(NO_DISPLAY)
     if errors:
         print(f"{len(errors)} of {len(errors) + len(shown)} input(s) failed", file=sys.stderr)
     return 1 if errors else 0

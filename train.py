@@ -40,6 +40,8 @@ from alexnet.preemption import Stop, TrainingStopped, one_line, rng_states, skip
 from alexnet.settings import Config, get_args_parser, resolve_config
 from alexnet.trainer import Trainer, build_trainer, optimizer_step
 
+EXPLODED = 100  # a training loss this many times ln(classes) has diverged: no model that learns gets near it
+
 
 def lr_at(cfg: Config, run_plan: budget.Plan, step: int) -> float:
     """Learning rate of optimizer step ``step``: linear warmup, then constant or cosine to
@@ -98,8 +100,7 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
             logits = trainer.step_model(x)
             loss = trainer.criterion(logits, y)
         value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingStopped(f"loss is {value} at epoch {state.epoch + 1} step {i + 1}: try a lower --lr", 1)
+        check_loss(cfg, value, logits.shape[-1], f"epoch {state.epoch + 1} step {i + 1}")
         optimizer_step(cfg, trainer, loss)
         images_now += len(y)
         sums = {"seen": sums["seen"] + len(y), "size": x.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
@@ -110,6 +111,18 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
     seen = max(sums["seen"], 1)
     return {"train_loss": sums["loss_sum"] / seen, "train_acc": sums["correct"] / seen,
             "lr": trainer.optimizer.param_groups[0]["lr"], "images": images_now, "size": sums["size"]}
+
+
+def check_loss(cfg: Config, value: float, num_classes: int, where: str) -> None:
+    """Stop a run whose loss is not a number or has exploded: over EXPLODED times ln(classes),
+    the loss of a blind guess, which training starts near and only falls from. Runs are
+    deterministic, so the advice is a lower --lr, never the same command again."""
+    blind = math.log(num_classes)
+    if math.isfinite(value) and value <= EXPLODED * blind:
+        return
+    what = f"loss is {value}" if not math.isfinite(value) else \
+        f"loss {value:.3g} is over {EXPLODED}x a blind guess's ({blind:.2f} = ln {num_classes} classes)"
+    raise TrainingStopped(f"{what} at {where}: training diverged at --lr {cfg.lr:g}", 1, diverged=True)
 
 
 def evaluate(model: nn.Module, loader, machine: Machine, cfg: Config, k: int) -> dict:
@@ -186,13 +199,18 @@ def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunStat
 
 
 def save_checkpoints(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str]) -> None:
-    """last.pth, and best.pth when this epoch is the best: the same bytes, a second name for
-    last.pth's file (which the next epoch replaces, not rewrites)."""
+    """last.pth, and best.pth when this epoch is the best: written first, then copied to
+    last.pth (two files, so that replacing or calibrating one never changes the other; a kill
+    between the two leaves a last.pth that resumes into this epoch again, never a last.pth
+    without its best.pth)."""
     out = Path(cfg.output_dir)
-    outputs.save_torch(checkpoint.build(cfg, machine, trainer, state, classes), out / "last.pth")
-    state.saved_epoch, state.saved_steps = state.epoch, 0
+    ckpt = checkpoint.build(cfg, machine, trainer, state, classes)
     if state.best_epoch == state.epoch:
-        outputs.link_atomic(out / "last.pth", out / "best.pth")
+        outputs.save_torch(ckpt, out / "best.pth")
+        outputs.copy_atomic(out / "best.pth", out / "last.pth")
+    else:
+        outputs.save_torch(ckpt, out / "last.pth")
+    state.saved_epoch, state.saved_steps = state.epoch, 0
 
 
 def save_position(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str],
@@ -285,14 +303,21 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
             code = e.code if isinstance(e, TrainingStopped) else 1
             if isinstance(e, TrainingStopped) and e.position:
                 save_position(cfg, machine, trainer, state, loaders.classes, e.position)
-            raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state)}", code) from None
+            diverged = isinstance(e, TrainingStopped) and e.diverged
+            raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state, diverged)}", code) from None
         finally:
             if state.board:
                 state.board.close(cfg, state.best_acc, state.best_epoch)
 
 
-def how_to_go_on(cfg: Config, state: RunState) -> str:
+def how_to_go_on(cfg: Config, state: RunState, diverged: bool = False) -> str:
     last = Path(cfg.output_dir) / "last.pth"
+    if diverged:  # the same settings diverge again: resuming or rerunning cannot help
+        if not state.saved_epoch:
+            return f"no checkpoint was written; run again with a lower learning rate: the same command with " \
+                   f"--lr {cfg.lr / 10:g}"
+        return (f"best.pth and last.pth keep epoch {state.best_epoch} and {state.saved_epoch}, from before; run again "
+                f"with a lower learning rate: the same command with --lr {cfg.lr / 10:g} --overwrite")
     if not state.saved_epoch and not state.saved_steps:
         return "no checkpoint was written: run the same command again"
     held = (f"epoch {state.saved_epoch} and {state.saved_steps} steps of epoch {state.saved_epoch + 1}"

@@ -309,7 +309,9 @@ def build(cfg, machine, trainer, state, classes: list[str]) -> dict:
 
 
 def update(path: str, fields: dict) -> dict:
-    """Rewrite ``fields`` of the checkpoint at ``path`` (atomically); returns it as it was."""
-    ckpt = load_checkpoint(path)
-    outputs.save_torch(ckpt | fields, Path(path))
+    """Rewrite ``fields`` of the checkpoint at ``path`` (atomically, never while a train.py
+    writes its folder); returns it as it was."""
+    with outputs.not_training(path):
+        ckpt = load_checkpoint(path)
+        outputs.save_torch(ckpt | fields, Path(path))
     return ckpt

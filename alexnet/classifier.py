@@ -132,6 +132,9 @@ class OnnxClassifier:
         info = onnx_metadata(self.session, weights, num_classes)
         self.names = class_names(info.get("classes"), num_classes, class_indices, weights)
         ev = info.get("eval", {"size": side or 224, "resize": 0})
+        if side is not None and ev["size"] != side:
+            raise CheckpointError(f"{weights} (metadata): field 'eval.size' is {ev['size']}, but the graph takes "
+                                  f"{side} x {side} images; the file was changed after export.py wrote it")
         self.transform = images.EvalViews(ev["size"], ev["resize"], tta)
         self.mean, self.std = info.get("mean", images.TUTORIAL_MEAN), info.get("std", images.TUTORIAL_STD)
         self.temperature = info.get("temperature", 1.0)  # exports before calibration existed: uncalibrated
@@ -210,8 +213,9 @@ def load_classifier(weights: str, device: str = "cpu", tta: bool = False, class_
 
 
 def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
-    """Files as given, folders as their image files (sorted, recursive); plus errors, and
-    a line saying which files the folders held that are not images."""
+    """Files as given, folders as their image files (sorted, recursive), each photo once
+    however often it is named; plus errors, and a line saying which files the folders held
+    that are not images (and how many were named twice)."""
     files, errors, listing, seen = [], [], folders.Listing(), {}
     for p in paths:
         if os.path.isdir(p):
@@ -221,7 +225,12 @@ def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
             if not found.files:
                 errors.append(f"{p}: folder has no images ({', '.join(folders.IMG_EXTENSIONS)})")
         elif os.path.exists(p):
-            files.append(p)
+            key = (os.stat(p).st_dev, os.stat(p).st_ino)
+            if key in seen:  # the same photo given twice, or again inside a folder given: one row
+                listing.duplicates += 1
+            else:
+                seen[key] = p
+                files.append(p)
         else:
             errors.append(f"{p}: no such file or folder")
     return files, errors, folders.describe_skipped(listing)

@@ -61,6 +61,8 @@ def decode_rgb(path: str) -> torch.Tensor:
     all of it where TorchCodec is missing or cannot load (tests/test_inputs.py compares them)."""
     decoders = codec_decoders()
     with images.open_image(path) as img:
+        if images.REDUCED in img.info:  # a JPEG too big to decode whole: Pillow reads it at a smaller scale
+            return rgb_from_pil(img, path)
         decoder = decoders.get(img.format) if img.mode in ("RGB", "L", "RGBA", "LA", "P") else None
     if decoder is None:
         return open_rgb(path)

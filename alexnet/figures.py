@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,73 @@ if TYPE_CHECKING:  # predict.py's figure needs neither torch nor the settings
     from alexnet.settings import Config
 
 MAX_SHOWN = 16  # images in predict.py's figure; all of them are printed
+# Fonts with Chinese (and Japanese, Korean) glyphs, which matplotlib's DejaVu Sans lacks, most
+# common first: Linux (Debian's fonts-noto-cjk, Adobe's Source Han, WenQuanYi), Windows, macOS.
+# The first one installed is put after DejaVu Sans, and matplotlib falls back to it glyph by glyph.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "Source Han Sans", "WenQuanYi Zen Hei",
+             "WenQuanYi Micro Hei", "Microsoft YaHei", "SimHei", "PingFang SC", "Hiragino Sans GB", "Heiti SC",
+             "Arial Unicode MS")
+CJK_FILES = ("notosanscjk", "sourcehansans", "wqy-", "msyh", "simhei", "pingfang", "hiragino", "stheiti")
+NO_FONT_HINT = ("note: no font here draws some characters of these labels (Chinese?), so the figures show boxes for "
+                "them; install one, e.g. sudo apt-get install fonts-noto-cjk (Debian, Ubuntu), and run again")
+_fonts = {"ready": False, "hinted": False}
+NO_DISPLAY = "(no display found: pass --save fig.png to write the figure, --no-show to skip it)"
+
+
+def setup_fonts() -> None:
+    """Once per process, before the first figure: a CJK font installed here becomes the
+    fallback of every figure's text. Fonts installed after matplotlib built its font cache
+    are added from the system's font folders."""
+    if _fonts["ready"]:
+        return
+    _fonts["ready"] = True
+    from matplotlib import font_manager, rcParams
+
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    if not known & set(CJK_FONTS):
+        for path in font_manager.findSystemFonts():
+            if os.path.basename(path).lower().startswith(CJK_FILES):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+        known = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = next((name for name in CJK_FONTS if name in known), None)
+    if cjk:
+        rcParams["font.family"] = ["DejaVu Sans", cjk]
+    # one warning per missing character and figure would bury the output: hint_missing_glyphs says it once
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+
+
+def hint_missing_glyphs(fig) -> None:
+    """One line, once, where the figure's text holds characters no font of its families has
+    (matplotlib's own per-character warnings are silenced in ``setup_fonts``)."""
+    from matplotlib import font_manager, rcParams
+    from matplotlib.text import Text
+
+    chars = {c for text in fig.findobj(Text) for c in text.get_text() if not c.isascii() and not c.isspace()}
+    if not chars or _fonts["hinted"]:
+        return
+    covered = set()
+    for family in rcParams["font.family"]:
+        covered |= charmap(font_manager.findfont(font_manager.FontProperties(family=family)))
+    if any(ord(c) not in covered for c in chars):
+        _fonts["hinted"] = True
+        print(NO_FONT_HINT, file=sys.stderr)
+
+
+@lru_cache(maxsize=None)
+def charmap(path: str) -> frozenset:
+    """The code points a font file has glyphs for."""
+    from matplotlib import ft2font
+
+    return frozenset(ft2font.FT2Font(path).get_charmap())
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
+    """outputs.save_figure, with the one-line font hint where labels need glyphs no font here has."""
+    hint_missing_glyphs(fig)
+    outputs.save_figure(fig, path, dpi)
 
 
 def loss_labels(cfg: Config) -> tuple[str, str]:
@@ -32,11 +101,7 @@ def loss_labels(cfg: Config) -> tuple[str, str]:
 
 def plot_curves(cfg: Config, history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch; the Agg canvas needs no display and no pyplot."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
+    fig = new_figure(10, 4)
     epochs = [h["epoch"] for h in history]
     ax1, ax2 = fig.subplots(1, 2)
     train_label, val_label = loss_labels(cfg)
@@ -52,7 +117,7 @@ def plot_curves(cfg: Config, history: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    outputs.save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def has_display() -> bool:
@@ -68,14 +133,18 @@ def cam_overlay(view, heat, alpha: float = 0.45):
     return (view * (1 - alpha) + colours * alpha).round().clip(0, 255).astype(np.uint8)
 
 
-def show_figure(results: list[tuple], save: str | None, show: bool) -> None:
-    """One panel per (path, class name, probability, Grad-CAM overlay or None)."""
+def show_figure(results: list[tuple], save: str | None, show: bool) -> bool:
+    """One panel per (path, class name, probability, Grad-CAM overlay or None); saved to
+    ``save``, shown in a window if ``show``. False where no window could open (a DISPLAY
+    whose X server is gone: matplotlib falls back to its non-interactive Agg)."""
     import matplotlib
     if not show:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backends import BackendFilter, backend_registry
     from PIL import Image, ImageOps
 
+    setup_fonts()
     if len(results) > MAX_SHOWN:
         print(f"(the figure shows the first {MAX_SHOWN} of {len(results)} images)")
         results = results[:MAX_SHOWN]
@@ -94,11 +163,14 @@ def show_figure(results: list[tuple], save: str | None, show: bool) -> None:
         ax.set_title(f"{folders.printable(name)} {p:.3f}\n{folders.printable(os.path.basename(path))}", fontsize=10)
     fig.tight_layout()
     if save:
-        outputs.save_figure(fig, save)
+        save_figure(fig, save)
         print(f"figure saved to {save}")
-    if show:
+    shown = show and matplotlib.get_backend().lower() in backend_registry.list_builtin(BackendFilter.INTERACTIVE)
+    if shown:
+        hint_missing_glyphs(fig)
         plt.show()
     plt.close(fig)
+    return shown
 
 
 def new_figure(width: float, height: float):
@@ -106,13 +178,14 @@ def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    setup_fonts()
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
 
 
 def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path, headline: str) -> None:
-    outputs.save_figure(confusion_figure(confusion, names, headline), path)
+    save_figure(confusion_figure(confusion, names, headline), path)
 
 
 def confusion_figure(confusion: torch.Tensor, names: list[str], headline: str):
@@ -159,7 +232,7 @@ def plot_reliability(bins: dict, raw_ece: float | None, temperature: float, path
     counts.bar(edges, bins["count"], width=1 / len(bins["count"]), align="edge", edgecolor="black")
     counts.set(xlabel="confidence (top probability)", ylabel="images")
     fig.tight_layout()
-    outputs.save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def thumbnail(path: str, side: int = 256):
@@ -192,7 +265,7 @@ def plot_mistakes(split: Split, probs: torch.Tensor, targets: torch.Tensor, name
         ax.axis("off")
     fig.suptitle("most confidently wrong (highest loss first)")
     fig.tight_layout()
-    outputs.save_figure(fig, path)
+    save_figure(fig, path)
     return len(shown)
 
 
@@ -208,7 +281,7 @@ def plot_filters(model: torch.nn.Module, path: Path) -> None:
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_title(f"conv1: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} px, RGB")
     ax.axis("off")
-    outputs.save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_neighbours(queries: list[str], found: list[list[str]], path: Path) -> None:
@@ -223,7 +296,7 @@ def plot_neighbours(queries: list[str], found: list[list[str]], path: Path) -> N
                 ax.set_title("test image" if c == 0 else f"nearest {c}", fontsize=9)
     fig.suptitle("training images nearest in the last hidden layer")
     fig.tight_layout()
-    outputs.save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_ood(known: torch.Tensor, unknown: torch.Tensor, report: dict, path: Path) -> None:
@@ -237,4 +310,4 @@ def plot_ood(known: torch.Tensor, unknown: torch.Tensor, report: dict, path: Pat
                label=f"threshold {report['threshold']:.3f} ({report['false_rejection_target']:.0%} of val/ rejected)")
     ax.set(xlabel="top probability", ylabel="density", title=f"AUROC {report['auroc']:.3f}")
     ax.legend(fontsize=8)
-    outputs.save_figure(fig, path)
+    save_figure(fig, path)

@@ -13,6 +13,8 @@ both list the same files on an ordinary tree).
 """
 import os
 import stat
+import sys
+import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -146,14 +148,20 @@ def describe_skipped(listing: Listing) -> str:
                              if ext.lower() in NO_DECODER else "")
              for ext, n in sorted(listing.skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
     if listing.duplicates:
-        parts.append(f"{listing.duplicates} second link(s) to the same image")
+        parts.append(f"{listing.duplicates} second name(s) of an image already listed (given twice, or a link)")
     total = sum(listing.skipped.values()) + listing.duplicates
     return f"skipped {total} file{'s' if total != 1 else ''}: {', '.join(parts)}" if total else ""
 
 
+# what a class folder turns into when it is zipped, or never unpacked
+ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+
+
 def find_classes(root: str, log=None) -> list[str]:
     """Class folders of an ImageFolder root (links to folders count). Hidden ones (a name
-    starting with a dot) are never classes; ``log`` is told which were left out."""
+    starting with a dot) are never classes; ``log`` is told which were left out. Where a class
+    folder may have been meant (an archive, a file without extension, an image outside any
+    class, a link to nothing), or a name this Python cannot decode, one line names it."""
     if not os.path.isdir(root):
         raise DataError(f"{root}: data folder not found")
     try:
@@ -165,9 +173,49 @@ def find_classes(root: str, log=None) -> list[str]:
     hidden = sorted(e.name for e in dirs if is_hidden(e.name))
     if hidden and log is not None:
         log(f"{root}: left out {len(hidden)} hidden folder(s), never classes: {printable(', '.join(hidden))}")
+    check_class_level(root, [e for e in entries if not _is_dir(e) and not is_hidden(e.name)], log)
+    for name in classes:
+        check_decodable(os.path.join(root, name))
     if not classes:
         raise DataError(f"{root}: no class folders inside (expected {root}/<class>/<image>.jpg)")
     return classes
+
+
+def check_class_level(root: str, others: list[os.DirEntry], log) -> None:
+    """Files beside the class folders: an archive, a file without extension, an image or a
+    broken link is an error naming it (a class the user meant would be missing); anything else
+    (LICENSE.txt, notes) is named in one log line."""
+    for e in sorted(others, key=lambda e: e.name):
+        path, ext = os.path.join(root, e.name), os.path.splitext(e.name)[1].lower()
+        if e.is_symlink() and not _exists(e.path):
+            raise DataError(f"{printable(path)}: a link to {printable(os.readlink(path))}, which does not exist, where "
+                            f"a class folder belongs; fix or remove the link")
+        if ext in ARCHIVES or e.name.lower().endswith(".tar.gz"):
+            raise DataError(f"{printable(path)}: an archive where class folders belong; unpack it into a folder "
+                            f"(its name is the class), or move it away")
+        if not ext:
+            raise DataError(f"{printable(path)}: a file, not a folder, where class folders belong; a class must be "
+                            f"a folder of images: fix or move it away")
+        if ext in IMG_EXTENSIONS:
+            raise DataError(f"{printable(path)}: an image outside any class folder; move it into its class "
+                            f"folder ({printable(root)}/<class>/), or away")
+    rest = [e.name for e in others if not (e.is_symlink() and not _exists(e.path))]
+    if rest and log is not None:
+        log(f"{root}: left out {len(rest)} file(s) that are no class folders: {printable(', '.join(sorted(rest)))}")
+
+
+def check_decodable(path: str) -> None:
+    """Under a locale that is not UTF-8 (LC_ALL=C with PYTHONUTF8=0) Python reads a UTF-8 name
+    such as 玫瑰 as escaped bytes; stored as a class name, it would be garbage everywhere."""
+    name = os.path.basename(path)
+    if sys.getfilesystemencoding().lower().replace("-", "") == "utf8" or name.isascii():
+        return
+    try:
+        real = name.encode(sys.getfilesystemencoding(), "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return  # not UTF-8 on disk either: kept byte for byte, printed with \x escapes
+    raise DataError(f"{printable(path)}: the class name {real!r} cannot be read under this locale "
+                    f"({sys.getfilesystemencoding()}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -197,6 +245,16 @@ def printable(name: str) -> str:
     """A file name that may hold bytes that are not UTF-8 (Linux allows any), with those
     bytes as \\x escapes, so it can be printed, drawn in a figure or written to a CSV."""
     return name.encode("utf-8", "escape-bytes").decode("utf-8")
+
+
+def width(text: str) -> int:
+    """Console columns ``text`` takes: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in printable(text))
+
+
+def column(text: str, columns: int) -> str:
+    """``text`` padded with spaces to ``columns`` console columns (Chinese names line up too)."""
+    return printable(text) + " " * max(0, columns - width(text))
 
 
 # ---------------------------------------------------------------- single files the user names

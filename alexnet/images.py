@@ -10,10 +10,11 @@ where to crop) is defined here once; ``data.EvalTransform`` applies it to torch 
 imports torch (tests/test_export.py holds the two to the same pixels, within rounding).
 """
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from alexnet import folders
 from alexnet.errors import DataError
@@ -23,6 +24,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # A resized image keeps at most this long side / short side: a 1 x 10000 px strip would
 # otherwise grow to 256 x 2,560,000 px. No crop of ours reaches beyond its centre part.
 MAX_ASPECT = 4.0
+REDUCED = "alexnet: decoded at 1/scale"  # the Pillow image's info key reduce_big_jpeg sets
 
 
 def reason(e: BaseException) -> str:
@@ -30,28 +32,66 @@ def reason(e: BaseException) -> str:
     return "not an image file" if "cannot identify image file" in text else text[:160]
 
 
+def too_big(name: str, pixels: int) -> DataError:
+    """The one wording of the one pixel limit, whichever check meets it."""
+    return DataError(f"{name}: {pixels:,} pixels, over the {max_pixels():,} an image may have here (Pillow's "
+                     f"decompression-bomb limit; a JPEG is read at 1/2 to 1/8 scale first, so up to 64 times that)")
+
+
+def max_pixels() -> int:
+    return Image.MAX_IMAGE_PIXELS or 0
+
+
 def check_pixel_count(img: Image.Image, name: str) -> None:
     """Pillow's decompression-bomb limit, as an error on every path (Pillow itself only
     warns between 1x and 2x its limit)."""
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and img.width * img.height > limit:
-        raise DataError(f"{name}: {img.width}x{img.height} exceeds Pillow's decompression-bomb limit of {limit} pixels")
+    if max_pixels() and img.width * img.height > max_pixels():
+        raise too_big(name, img.width * img.height)
+
+
+def reduce_big_jpeg(img: Image.Image) -> None:
+    """A JPEG over the limit (a 108-megapixel phone photo) is decoded at 1/2, 1/4 or 1/8 scale:
+    libjpeg scales in the DCT (Pillow's draft mode), so memory stays bounded; no view of
+    ours needs more than a few hundred pixels a side."""
+    if not isinstance(img, JpegImagePlugin.JpegImageFile) or not max_pixels():
+        return
+    w, h = img.size
+    scale = next((s for s in (1, 2, 4, 8) if -(-w // s) * -(-h // s) <= max_pixels()), None)
+    if scale and scale > 1:
+        img.draft(img.mode, (w // scale, h // scale))
+        img.info[REDUCED] = scale
 
 
 def open_image(path: str) -> Image.Image:
-    """Pillow's image, header read and checked; DataError names the file if it is none
-    (or is no regular file: a named pipe would block the reader for ever)."""
+    """Pillow's image, header read and checked (a big JPEG set to decode at a reduced
+    scale); DataError names the file if it is none (or is no regular file: a named pipe
+    would block the reader for ever)."""
     folders.check_file(path, "image")
     try:
         img = Image.open(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # over twice Pillow's limit: only a JPEG can be read smaller
+        img = open_big_jpeg(path, e)
+    except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({reason(e)})") from None
     try:
+        reduce_big_jpeg(img)
         check_pixel_count(img, path)
     except DataError:
         img.close()
         raise
     return img
+
+
+def open_big_jpeg(path: str, refused: Image.DecompressionBombError) -> Image.Image:
+    """A JPEG that Image.open refused for its size, opened by the JPEG reader itself (which has
+    no size check) so that ``reduce_big_jpeg`` can scale it; any other kind, the one error."""
+    if folders.describe_contents(path) == "a JPEG image":
+        try:
+            return JpegImagePlugin.JpegImageFile(path)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"{path}: not a readable image ({reason(e)})") from None
+    found = re.search(r"\((\d+) pixels\)", str(refused))
+    raise too_big(path, int(found.group(1)) if found else 0) from None
 
 
 def to_8bit(img: Image.Image) -> Image.Image:
@@ -77,7 +117,9 @@ def upright_rgb(img: Image.Image, name: str) -> Image.Image:
     try:
         img = to_8bit(ImageOps.exif_transpose(img))
         return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise too_big(name, img.width * img.height) from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{name}: not a readable image ({reason(e)})") from None
 
 

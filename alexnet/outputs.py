@@ -7,6 +7,7 @@ step. A reader, or the next run after a power cut, sees the old file or the new 
 never a mixture. Leftover ``*.tmp-*`` files are removed by ``remove_stale``.
 """
 import csv
+import hashlib
 import io
 import json
 import os
@@ -19,6 +20,12 @@ from alexnet import folders
 from alexnet.errors import OutputError
 
 TMP_MARK = ".tmp-"
+LOCK_NAME = ".lock"  # train.py's lock in its --output-dir
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+# Excel opens a UTF-8 CSV as UTF-8 only when it starts with a byte-order mark (else Chinese names are garbled);
+# pandas and Python's "utf-8-sig" read it as usual
+CSV_ENCODING = "utf-8-sig"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: such a cell is a formula to a spreadsheet
 # what train.py writes into its --output-dir, and what evaluate.py and export.py write beside
 # a checkpoint by default: --overwrite removes them all, so no file of an older run survives
 # looking like the new run's
@@ -33,7 +40,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
     place. A failure (a full disk, a folder that vanished) leaves the old file as it was and
     is an OutputError naming ``path`` and the cause."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -46,6 +53,32 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
+
+
+def temp_path(path: Path) -> Path:
+    """``NAME.tmp-PID`` beside ``path``; a name too long for that keeps its first part and a hash
+    of the whole (a legal 252-byte name must not fail for its temporary file's sake)."""
+    mark = f"{TMP_MARK}{os.getpid()}"
+    name = path.name.encode("utf-8", "surrogateescape")
+    if len(name) + len(mark) > NAME_MAX:
+        digest = hashlib.sha1(name).hexdigest()[:10]
+        name = name[:NAME_MAX - len(mark) - len(digest) - 1].decode("utf-8", "ignore").encode() + b"~" + digest.encode()
+    return path.with_name(name.decode("utf-8", "surrogateescape") + mark)
+
+
+def lock(handle: IO) -> bool:
+    """An exclusive lock on an open file, without waiting (the OS drops it when the process
+    dies); False if another process holds it."""
+    try:
+        try:
+            import fcntl
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            import msvcrt
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
 
 
 def free_space(folder: Path) -> str:
@@ -70,21 +103,17 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def link_atomic(existing: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Give ``existing`` a second name, replacing ``path`` atomically: a hard link where the
-    file system has them (no second write of the bytes), a copy where it has not."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        try:
-            os.link(existing, tmp)
-        except OSError:
-            with open(existing, "rb") as source:
-                write_atomic(tmp, lambda f: shutil.copyfileobj(source, f))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
+def copy_atomic(existing: str | os.PathLike, path: str | os.PathLike) -> None:
+    """A copy of ``existing`` at ``path``, written atomically: two files, never two names of
+    one (a hard link would make a later change to either change both)."""
+    with open(existing, "rb") as source:
+        write_atomic(path, lambda f: shutil.copyfileobj(source, f, 2**20))
+
+
+def move_atomic(written: str | os.PathLike, path: str | os.PathLike) -> None:
+    """A finished file renamed over ``path`` (same disk), durably."""
+    os.replace(written, path)
+    _fsync_folder(Path(path).parent)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -160,7 +189,7 @@ def check_writable_file(path: str | os.PathLike, option: str) -> None:
         raise OutputError(f"{path}: {option} names a folder; give a file name")
     if not path.parent.is_dir():
         raise OutputError(f"{path}: {option}: folder {path.parent} does not exist")
-    probe = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    probe = temp_path(path)
     try:
         probe.write_bytes(b"")
     except OSError as e:
@@ -224,6 +253,47 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
                 pass
 
 
+@contextmanager
+def not_training(path: str | os.PathLike):
+    """Hold the folder's train.py lock (``output_lock``) while a file in it is rewritten: a
+    running train.py would replace the file after us. Refused in one line while one runs."""
+    lock_file = Path(path).parent / LOCK_NAME
+    if not lock_file.is_file():
+        yield
+        return
+    with open(lock_file, "a+") as handle:
+        if not lock(handle):
+            raise OutputError(f"{path}: a train.py run is writing to {Path(path).parent} (lock {lock_file}) and "
+                              f"would replace this file; wait for it to finish")
+        yield
+
+
+def csv_cell(value):
+    """A cell as a spreadsheet reads it as text: one that starts like a formula (OWASP: = + - @
+    tab CR) or with the quote this adds gets a leading ', which ``csv_value`` removes again."""
+    if isinstance(value, str) and value.startswith((*FORMULA_START, "'")):
+        return "'" + value
+    return value
+
+
+def csv_value(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    """A CSV report: text cells escaped (``csv_cell``); written with ``write_csv``."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, text: str) -> None:
+    """A CSV report with the byte-order mark Excel needs to read it as UTF-8 (CSV_ENCODING)."""
+    write_atomic(path, lambda f: f.write(text.encode(CSV_ENCODING)))
+
+
 def write_metrics(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     # every column any row has: rows resumed from an older checkpoint may lack the newer ones
@@ -253,22 +323,19 @@ def output_lock(out: Path, fresh: bool):
     check_writable_folder(out, "--output-dir")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / ".lock", "a+")
-    try:
-        try:
-            import fcntl
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:
-            import msvcrt
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-    except OSError:
+    handle = open(out / LOCK_NAME, "a+")
+    if not lock(handle):
         handle.close()
-        raise OutputError(f"{out}: another train.py is writing to this folder (lock {out / '.lock'}); "
+        raise OutputError(f"{out}: another train.py is writing to this folder (lock {out / LOCK_NAME}); "
                           f"wait for it or pass another --output-dir") from None
     try:
-        if fresh and any((out / f).exists() for f in ("best.pth", "last.pth")):
+        if fresh and (out / "last.pth").exists():
             raise OutputError(f"{out}: already holds a trained model (best.pth/last.pth); continue it with "
                               f"--resume {out / 'last.pth'}, replace it with --overwrite, or pick another --output-dir")
+        if fresh and (out / "best.pth").exists():  # last.pth is gone: that run cannot be continued
+            raise OutputError(f"{out}: already holds a trained model (best.pth, without the last.pth a resume needs); "
+                              f"start from its weights with --weights {out / 'best.pth'} --output-dir OTHER, replace "
+                              f"it with --overwrite, or pick another --output-dir")
         remove_stale(out)
         yield
     finally:

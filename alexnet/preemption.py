@@ -51,11 +51,12 @@ class Stop:
 
 class TrainingStopped(Exception):
     """The run stopped early: interrupted (``position``: where in the epoch, for
-    save_position), or the loss stopped being a number."""
+    save_position), or the loss stopped being a number or exploded (``diverged``: the same
+    settings would diverge again)."""
 
-    def __init__(self, message: str, code: int, position: dict | None = None):
+    def __init__(self, message: str, code: int, position: dict | None = None, diverged: bool = False):
         super().__init__(message)
-        self.code, self.position = code, position
+        self.code, self.position, self.diverged = code, position, diverged
 
 
 def start_epoch(cfg: Config, loaders: Loaders, epoch: int, rank: int, crop_size: int) -> None:

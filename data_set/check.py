@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
-from alexnet import folders, images, outputs  # noqa: E402
+from alexnet import figures, folders, images, outputs  # noqa: E402
 from alexnet.checkpoint import MIN_IMG_SIZE as TINY  # noqa: E402  smaller photos are blown up to it
 from alexnet.errors import ArgumentError, DataError, OneLineParser, run_main  # noqa: E402
 from alexnet.lookalike import DISTANCE, groups_of, near_pairs, phash  # noqa: E402
@@ -230,12 +230,8 @@ def report_md(s: dict, elapsed: float, decoded: int) -> str:
 
 
 def plot_counts(counts: dict, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     classes = sorted({c for split in counts.values() for c in split})
-    fig = Figure(figsize=(max(6.0, 0.35 * len(classes) * len(counts) + 2), 4.5))
-    FigureCanvasAgg(fig)
+    fig = figures.new_figure(max(6.0, 0.35 * len(classes) * len(counts) + 2), 4.5)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(counts)
     for k, (split, per_class) in enumerate(counts.items()):
@@ -247,20 +243,16 @@ def plot_counts(counts: dict, path: Path) -> None:
     ax.set(ylabel="images", title="images per class and split")
     ax.legend()
     fig.tight_layout()
-    outputs.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def plot_copies(copies: list[dict], path: Path, most: int) -> int:
     """duplicates.png: each group of copies as a row of thumbnails, leakage and conflicts first."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     ranked = sorted(copies, key=lambda g: (g["where"] == ["within class"], -len(g["images"])))[:most]
     if not ranked:
         return 0
     cols = min(6, max(len(g["images"]) for g in ranked))
-    fig = Figure(figsize=(2.2 * cols, 2.4 * len(ranked)))
-    FigureCanvasAgg(fig)
+    fig = figures.new_figure(2.2 * cols, 2.4 * len(ranked))
     for r, group in enumerate(ranked):
         for c, item in enumerate(group["images"][:cols]):
             ax = fig.add_subplot(len(ranked), cols, r * cols + c + 1)
@@ -272,7 +264,7 @@ def plot_copies(copies: list[dict], path: Path, most: int) -> int:
             ax.axis("off")
     fig.suptitle(f"{len(ranked)} groups of copies (red: across splits or classes)")
     fig.tight_layout()
-    outputs.save_figure(fig, path, dpi=80)
+    figures.save_figure(fig, path, dpi=80)
     return len(ranked)
 
 

@@ -19,8 +19,6 @@ Writes into --output-dir: label_issues.csv (every training image, most suspect f
 given label, suggested label, score, out_of_fold, in_sample, flagged), suspects.png (the top
 suspects with both labels) and the fold runs (folds/k/). Needs cleanlab: pip install cleanlab.
 """
-import csv
-import io
 import math
 import os
 import random
@@ -132,27 +130,21 @@ def rank(samples: list[tuple[str, int]], probs: list[list[float]],
 
 def write_csv(path: Path, order: list[int], samples, classes, probs, columns: dict[str, list[float]],
               flagged: set[int]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["file", "given", "suggested", *columns, "flagged"])
+    rows = []
     for i in order:
         suggested = max(range(len(classes)), key=probs[i].__getitem__)
-        writer.writerow([folders.printable(samples[i][0]), folders.printable(classes[samples[i][1]]),
-                         folders.printable(classes[suggested]), *(f"{v[i]:.6f}" for v in columns.values()),
-                         int(i in flagged)])
-    outputs.write_text(path, buf.getvalue())
+        rows.append([folders.printable(samples[i][0]), folders.printable(classes[samples[i][1]]),
+                     folders.printable(classes[suggested]), *(f"{v[i]:.6f}" for v in columns.values()),
+                     int(i in flagged)])
+    outputs.write_csv(path, outputs.csv_text(["file", "given", "suggested", *columns, "flagged"], rows))
 
 
 def plot_suspects(order: list[int], samples, classes, probs, path: Path, shown: int) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from alexnet import images
+    from alexnet import figures, images
 
     top = order[:shown]
     cols = min(6, len(top))
-    fig = Figure(figsize=(2.4 * cols, 2.7 * ((len(top) + cols - 1) // cols)))
-    FigureCanvasAgg(fig)
+    fig = figures.new_figure(2.4 * cols, 2.7 * ((len(top) + cols - 1) // cols))
     for n, i in enumerate(top):
         ax = fig.add_subplot((len(top) + cols - 1) // cols, cols, n + 1)
         with images.open_image(samples[i][0]) as img:
@@ -164,7 +156,7 @@ def plot_suspects(order: list[int], samples, classes, probs, path: Path, shown: 
         ax.axis("off")
     fig.suptitle("most likely wrong labels (suggested: the out-of-fold prediction)")
     fig.tight_layout()
-    outputs.save_figure(fig, path, dpi=80)
+    figures.save_figure(fig, path, dpi=80)
 
 
 def main(args) -> int:

@@ -13,6 +13,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))  # bench.py and the other tools
+sys.path.insert(0, str(ROOT / "data_set"))  # check.py, label_issues.py, split_data.py
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import train  # noqa: E402
@@ -52,6 +53,12 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     """Small, quick settings for the real train.py."""
     return ["--data", str(data), "--output-dir", str(out), "--img-size", "64", "--epochs", "3",
             "--batch-size", "8", "--lr", "1e-3", "--quiet", "--workers", "0", "--precision", "fp32", *extra]
+
+
+def one_error_line(err: str) -> str:
+    """The tools' answer to bad input: one line, 'error: ...', no traceback."""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
 
 
 def run_train(argv: list[str]) -> dict:

@@ -13,12 +13,10 @@ from PIL import Image
 
 from alexnet import settings
 from alexnet import data, trainer
+import check
+import label_issues
+import split_data
 from conftest import ROOT, make_colour_folder, run_train, train_args
-
-sys.path.insert(0, str(ROOT / "data_set"))
-import check  # noqa: E402
-import label_issues  # noqa: E402
-import split_data  # noqa: E402
 
 
 def resized_copy(src: Path, dest: Path, scale: float = 0.8) -> None:
@@ -169,7 +167,7 @@ def test_label_issue_finder_flags_planted_flips(tmp_path, capsys):
     out = tmp_path / "issues"
     assert label_issues.cli([str(root), "--folds", "3", "--epochs", "6", "--output-dir", str(out),
                               "--train-args", "--img-size 64 --batch-size 8 --workers 0 --precision fp32"]) == 0
-    with open(out / "label_issues.csv", newline="") as f:
+    with open(out / "label_issues.csv", newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     top = [r["file"] for r in rows[:6]]
     assert sum(p in top for p in planted) >= 2, rows[:6]

@@ -39,7 +39,7 @@ def printed_answers(out: str) -> dict[str, list[tuple[str, float]]]:
 
 
 def csv_rows(path) -> list[dict]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f))
 
 

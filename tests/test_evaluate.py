@@ -64,9 +64,9 @@ def test_evaluate_end_to_end_agrees_with_train_and_predict(trained, colour_data,
     assert {"top1", "top3", "macro_f1", "images", "weights", "data"} <= set(result)
     assert result["top1"] == pytest.approx(summary["best_acc"])  # the same transform on the same images as train.py
     assert result["images"] == 12 and result["data"] == str(colour_data / "val")
-    rows = list(csv.DictReader(open(report / "predictions.csv")))
+    rows = list(csv.DictReader(open(report / "predictions.csv", encoding="utf-8-sig")))
     assert len(rows) == 12
-    assert [r["class"] for r in csv.DictReader(open(report / "per_class.csv"))] == \
+    assert [r["class"] for r in csv.DictReader(open(report / "per_class.csv", encoding="utf-8-sig"))] == \
         [*sorted(COLOURS), "macro avg", "weighted avg"]
     classifier = predict.load_classifier(str(out / "best.pth"))
     theirs = {path: probs for path, probs, _ in predict.predict_files(classifier, [r["path"] for r in rows], 5)}

@@ -29,15 +29,10 @@ from alexnet import outputs, splitting
 from alexnet.classifier import expand
 import predict
 import train
-from conftest import ROOT, make_colour_folder, run_train, train_args, write_png48
+from conftest import ROOT, make_colour_folder, one_error_line, run_train, train_args, write_png48
 
 sys.path.insert(0, str(ROOT / "data_set"))
 import split_data  # noqa: E402
-
-
-def one_error_line(err: str) -> str:
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err.strip()
 
 
 def spawn(script: str, *args, **kwargs) -> subprocess.CompletedProcess:
@@ -425,6 +420,7 @@ def onnx_with(path, tmp_path, metadata: str | None = None, foreign: bool = False
     ("mean text", "(metadata): field 'mean' must be three finite numbers"),
     ("a list", "its 'alexnet' metadata is not a JSON object"),
     ("foreign", "not an image classifier export"),
+    ("eval size 224", "(metadata): field 'eval.size' is 224, but the graph takes 64 x 64 images"),
 ])
 def test_onnx_metadata_and_signature_are_checked(case, message, trained, tmp_path, capsys):
     out, _ = trained
@@ -434,7 +430,8 @@ def test_onnx_metadata_and_signature_are_checked(case, message, trained, tmp_pat
 
     meta = json.loads(next(p.value for p in onnx.load(str(good)).metadata_props if p.key == "alexnet"))
     changed = {"classes 5": {**meta, "classes": 5}, "eval string": {**meta, "eval": {"size": "224"}},
-               "mean text": {**meta, "mean": "grey"}, "a list": [1, 2], "foreign": None}[case]
+               "mean text": {**meta, "mean": "grey"}, "a list": [1, 2], "foreign": None,
+               "eval size 224": {**meta, "eval": {"size": 224, "resize": 256}}}[case]
     crafted = onnx_with(good, tmp_path, json.dumps(changed), foreign=case == "foreign")
     capsys.readouterr()
     assert predict.cli(["x.jpg", "--weights", str(crafted), "--no-show"]) == 2

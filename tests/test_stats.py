@@ -143,7 +143,7 @@ def test_evaluate_scores_the_test_split_with_intervals(three_way, capsys):
     for key in ("top1", "top3", "macro_f1"):
         low, high = summary["ci"][key]
         assert 0 <= low <= summary[key] <= high <= 1, key
-    rows = list(csv.DictReader(open(report / "per_class.csv")))
+    rows = list(csv.DictReader(open(report / "per_class.csv", encoding="utf-8-sig")))
     assert all(float(r["recall_ci_low"]) <= float(r["recall"]) <= float(r["recall_ci_high"]) for r in rows[:3])
     with Image.open(report / "reliability.png") as img:
         assert img.width >= 300

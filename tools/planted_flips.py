@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
-from alexnet import folders  # noqa: E402
+from alexnet import folders, outputs  # noqa: E402
 from alexnet.errors import DataError, OneLineParser, run_main  # noqa: E402
 
 
@@ -85,8 +85,8 @@ def score(out: Path, issues: str, weights: str) -> None:
         if not path.is_file():
             raise DataError(f"{path}: not found; run the plant step (and label_issues.py) first")
     flips = set(json.loads((out / "flips.json").read_text()))
-    with open(issues, newline="") as f:
-        rows = list(csv.DictReader(f))
+    with open(issues, newline="", encoding=outputs.CSV_ENCODING) as f:
+        rows = [r | {"file": outputs.csv_value(r["file"])} for r in csv.DictReader(f)]
     flagged = [r["file"] for r in rows if r["flagged"] == "1"]
     rankings = {"finder (both)": [r["file"] for r in rows],
                 "out-of-fold (cleanlab)": [r["file"] for r in sorted(rows, key=lambda r: float(r["out_of_fold"]))],

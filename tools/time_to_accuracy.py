@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
-from alexnet import outputs  # noqa: E402
+from alexnet import figures  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,11 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--title", default="validation top-1 against wall-clock time")
     args = p.parse_args(argv)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 5))
-    FigureCanvasAgg(fig)
+    fig = figures.new_figure(8, 5)
     ax = fig.add_subplot(1, 1, 1)
     for run in args.runs:
         label, path = run.split("=", 1)
@@ -35,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    outputs.save_figure(fig, args.output)
+    figures.save_figure(fig, args.output)
     return 0
 
 

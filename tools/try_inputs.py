@@ -12,6 +12,7 @@ full-disk case runs where a small disk is mounted (root on Linux; 1.5 checkpoint
     mkdir -p /tmp/alexnet-small-disk && mount -t tmpfs -o size=270m tmpfs /tmp/alexnet-small-disk
 """
 import argparse
+import fcntl
 import json
 import os
 import resource
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,13 +33,21 @@ TIMEOUT_S = 60
 
 
 def run(argv: list[str], cwd: Path, signal_after: float | None = None, sig: int = signal.SIGINT,
-        limit_fsize: int | None = None,
-        action=None, look: str | None = None, tmpdir: Path | None = None, timeout: float = TIMEOUT_S) -> dict:
+        limit_fsize: int | None = None, action=None, look: str | None = None, tmpdir: Path | None = None,
+        timeout: float = TIMEOUT_S, env: dict | None = None, hold: Path | None = None) -> dict:
     """One process: exit code, first line of stderr (else stdout; or the first line holding
     ``look``), seconds, its own peak RSS in MiB (this driver imports no torch, so a child's
-    peak is its own, not the copy of the parent it began as)."""
+    peak is its own, not the copy of the parent it began as). ``env`` changes its environment
+    (a value None removes the variable); ``hold`` is a file this driver keeps locked meanwhile,
+    as another run of a tool would."""
+    changes = env or {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
     env.pop("DISPLAY", None)
+    env = {k: v for k, v in (env | changes).items() if v is not None}
+    if hold:
+        with open(hold, "a+b") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return run(argv, cwd, signal_after, sig, limit_fsize, action, look, tmpdir, timeout, changes)
     if tmpdir:
         tmpdir.mkdir(exist_ok=True)
         env["TMPDIR"] = str(tmpdir)
@@ -238,7 +248,79 @@ def prepare(work: Path) -> dict:
     train.main(train.get_args_parser().parse_args(train_args(data, f["bf16"], "--epochs", "1", "--precision", "bf16")))
     small = Path("/tmp/alexnet-small-disk")
     f["small"] = small if os.path.ismount(small) else None
+    prepare_round_three(f, work, ckpt, crafted)
     return f
+
+
+CHINESE = {"blue": "玫瑰", "green": "郁金香", "red": "向日葵"}
+FORMULAS = {"blue": "=1+1", "green": "+cmd", "red": "@sum"}
+
+
+def prepare_round_three(f: dict, work: Path, ckpt: dict, crafted) -> None:
+    """Round three (issue #33): Chinese and formula-like class names, files where class folders
+    belong, a model with only best.pth left, phone-sized photos, repeated and broken photos."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import make_colour_folder
+
+    def renamed(name: str, names: dict) -> Path:
+        root = make_colour_folder(work / name, n_train=4, n_val=2)
+        for part in ("train", "val"):
+            for old, new in names.items():
+                (root / part / old).rename(root / part / new)
+        return root
+
+    f["zh_data"], f["formula_data"] = renamed("zh_data", CHINESE), renamed("formula_data", FORMULAS)
+    f["zh_pth"] = crafted("zh", classes=[CHINESE[c] for c in ckpt["classes"]])
+    f["formula_pth"] = crafted("formula", classes=[FORMULAS[c] for c in ckpt["classes"]])
+    f["zh_raw"] = work / "zh_raw"
+    shutil.copytree(f["zh_data"] / "train", f["zh_raw"])
+    f["zh_photo"] = work / "玫瑰的照片.jpg"
+    shutil.copy(f["img"], f["zh_photo"])
+    for kind in ("plain", "zip", "dangling", "photo", "license"):
+        root = f[f"class_{kind}"] = make_colour_folder(work / f"class_{kind}", n_train=4, n_val=2)
+        train_dir = root / "train"
+        if kind == "plain":
+            shutil.copy(f["img"], train_dir / "sunflower")
+        elif kind == "zip":
+            with zipfile.ZipFile(train_dir / "sunflower.zip", "w") as z:
+                z.write(f["img"], "sunflower/0.jpg")
+        elif kind == "dangling":
+            (train_dir / "sunflower").symlink_to(work / "moved-away")
+        elif kind == "photo":
+            shutil.copy(f["img"], train_dir / "unsorted.jpg")
+        else:
+            (train_dir / "LICENSE.txt").write_text("CC-BY 2.0\n")
+    f["only_best"] = work / "only_best"
+    f["only_best"].mkdir()
+    shutil.copy(f["pth"], f["only_best"] / "best.pth")
+    # phone photos: 108 Mpx (over Pillow's 89 Mpx), 300 Mpx (over twice it, which Image.open refuses)
+    noise = np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    f["big_jpg"], f["big_png"], f["huge_jpg"] = work / "phone_108mp.jpg", work / "scan_108mp.png", work / "300mp.jpg"
+    photo = Image.fromarray(noise).resize((12000, 9000))
+    photo.save(f["big_jpg"], quality=85)
+    photo.convert("L").save(f["big_png"], compress_level=1)
+    Image.fromarray(noise[..., 0]).resize((20000, 15000)).save(f["huge_jpg"], quality=85)
+    f["big_data"] = make_colour_folder(work / "big_data", n_train=4, n_val=2)
+    shutil.copy(f["big_jpg"], f["big_data"] / "train" / "red" / "phone.jpg")
+    shutil.copy(f["big_jpg"], f["big_data"] / "val" / "red" / "phone.jpg")
+    f["formula_photos"] = work / "formula_photos"
+    f["formula_photos"].mkdir()
+    for name in ("=HYPERLINK(1).jpg", "+1.jpg", "-2.jpg", "@sum.jpg"):
+        shutil.copy(f["img"], f["formula_photos"] / name)
+    (f["formula_photos"] / "=broken.jpg").write_bytes(b"")
+    f["retry"] = work / "retry"
+    shutil.copytree(f["data"] / "val" / "red", f["retry"])
+    (f["retry"] / "broken.jpg").write_bytes(b"not a photo")
+    import onnx
+
+    proto = onnx.load(str(f["onnx"]))
+    entry = next(p for p in proto.metadata_props if p.key == "alexnet")
+    entry.value = json.dumps(json.loads(entry.value) | {"eval": {"size": 224, "resize": 256}})
+    f["onnx_size"] = work / "size224.onnx"
+    onnx.save(proto, str(f["onnx_size"]))
+    f["sure_pth"] = crafted("sure", min_confidence=0.999)
 
 
 def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
@@ -348,6 +430,7 @@ def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
                                                       "os.listdir(sys.argv[1]))", str(work / "tmp_b")], {}),
         ("bench --data without val/", ["tools/bench.py", "--data", str(f["raw_fifo"])], {}),
     ]
+    c += round_three(f, work, p, t)
     if f["small"]:
         c.append(("train: a full disk at a checkpoint write", t(f["data"], f["small"] / "run", "--epochs", "2",
                                                                 "--cache-dir", str(work / "cache_small")), {}))
@@ -355,6 +438,138 @@ def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
                                                             "torch.load(sys.argv[1], weights_only=True)['epoch'])",
                                                             str(f["small"] / "run" / "last.pth")], {}))
     return c
+
+
+def round_three(f: dict, work: Path, p, t) -> list[tuple[str, list[str], dict]]:
+    """Issue #33's cases, in order: some use what an earlier one left (a predictions file)."""
+    img, pth, onnx_ = str(f["img"]), str(f["pth"]), str(f["onnx"])
+    c_locale = {"env": {"LC_ALL": "C", "LANG": None, "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}}
+    dead_x = {"env": {"DISPLAY": ":93", "MPLBACKEND": None}}
+    long = "p" * 248  # with a 4-character extension: 252, under the 255 bytes a name may have
+    show = lambda *code: ["-c", "import sys, pathlib; " + "; ".join(code)]  # noqa: E731
+    first_row = "print(pathlib.Path(sys.argv[1]).read_text(encoding='utf-8-sig').splitlines()[{}][:150])"
+    ev = lambda *a: ["evaluate.py", *map(str, a), "--quiet", "--neighbours", "0"]  # noqa: E731
+    ex = lambda *a: ["export.py", pth, *map(str, a)]  # noqa: E731
+    return [
+        ("Chinese class names: predict --save", p(img, "--weights", f["zh_pth"], "--save", work / "zh.png"), {}),
+        ("Chinese class names: the console columns", p(img, "--weights", f["zh_pth"]), {"look": "郁金香"}),
+        ("Chinese class folders: train", t(f["zh_data"], work / "o_zh", "--epochs", "1"), {"look": "done:"}),
+        ("Chinese class folders: evaluate", ev("--weights", work / "o_zh" / "best.pth", "--data", f["zh_data"] / "val",
+                                               "--output-dir", work / "e_zh"), {"look": "top-1"}),
+        ("Chinese class folders: check.py", ["data_set/check.py", str(f["zh_data"]), "--output-dir",
+                                              str(work / "c_zh")], {"look": "report"}),
+        ("Chinese photo file name", p(f["zh_photo"], "--weights", pth), {}),
+        ("LC_ALL=C, PYTHONUTF8=0: split Chinese folders", ["data_set/split_data.py", str(f["zh_raw"]), "--dest",
+                                                           str(work / "s_zh")], c_locale),
+        ("LC_ALL=C, PYTHONUTF8=0: train on Chinese folders", t(f["zh_data"], work / "o_zh_c", "--epochs", "1"),
+         c_locale),
+        ("LC_ALL=C, PYTHONUTF8=0: predict with Chinese names", p(img, "--weights", f["zh_pth"]), c_locale),
+        ("evaluate: per_class.csv starts with a BOM", show("print(pathlib.Path(sys.argv[1]).read_bytes()[:12])") +
+         [str(work / "e_zh" / "per_class.csv")], {}),
+        ("--lr 10 with AdamW (the loss explodes, finite)", t(f["data"], work / "o_lr10", "--epochs", "3", "--lr", "10"),
+         {}),
+        ("--lr 10 with SGD", t(f["data"], work / "o_sgd10", "--epochs", "3", "--lr", "10", "--opt", "sgd"), {}),
+        ("--lr 1000 with AdamW", t(f["data"], work / "o_lr1000", "--epochs", "2", "--lr", "1000"), {}),
+        ("--lr 10, recipe tutorial (Adam)", t(f["data"], work / "o_tut10", "--epochs", "2", "--lr", "10", "--recipe",
+                                             "tutorial"), {}),
+        ("--lr 0.01 with AdamW (high, but no explosion)", t(f["data"], work / "o_lr01", "--epochs", "3", "--lr", "0.01"),
+         {"look": "done:"}),
+        ("--lr 1e-8 (learns nothing, no alarm)", t(f["data"], work / "o_lr1e8", "--epochs", "2", "--lr", "1e-8"),
+         {"look": "done:"}),
+        ("train/sunflower: a file without extension", t(f["class_plain"], work / "o_plain", "--epochs", "1"), {}),
+        ("train/sunflower.zip: an archive", t(f["class_zip"], work / "o_zip", "--epochs", "1"), {}),
+        ("train/sunflower: a dangling link", t(f["class_dangling"], work / "o_dangling", "--epochs", "1"), {}),
+        ("train/unsorted.jpg: a photo outside the classes", t(f["class_photo"], work / "o_photo", "--epochs", "1"), {}),
+        ("train/LICENSE.txt beside the classes", t(f["class_license"], work / "o_license", "--epochs", "1"),
+         {"look": "LICENSE"}),
+        ("split a source holding an archive", ["data_set/split_data.py", str(f["class_zip"] / "train"), "--dest",
+                                               str(work / "s_zip")], {}),
+        ("evaluate --data holding a dangling link", ev("--weights", pth, "--data", f["class_dangling"] / "train",
+                                                       "--output-dir", work / "e_dangling"), {}),
+        ("check.py on data holding an archive", ["data_set/check.py", str(f["class_zip"]), "--output-dir",
+                                                 str(work / "c_zip")], {}),
+        ("label_issues.py on data holding a plain file", ["data_set/label_issues.py", str(f["class_plain"]),
+                                                          "--output-dir", str(work / "l_plain")], {}),
+        ("predict --output: a first run", p(f["data"] / "val", "--weights", pth, "--output", work / "held.csv"), {}),
+        ("predict --output while another run holds it", p(f["data"] / "val", "--weights", pth, "--output",
+                                                          work / "held.csv"), {"hold": work / "held.csv"}),
+        ("predict --output .json while another run holds it", p(f["data"] / "val", "--weights", pth, "--output",
+                                                                work / "held.json"), {"hold": work / "held.json"}),
+        ("evaluate --calibrate while train.py holds the folder", ev("--weights", f["run"] / "best.pth", "--calibrate",
+                                                                     "--output-dir", work / "e_cal"),
+         {"hold": f["run"] / ".lock"}),
+        ("evaluate --store-threshold while train.py holds it", ev("--weights", f["run"] / "best.pth", "--ood",
+                                                                   f["class_license"] / "val" / "red",
+                                                                   "--store-threshold", "--output-dir", work / "e_thr"),
+         {"hold": f["run"] / ".lock"}),
+        ("after 1 epoch: best.pth and last.pth", show("import os", "a, b = (os.stat(pathlib.Path(sys.argv[1]) / n) "
+                                                      "for n in ('best.pth', 'last.pth'))",
+                                                      "print('two files:', a.st_ino != b.st_ino, 'links:', a.st_nlink, "
+                                                      "b.st_nlink)") + [str(f["run"])], {}),
+        ("--resume auto where only best.pth is left", ["train.py", "--resume", "auto", "--output-dir",
+                                                       str(f["only_best"]), "--data", str(f["data"]), "--img-size",
+                                                       "64", "--quiet", "--workers", "0"], {}),
+        ("the command that hint gives", t(f["data"], work / "o_from_best", "--epochs", "1", "--weights",
+                                          f["only_best"] / "best.pth"), {"look": "done:"}),
+        ("a 108-megapixel phone photo (12000x9000 JPEG)", p(f["big_jpg"], "--weights", pth), {}),
+        ("the same photo through ONNX", p(f["big_jpg"], "--weights", onnx_), {}),
+        ("a 300-megapixel JPEG (20000x15000)", p(f["huge_jpg"], "--weights", pth), {}),
+        ("a 108-megapixel PNG", p(f["big_png"], "--weights", pth), {}),
+        ("train with a 108-megapixel photo in each split", t(f["big_data"], work / "o_big", "--epochs", "1"),
+         {"look": "done:"}),
+        ("evaluate a split holding it", ev("--weights", pth, "--data", f["big_data"] / "val", "--output-dir",
+                                           work / "e_big"), {"look": "top-1"}),
+        ("check.py on it", ["data_set/check.py", str(f["big_data"]), "--output-dir", str(work / "c_big")],
+         {"look": "report"}),
+        ("photos named =HYPERLINK(1), +1, -2, @sum: --output", p(f["formula_photos"], "--weights", pth, "--output",
+                                                                 work / "formula.csv"), {}),
+        ("  ... its first rows", show(first_row.format(1)) + [str(work / "formula.csv")], {}),
+        ("  ... the same command again", p(f["formula_photos"], "--weights", pth, "--output", work / "formula.csv"),
+         {}),
+        ("class names =1+1, +cmd, @sum: evaluate", ev("--weights", f["formula_pth"], "--data", f["formula_data"] / "val",
+                                                      "--output-dir", work / "e_formula", "--topk", "2"),
+         {"look": "top-1"}),
+        ("  ... per_class.csv", show(first_row.format(1)) + [str(work / "e_formula" / "per_class.csv")], {}),
+        ("  ... predictions.csv header (top-k columns)", show(first_row.format(0)) +
+         [str(work / "e_formula" / "predictions.csv")], {}),
+        ("  ... predict --output with those names", p(img, "--weights", f["formula_pth"], "--output",
+                                                       work / "formula_names.csv"), {}),
+        ("  ... its row", show(first_row.format(1)) + [str(work / "formula_names.csv")], {}),
+        ("a 252-character --save name", p(img, "--weights", pth, "--save", work / f"{long}.png"), {}),
+        ("a 252-character --output name", p(img, "--weights", pth, "--output", work / f"{long}.csv"), {}),
+        ("a 252-character export -o name", ex("-o", work / f"{long}.onnx"), {}),
+        ("a 260-character --save name (too long)", p(img, "--weights", pth, "--save", work / f"{long}12345678.png"),
+         {}),
+        ("a 252-character --output-dir name", t(f["data"], work / ("d" * 252), "--epochs", "1"), {"look": "done:"}),
+        ("the same photo twice and its folder: --output", p(img, img, f["data"] / "val" / "red", "--weights", pth,
+                                                            "--output", work / "twice.csv"), {}),
+        ("  ... rows written", show("print(len(pathlib.Path(sys.argv[1]).read_text().splitlines()) - 1, 'rows')") +
+         [str(work / "twice.csv")], {}),
+        ("a broken photo: --output", p(f["retry"], "--weights", pth, "--output", work / "retry.csv"), {}),
+        ("  ... the photo fixed", show("import shutil", "shutil.copy(sys.argv[1], sys.argv[2])", "print('fixed')") +
+         [img, str(f["retry"] / "broken.jpg")], {}),
+        ("  ... the same command again", p(f["retry"], "--weights", pth, "--output", work / "retry.csv"), {}),
+        ("--output written at --min-confidence 0.5", p(img, "--weights", pth, "--output", work / "mc.csv",
+                                                       "--min-confidence", "0.5"), {}),
+        ("  ... continued at --min-confidence 0.6", p(img, "--weights", pth, "--output", work / "mc.csv",
+                                                      "--min-confidence", "0.6"), {}),
+        ("  ... continued without it", p(img, "--weights", pth, "--output", work / "mc.csv"), {}),
+        ("  ... the same as .json, then 0.6", p(img, "--weights", pth, "--output", work / "mc.json",
+                                                  "--min-confidence", "0.5"), {}),
+        ("  ... .json continued at 0.6", p(img, "--weights", pth, "--output", work / "mc.json", "--min-confidence",
+                                           "0.6"), {}),
+        ("export --opset 7", ex("-o", work / "o7.onnx", "--opset", "7"), {}),
+        ("export --opset 17", ex("-o", work / "o17.onnx", "--opset", "17"), {}),
+        ("export --opset 99", ex("-o", work / "o99.onnx", "--opset", "99"), {}),
+        ("export --opset -1", ex("-o", work / "o-1.onnx", "--opset", "-1"), {}),
+        ("export --opset 20", ex("-o", work / "o20.onnx", "--opset", "20"), {}),
+        ("ONNX: graph 64 px, metadata eval size 224", p(img, "--weights", f["onnx_size"]), {}),
+        ("ONNX: the same in app.py", ["app.py", "--weights", str(f["onnx_size"]), "--port", "7998"], {}),
+        ("DISPLAY=:93, no X server there", p(img, "--weights", pth)[:-1], dead_x),
+        ("DISPLAY=:93 with --save", p(img, "--weights", pth, "--save", work / "dead_x.png")[:-1], dead_x),
+        ("a stored --min-confidence 0.999: predict auto", p(img, "--weights", f["sure_pth"], "--min-confidence",
+                                                            "auto"), {}),
+    ]
 
 
 def vanish(image: Path, out: Path):
