@@ -34,8 +34,6 @@ CACHE_VERSION = 2
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; until they go, they are
 # the fastest here, and decode_rgb falls back to Pillow (bit-identical output) without them.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
-# _check_header turns Pillow's bomb warning into an error itself (catch_warnings is not thread-safe)
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 # ---------------------------------------------------------------- decoding

@@ -11,6 +11,7 @@ imports torch (tests/test_export.py holds the two to the same pixels, within rou
 """
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,12 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # otherwise grow to 256 x 2,560,000 px. No crop of ours reaches beyond its centre part.
 MAX_ASPECT = 4.0
 REDUCED = "alexnet: decoded at 1/scale"  # the Pillow image's info key reduce_big_jpeg sets
+# A JPEG over the pixel limit is decoded at the largest reduction that keeps this short side: more
+# than any view needs (predict.py's figure draws 1024 px, the largest --img-size is 1024)
+KEEP_SIDE = 1024
+# check_pixel_count makes Pillow's warning between 1x and 2x its limit an error (or reduce_big_jpeg
+# a smaller decode) itself: a filter set once, as catch_warnings is not thread-safe
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def reason(e: BaseException) -> str:
@@ -56,8 +63,11 @@ def reduce_big_jpeg(img: Image.Image) -> None:
     if not isinstance(img, JpegImagePlugin.JpegImageFile) or not max_pixels():
         return
     w, h = img.size
-    scale = next((s for s in (1, 2, 4, 8) if -(-w // s) * -(-h // s) <= max_pixels()), None)
-    if scale and scale > 1:
+    if w * h <= max_pixels():
+        return
+    scale = next((s for s in (8, 4, 2) if min(w, h) // s >= KEEP_SIDE), None) or \
+        next((s for s in (2, 4, 8) if -(-w // s) * -(-h // s) <= max_pixels()), None)
+    if scale:
         img.draft(img.mode, (w // scale, h // scale))
         img.info[REDUCED] = scale
 

@@ -185,6 +185,7 @@ def check_writable_file(path: str | os.PathLike, option: str) -> None:
     """Fail before any work if ``path`` cannot be written: a missing parent, a folder in the
     way, a read-only place. Writes nothing that stays."""
     path = Path(path)
+    check_name(path, option)
     if path.is_dir():
         raise OutputError(f"{path}: {option} names a folder; give a file name")
     if not path.parent.is_dir():
@@ -197,6 +198,13 @@ def check_writable_file(path: str | os.PathLike, option: str) -> None:
     probe.unlink(missing_ok=True)
 
 
+def check_name(path: Path, option: str) -> None:
+    """A name the file system can hold (asking it about a longer one is an OSError)."""
+    size = len(path.name.encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX:
+        raise OutputError(f"{option} {path}: the name is {size} bytes; a file name can have at most {NAME_MAX}")
+
+
 def check_new_output(path: str | os.PathLike, option: str, kind: str, inputs: tuple = (),
                      replaceable=lambda held: False) -> None:
     """Fail before any work if writing ``path`` (a file of ``kind``) would replace one of this
@@ -204,6 +212,7 @@ def check_new_output(path: str | os.PathLike, option: str, kind: str, inputs: tu
     accept (an earlier output of the same kind): a checkpoint is never replaced by an ONNX
     file, nor a photo by a figure. Then as ``check_writable_file``."""
     path = Path(path)
+    check_name(path, option)
     for given in inputs:
         if given and _same_file(path, Path(given)):
             raise OutputError(f"{path}: {option} names an input of this command ({given}); writing {kind} there "

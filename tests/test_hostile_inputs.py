@@ -230,7 +230,7 @@ def test_spreadsheet_formulas_are_escaped_in_every_csv(trained, colour_data, tmp
         assert list(csv.reader(f))[1][:3] == ["'-x.jpg", "'=HYPERLINK(\"x\")", "'+1"]
 
 
-def test_a_legal_255_byte_output_name_is_written(trained, colour_data, tmp_path, capsys):
+def test_a_legal_252_character_output_name_is_written_and_a_longer_one_is_one_line(trained, colour_data, tmp_path, capsys):
     out, _ = trained
     photo = colour_data / "val" / "red" / "red_0.jpg"
     long = "p" * 248  # + ".png" = 252 characters; the file system allows 255
@@ -239,6 +239,10 @@ def test_a_legal_255_byte_output_name_is_written(trained, colour_data, tmp_path,
     assert predict.cli([str(photo), "--weights", str(out / "best.pth"), "--output", str(tmp_path / f"{long}.csv")]) == 0
     assert export.cli([str(out / "best.pth"), "-o", str(tmp_path / f"{long[:247]}.onnx")]) == 0
     assert sorted(len(p.name) for p in tmp_path.iterdir()) == [252, 252, 252]
+    capsys.readouterr()
+    code, _, err = cli(capsys, predict, photo, "--weights", out / "best.pth", "--save", tmp_path / f"{long}1234.png",
+                       "--no-show")  # 256: one too many
+    assert code == 2 and "the name is 256 bytes; a file name can have at most 255" in one_error_line(err)
 
 
 def test_each_photo_gets_one_row_and_a_fixed_file_is_tried_again(trained, colour_data, tmp_path, capsys):
