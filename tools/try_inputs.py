@@ -8,9 +8,10 @@ memory. The table in docs/failure-modes.md is this script's output.
 
 Everything happens in a temporary folder: tiny generated images, a model trained for one
 tiny epoch, crafted checkpoints and ONNX files, named pipes, a link to /dev/zero. The
-full-disk case runs where a small disk is mounted (root on Linux; 1.5 checkpoints fit):
+full-disk case runs where a small disk is mounted (root on Linux; 2.7 checkpoints fit, and an
+improving epoch writes best.pth and its copy last.pth):
 
-    mkdir -p /tmp/alexnet-small-disk && mount -t tmpfs -o size=270m tmpfs /tmp/alexnet-small-disk
+    mkdir -p /tmp/alexnet-small-disk && mount -t tmpfs -o size=450m tmpfs /tmp/alexnet-small-disk
 """
 import argparse
 import fcntl
