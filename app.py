@@ -112,12 +112,13 @@ class Page:
                 if c.get("int8") else "")
         calibrated = (f" Probabilities calibrated (temperature {c['temperature']:.2f})."
                       if c["temperature"] != 1.0 else "")
-        if self.min_confidence is not None:
-            calibrated += f" Answers '{UNKNOWN}' below a top probability of {self.min_confidence:.3f}."
+        threshold = "" if self.min_confidence is None else \
+            f" Answers '{UNKNOWN}' below a top probability of {self.min_confidence:.3f}."
         return (f"### AlexNet ({html.escape(str(c.get('arch') or 'unknown'))}): {acc}{data}\n"
-                f"{len(self.classifier.names)} classes: {names}. Model file: `{folders.printable(os.path.basename(str(c['weights'])))}`"
+                f"{len(self.classifier.names)} classes: {names}. "
+                f"Model file: `{folders.printable(os.path.basename(str(c['weights'])))}`"
                 + ("" if isinstance(self.classifier, TorchClassifier) else
-                   " (ONNX: no Grad-CAM; run the .pth for it)") + f".{int8}{calibrated}")
+                   " (ONNX: no Grad-CAM; run the .pth for it)") + f".{int8}{calibrated}{threshold}")
 
     def results_html(self, uploads: list[tuple[str, object]]) -> str:
         """One block per upload: the overlay (or the photo), the top classes as bars, or the

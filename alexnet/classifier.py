@@ -225,7 +225,8 @@ def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
             if not found.files:
                 errors.append(f"{p}: folder has no images ({', '.join(folders.IMG_EXTENSIONS)})")
         elif os.path.exists(p):
-            key = (os.stat(p).st_dev, os.stat(p).st_ino)
+            st = os.stat(p)
+            key = (st.st_dev, st.st_ino)
             if key in seen:  # the same photo given twice, or again inside a folder given: one row
                 listing.duplicates += 1
             else:

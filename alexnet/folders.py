@@ -199,9 +199,9 @@ def check_class_level(root: str, others: list[os.DirEntry], log) -> None:
         if ext in IMG_EXTENSIONS:
             raise DataError(f"{printable(path)}: an image outside any class folder; move it into its class "
                             f"folder ({printable(root)}/<class>/), or away")
-    rest = [e.name for e in others if not (e.is_symlink() and not _exists(e.path))]
-    if rest and log is not None:
-        log(f"{root}: left out {len(rest)} file(s) that are no class folders: {printable(', '.join(sorted(rest)))}")
+    if others and log is not None:  # a dangling link among them was an error above
+        log(f"{root}: left out {len(others)} file(s) that are no class folders: "
+            f"{printable(', '.join(sorted(e.name for e in others)))}")
 
 
 def check_decodable(path: str) -> None:

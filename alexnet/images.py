@@ -58,8 +58,8 @@ def check_pixel_count(img: Image.Image, name: str) -> None:
 
 def reduce_big_jpeg(img: Image.Image) -> None:
     """A JPEG over the limit (a 108-megapixel phone photo) is decoded at 1/2, 1/4 or 1/8 scale:
-    libjpeg scales in the DCT (Pillow's draft mode), so memory stays bounded; no view of
-    ours needs more than a few hundred pixels a side."""
+    libjpeg scales in the DCT (Pillow's draft mode), so memory stays bounded. The largest
+    reduction that keeps a KEEP_SIDE short side is taken, else the least that fits the limit."""
     if not isinstance(img, JpegImagePlugin.JpegImageFile) or not max_pixels():
         return
     w, h = img.size

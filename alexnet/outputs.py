@@ -25,7 +25,8 @@ NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file system
 # Excel opens a UTF-8 CSV as UTF-8 only when it starts with a byte-order mark (else Chinese names are garbled);
 # pandas and Python's "utf-8-sig" read it as usual
 CSV_ENCODING = "utf-8-sig"
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV injection rule: such a cell is a formula to a spreadsheet
+# OWASP's CSV injection rule: a cell starting so is a formula to a spreadsheet
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # what train.py writes into its --output-dir, and what evaluate.py and export.py write beside
 # a checkpoint by default: --overwrite removes them all, so no file of an older run survives
 # looking like the new run's

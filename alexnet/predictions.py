@@ -50,8 +50,9 @@ def row(path: str, top: list[tuple[str, float]], unknown: bool, error: str | Non
 
 
 def unknown_column(min_confidence: float | None) -> str:
-    """The CSV's 'unknown' column names the threshold its rows were answered with."""
-    return "unknown" if min_confidence is None else f"unknown_below_{min_confidence:g}"
+    """The CSV's 'unknown' column names the threshold its rows were answered with, exactly (repr:
+    a stored threshold has many digits, and a resumed run must read back the same number)."""
+    return "unknown" if min_confidence is None else f"unknown_below_{min_confidence!r}"
 
 
 def csv_header(k: int, min_confidence: float | None = None) -> list[str]:

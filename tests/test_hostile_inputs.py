@@ -230,7 +230,8 @@ def test_spreadsheet_formulas_are_escaped_in_every_csv(trained, colour_data, tmp
         assert list(csv.reader(f))[1][:3] == ["'-x.jpg", "'=HYPERLINK(\"x\")", "'+1"]
 
 
-def test_a_legal_252_character_output_name_is_written_and_a_longer_one_is_one_line(trained, colour_data, tmp_path, capsys):
+def test_a_legal_252_character_output_name_is_written_and_a_longer_one_is_one_line(trained, colour_data, tmp_path,
+                                                                                  capsys):
     out, _ = trained
     photo = colour_data / "val" / "red" / "red_0.jpg"
     long = "p" * 248  # + ".png" = 252 characters; the file system allows 255
@@ -299,3 +300,9 @@ def test_the_page_honours_the_stored_threshold_and_names_no_server_path(trained,
     code, _, err = cli(capsys, predict, photo, "--weights", weights, "--output", preds, "--min-confidence", "0.5")
     assert code == 2 and "answered with --min-confidence 0.999, this run has 0.5" in one_error_line(err)
     assert preds.read_bytes() == before and json.loads(before)[0]["min_confidence"] == 0.999
+    many_digits = with_classes(out / "best.pth", ["blue", "green", "red"], tmp_path / "t.pth",
+                               min_confidence=0.31234567891)  # as evaluate.py --store-threshold computes one
+    for _ in range(2):  # the second run reads the header's threshold back as the same number
+        code, stdout, _ = cli(capsys, predict, photo, "--weights", many_digits, "--output", tmp_path / "t.csv",
+                              "--min-confidence", "auto")
+    assert code == 0 and "1 image(s) already there" in stdout
