@@ -30,14 +30,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet import budget, checkpoint, figures, outputs, stats
+from alexnet import budget, checkpoint, diagnosis, figures, outputs, stats
 from alexnet.board import Board, require as require_tensorboard
 from alexnet.data import Lighting, normalize
 from alexnet.errors import ArgumentError, CheckpointError, DataError, OutputError, run_main
 from alexnet.loaders import Loaders, load_data
 from alexnet.machine import Machine, dist_info, predict_batches, progress, setup_machine, teardown
 from alexnet.preemption import Stop, TrainingStopped, one_line, rng_states, skip_to, start_epoch
-from alexnet.settings import Config, get_args_parser, resolve_config
+from alexnet.settings import Config, command_line, get_args_parser, resolve_config
 from alexnet.trainer import Trainer, build_trainer, optimizer_step
 
 EXPLODED = 100  # a training loss this many times ln(classes) has diverged: no model that learns gets near it
@@ -80,7 +80,7 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
     steps = run_plan.steps_in(state.epoch)
     resumed, state.position = state.position, None
     done = resumed["steps"] if resumed else 0  # steps of this epoch a mid-epoch checkpoint had taken
-    sums = dict(resumed["sums"]) if resumed else {"seen": 0, "correct": 0, "loss_sum": 0.0, "size": 0}
+    sums = {"seen": 0, "correct": 0, "loss_sum": 0.0, "size": 0, "loss_max": 0.0} | (resumed["sums"] if resumed else {})
     images_now = 0
     lighting = Lighting(*trainer.lighting_basis, std=cfg.lighting) if cfg.lighting else None
     batches = itertools.islice(loader, steps - done)  # a budget's last epoch may stop early
@@ -104,12 +104,13 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
         optimizer_step(cfg, trainer, loss)
         images_now += len(y)
         sums = {"seen": sums["seen"] + len(y), "size": x.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
+                "loss_max": max(sums["loss_max"], value),
                 "correct": sums["correct"] + (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()}
         if stop.requested():
             raise TrainingStopped(f"interrupted at epoch {state.epoch + 1} step {i + 1}", 130,
                                   {"epoch": state.epoch, "steps": i + 1, "sums": sums})
     seen = max(sums["seen"], 1)
-    return {"train_loss": sums["loss_sum"] / seen, "train_acc": sums["correct"] / seen,
+    return {"train_loss": sums["loss_sum"] / seen, "train_acc": sums["correct"] / seen, "loss_max": sums["loss_max"],
             "lr": trainer.optimizer.param_groups[0]["lr"], "images": images_now, "size": sums["size"]}
 
 
@@ -164,6 +165,7 @@ def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders,
         raw["raw_val_top1"] = round(evaluate(trainer.model, loaders.val, machine, cfg, k)["val_top1"], 5)
     return {"epoch": state.epoch + 1, "lr": trained["lr"], "train_size": trained["size"],
             "train_loss": round(trained["train_loss"], 5), "train_acc": round(trained["train_acc"], 5),
+            "step_loss_max": round(trained["loss_max"], 5),
             "val_loss": round(val["val_loss"], 5), "val_top1": round(val["val_top1"], 5),
             f"val_top{k}": round(val[f"val_top{k}"], 5), **raw,
             "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 2),
@@ -245,6 +247,7 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
                 machine.log(f"--overwrite: removed the older run's {', '.join(removed)}")
         announce(cfg, machine, loaders, state)
         train_epochs(cfg, machine, trainer, loaders, state)
+        diagnose_run(cfg, machine, loaders, state)
         return summarize(cfg, machine, state)
     finally:
         teardown(machine)
@@ -304,10 +307,25 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
             if isinstance(e, TrainingStopped) and e.position:
                 save_position(cfg, machine, trainer, state, loaders.classes, e.position)
             diverged = isinstance(e, TrainingStopped) and e.diverged
+            if diverged:
+                diagnose_run(cfg, machine, loaders, state, one_line(e))
             raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state, diverged)}", code) from None
         finally:
             if state.board:
                 state.board.close(cfg, state.best_acc, state.best_epoch)
+
+
+def diagnose_run(cfg: Config, machine: Machine, loaders: Loaders, state: RunState, diverged: str = "") -> None:
+    """What went wrong, if anything (alexnet/diagnosis.py): printed, and OUTPUT_DIR/diagnosis.json."""
+    if not machine.is_main:
+        return
+    evidence = diagnosis.Evidence(history=state.history, num_classes=len(loaders.classes), counts=loaders.counts,
+                                  val_counts=loaders.val_counts, copies=loaders.copies, data=cfg.data, lr=cfg.lr,
+                                  fine_tuned=bool(cfg.weights), diverged=diverged)
+    findings = diagnosis.diagnose(evidence, lambda **changes: command_line(cfg, **changes))
+    for line in diagnosis.report(findings):
+        machine.log(line)
+    diagnosis.write(findings, evidence, Path(cfg.output_dir) / "diagnosis.json")
 
 
 def how_to_go_on(cfg: Config, state: RunState, diverged: bool = False) -> str:

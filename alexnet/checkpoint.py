@@ -249,7 +249,8 @@ def check_resumable(ckpt: dict, path: str, config_types: dict) -> None:
     if position is not None and not (
             isinstance(position, dict) and position.get("epoch") == ckpt["epoch"]
             and isinstance(position.get("steps"), int) and position["steps"] >= 1
-            and isinstance(position.get("sums"), dict) and set(position["sums"]) == {"seen", "correct", "loss_sum", "size"}
+            and isinstance(position.get("sums"), dict)
+            and set(position["sums"]) - {"loss_max"} == {"seen", "correct", "loss_sum", "size"}
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in position["sums"].values())
             and isinstance(position.get("rng"), list) and position["rng"] and all(map(random_states, position["rng"]))):
         raise CheckpointError(f"{path}: field 'position' (where a stopped epoch was) is damaged; this checkpoint "

@@ -366,10 +366,12 @@ def describe_classes(classes: list[str], counts: list[int], balance: str) -> lis
     return lines
 
 
-def copies_across(train: list[tuple[str, int]], val: list[tuple[str, int]]) -> list[str]:
-    """A warning when validation images are byte-for-byte copies of training images, found
-    cheaply: only files of the same size are read and hashed, each once. Resized copies need
-    data_set/check.py."""
+def copies_across(train: list[tuple[str, int]], val: list[tuple[str, int]]) -> tuple[int, list[str]]:
+    """How many validation images copy training images, and a warning if any do: byte for
+    byte (only files of the same size are read and hashed, each once), or resized and
+    recompressed (perceptual hashes, up to lookalike.LOOK_LIMIT photos: a few seconds)."""
+    from alexnet import lookalike
+
     @functools.cache
     def digest(path: str) -> str:
         with open(path, "rb") as f:
@@ -386,12 +388,21 @@ def copies_across(train: list[tuple[str, int]], val: list[tuple[str, int]]) -> l
                 mine = digest(path)
                 pairs += [(path, other) for other in candidates if digest(other) == mine]
     except OSError:  # a file that vanished: the data pipeline reports it in its own words
-        return []
-    if not pairs:
-        return []
-    return [f"warning: {len(pairs)} validation image(s) are byte-for-byte copies of training images (e.g. "
-            f"{folders.printable(pairs[0][0])} = {folders.printable(pairs[0][1])}): validation partly measures "
-            f"memory; python data_set/check.py DATA finds resized copies too"]
+        return 0, []
+    exact = {path for path, _ in pairs}
+    near = set()
+    if len(train) + len(val) <= lookalike.LOOK_LIMIT:
+        near = {val[i][0] for i in lookalike.copied_across([p for p, _ in train], [p for p, _ in val])} - exact
+    notes = []
+    if pairs:
+        notes.append(f"warning: {len(exact)} validation image(s) are byte-for-byte copies of training images (e.g. "
+                     f"{folders.printable(pairs[0][0])} = {folders.printable(pairs[0][1])}): validation partly "
+                     f"measures memory; python data_set/check.py DATA lists them")
+    if near:
+        notes.append(f"warning: {len(near)} validation image(s) look like resized or recompressed copies of training "
+                     f"images (e.g. {folders.printable(min(near))}): validation partly measures memory; python "
+                     f"data_set/check.py DATA lists them")
+    return len(exact | near), notes
 
 
 # ---------------------------------------------------------------- scanning and caching

@@ -26,6 +26,8 @@ class Loaders:
     counts: list[int]  # training images per class
     balance: str  # --balance as resolved for these counts: none, sampler or loss
     notes: list[str]  # what the data looks like: class counts, imbalance, copies across the splits
+    val_counts: list[int]  # validation images per class (all ranks')
+    copies: int = 0  # validation images that copy training images (rank 0 counts them)
 
 
 def load_data(cfg: Config, machine: Machine) -> Loaders:
@@ -67,10 +69,13 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     for _, target in train_split.samples:
         counts[target] += 1
     balance = data.balance_mode(cfg.balance, counts)
-    notes = []  # logged by rank 0 only: the other ranks need not read the files again
+    val_counts = [0] * len(classes)
+    for _, target in val_split.samples:
+        val_counts[target] += 1
+    notes, copies = [], 0  # rank 0 only: the other ranks need not read the files again
     if machine.is_main:
-        notes = data.describe_classes(classes, counts, balance) + data.copies_across(train_split.samples,
-                                                                                     val_split.samples)
+        copies, copy_notes = data.copies_across(train_split.samples, val_split.samples)
+        notes = data.describe_classes(classes, counts, balance) + copy_notes
     shard = range(machine.rank, len(train_ds), machine.world)  # with torchrun, each rank's own images
     val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
     if machine.world > 1:
@@ -83,7 +88,7 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
         train = device_data.DeviceBatches(train_ds, resident, cfg.batch_size, cfg.crop_scale, cfg.img_size,
                                           drop_last=len(shard) > cfg.batch_size)
         val = device_data.DeviceTensorBatches(val_ds, machine.device, val_batch)
-        return Loaders(train, val, classes, train.generator, counts, balance, notes)
+        return Loaders(train, val, classes, train.generator, counts, balance, notes, val_counts, copies)
     workers = cfg.workers if cfg.workers >= 0 else auto_workers(machine.device, isinstance(train_ds, data.CachedImages))
     generator = torch.Generator()
     if balance == "sampler":  # each class drawn equally often, from this rank's share of the images
@@ -102,7 +107,7 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
     train = torch.utils.data.DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
                                         generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
-    return Loaders(train, val, classes, generator, counts, balance, notes)
+    return Loaders(train, val, classes, generator, counts, balance, notes, val_counts, copies)
 
 
 def train_cache_side(cfg: Config) -> int:

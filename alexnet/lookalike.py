@@ -1,7 +1,8 @@
 """Copies of a photo that are not byte for byte the same (resized, recompressed): a 64-bit
 perceptual hash of each image, and the pairs and groups of images whose hashes are close.
-Used by data_set/check.py (copies within and across classes and splits) and
-data_set/split_data.py (copies kept on one side of the split)."""
+Used by data_set/check.py (copies within and across classes and splits),
+data_set/split_data.py (copies kept on one side of the split) and train.py (validation photos
+that copy training photos, for its diagnosis)."""
 from collections import defaultdict
 
 import numpy as np
@@ -11,6 +12,7 @@ from alexnet import images
 from alexnet.errors import DataError
 
 HASH_SIDE, HASH_BITS = 32, 8  # pHash: a 32 x 32 grey copy, its 8 x 8 lowest frequencies
+LOOK_LIMIT = 20_000  # train.py looks for copies across the splits up to this many photos (about 12 s on 2 cores)
 DISTANCE = 4  # pHash bits two near-duplicates may differ in (resized copies: 0-2)
 FLAT = 1.0  # grey levels of standard deviation below which an image has no look to hash
 # scipy.fftpack.dct's unnormalised type-II DCT as a matrix: row k is 2 cos(pi k (2n + 1) / 2N)
@@ -36,6 +38,29 @@ def look(path: str) -> int | None:
         return phash(images.open_rgb(path))
     except (DataError, OSError):
         return None
+
+
+def quick_look(path: str) -> int | None:
+    """``look`` for train.py's start: a JPEG is decoded at the smallest of its 1/2 .. 1/8
+    scales that keeps 64 px (Pillow's draft mode, several times faster); the hash moves by a
+    fraction of a bit on average, far within DISTANCE."""
+    try:
+        with images.open_image(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (2 * HASH_SIDE, 2 * HASH_SIDE))
+            return phash(images.upright_rgb(img, path))
+    except (DataError, OSError):
+        return None
+
+
+def copied_across(train: list[str], val: list[str]) -> set[int]:
+    """The indices of the ``val`` photos within DISTANCE bits of some ``train`` photo."""
+    looks = [quick_look(p) for p in [*train, *val]]
+    known = [i for i, h in enumerate(looks) if h is not None]
+    pairs = near_pairs([looks[i] for i in known], DISTANCE)
+    first_val = len(train)
+    return {max(known[a], known[b]) - first_val for a, b, _ in pairs
+            if min(known[a], known[b]) < first_val <= max(known[a], known[b])}
 
 
 def near_pairs(hashes: list[int], distance: int) -> list[tuple[int, int, int]]:

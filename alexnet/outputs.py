@@ -30,7 +30,8 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # what train.py writes into its --output-dir, and what evaluate.py and export.py write beside
 # a checkpoint by default: --overwrite removes them all, so no file of an older run survives
 # looking like the new run's
-RUN_FILES = ("best.pth", "last.pth", "metrics.csv", "curves.png", "class_indices.json", "best.onnx", "last.onnx")
+RUN_FILES = ("best.pth", "last.pth", "metrics.csv", "curves.png", "class_indices.json", "diagnosis.json",
+             "lr_find.png", "best.onnx", "last.onnx")
 EVAL_FOLDER = "eval"
 EVAL_FILES = ("summary.json", "per_class.csv", "predictions.csv", "confusion_matrix.png", "reliability.png", "ood.png",
               "mistakes.png", "conv1_filters.png", "neighbours.png")

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,3 +389,35 @@ def weights_values(given: dict) -> dict:
         raise ArgumentError(f"--arch {given['arch']}: {given['weights']} holds an AlexNet of arch {ckpt['arch']!r}")
     return {"arch": ckpt["arch"], "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),
             "std": tuple(ckpt.get("std", IMAGENET_STD))}
+
+
+# what command_line leaves out: the run's place (--resume, --overwrite unless asked) and what follows from others
+NOT_REPEATED = ("resume", "overwrite", "cache_dir", "quiet")
+
+
+def command_line(cfg: Config, **changes) -> str:
+    """The train.py command that repeats this run (every setting that differs from its
+    recipe's), with ``changes`` applied (None drops an option): the advice printed after a
+    run, a command that works as it is."""
+    plain = {"recipe": cfg.recipe, "demo": cfg.demo}
+    base = build_config(fresh_values(plain | {"img_size": cfg.img_size}), {})  # what follows from --img-size too
+    values = {name: getattr(cfg, name) for name in FIELDS if name not in NOT_REPEATED and FIELDS[name].metadata["cli"]
+              and getattr(cfg, name) != getattr(base, name)}
+    if cfg.img_size != build_config(fresh_values(plain), {}).img_size:
+        values = {"img_size": cfg.img_size} | values
+    if cfg.recipe != (BUDGET_RECIPE if cfg.budget else DEFAULT_RECIPE):
+        values["recipe"] = cfg.recipe
+    if cfg.demo:
+        values = {"demo": True} | values
+    if cfg.budget:
+        values["budget"] = f"{cfg.budget:g}s"
+    values |= changes
+    words = ["python", "train.py"]
+    for name, value in values.items():
+        if value is None or value is False:
+            continue
+        words.append(option(name))
+        if value is not True:
+            words += [str(v) for v in value] if isinstance(value, (tuple, list)) else \
+                [f"{value:.2g}" if isinstance(value, float) and name == "lr" else str(value)]
+    return shlex.join(words)

@@ -1,0 +1,163 @@
+"""Why a run did not learn, read off what it measured: the per-epoch losses and top-1 of
+both splits, the highest step loss of each epoch, the images per class and the validation
+photos that copy training photos (found at the start, loaders.py). train.py prints the
+findings at the end of every run, and on a run stopped as diverged, and writes them to
+OUTPUT_DIR/diagnosis.json; a healthy run gets none.
+
+    python train.py --lr 1e-6 --epochs 3      # ends with: diagnosis: the learning rate is too low ...
+    python -c "import json; print(json.load(open('runs/diagnosis.json'))['findings'])"
+
+Each finding names its cause, its evidence and one command to run next. The thresholds are
+first settings read off tiny generated runs and the flowers (docs/diagnosis.md has the
+table of planted failures and what was said).
+"""
+import json
+import math
+from dataclasses import asdict, dataclass
+
+LEARNED = 0.1  # validation top-1 this far above the largest class's share: the run learned something
+MEMORISING = 0.2  # training top-1 this far above chance while validation is not: it memorises
+HIGH_PEAK = 2.0  # a step loss over this many times ln(classes): the loss jumped
+STILL = 0.02  # a training loss that moved less than this share of ln(classes) over the run: it barely moved
+OVERFIT_RISE = 0.1  # validation loss this share above its lowest, at the end: it rose
+OVERFIT_EPOCHS = 2  # ... for at least this many epochs after its lowest
+FEW_IMAGES = 100  # fewer training photos than this in a class: too few to train AlexNet from scratch
+GOOD_TOP1 = 0.9  # a run this good has no problem worth naming for its few photos
+COPIED = 0.05  # this share of validation photos copies training photos: validation measures memory
+MIRROR_TOP1, MIRROR_MIN_VAL = 0.98, 50  # top-1 this high after one epoch, on at least this many photos
+
+
+@dataclass(frozen=True)
+class Finding:
+    cause: str  # diverged, lr_too_high, lr_too_low, labels, not_learning, few_images, overfitting, mirror
+    text: str  # what was seen and what it means, with the numbers
+    command: str  # the one thing to run next
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a run measured, as diagnose() reads it."""
+    history: list  # metrics.csv's rows
+    num_classes: int
+    counts: list  # training photos per class
+    val_counts: list  # validation photos per class
+    copies: int  # validation photos that are copies (byte for byte or resized) of training photos
+    data: str
+    lr: float
+    fine_tuned: bool  # started from --weights
+    diverged: str = ""  # the stop message of a run whose loss exploded
+
+
+def diagnose(ev: Evidence, command) -> list[Finding]:
+    """The findings, most fundamental first. ``command(**changes)`` is the run's own command
+    line with some options changed (settings.command_line)."""
+    findings = []
+    if ev.diverged:
+        findings.append(Finding("diverged", f"the loss exploded ({ev.diverged}): the learning rate {ev.lr:g} is "
+                                f"too high for this model and data",
+                                command(lr=ev.lr / 10, overwrite=True)))
+    mirror = mirrored(ev)
+    if mirror:
+        findings.append(mirror)
+    if ev.history and not mirror:
+        stuck = not_learning(ev, command)
+        if stuck:
+            findings.append(stuck)
+        few = too_few(ev, command)
+        if few:
+            findings.append(few)
+        if not stuck:
+            over = overfitting(ev, command)
+            if over:
+                findings.append(over)
+    return findings
+
+
+def not_learning(ev: Evidence, command) -> Finding | None:
+    """Validation near chance at its best: the learning rate too high (the loss jumped),
+    labels that do not match the images (training top-1 rose, validation did not), the
+    learning rate too low (the loss barely moved), or none of these."""
+    rows = ev.history
+    majority = max(ev.val_counts) / max(sum(ev.val_counts), 1)
+    best_val = max(r["val_top1"] for r in rows)
+    if best_val > majority + LEARNED:
+        return None
+    blind = math.log(ev.num_classes)
+    chance = 1 / ev.num_classes
+    seen = (f"validation top-1 at best {best_val:.3f} (the largest class is {majority:.3f} of it), training loss "
+            f"{rows[0]['train_loss']:.3f} -> {rows[-1]['train_loss']:.3f} over {len(rows)} epoch(s) "
+            f"(ln {ev.num_classes} classes = {blind:.3f}, a blind guess)")
+    peak = max(r.get("step_loss_max", 0.0) for r in rows)
+    if peak > HIGH_PEAK * blind:
+        return Finding("lr_too_high", f"not learning, the learning rate {ev.lr:g} is too high: {seen}; a step loss "
+                       f"jumped to {peak:.3g}, {peak / blind:.1f}x a blind guess's", command(lr=ev.lr / 10, overwrite=True))
+    train_top1 = rows[-1]["train_acc"]
+    if train_top1 > chance + MEMORISING:
+        return Finding("labels", f"not learning what generalises, the labels may not match the images: {seen}, while "
+                       f"training top-1 rose to {train_top1:.3f} (chance {chance:.3f}): the model memorises the "
+                       f"training photos and nothing carries over. Look for mislabelled photos",
+                       f"python data_set/label_issues.py {ev.data}")
+    if len(rows) >= 2 and abs(rows[0]["train_loss"] - rows[-1]["train_loss"]) < STILL * blind:
+        return Finding("lr_too_low", f"not learning, the learning rate {ev.lr:g} is too low: {seen}; the loss barely "
+                       f"moved (less than {STILL:.0%} of a blind guess's)", command(lr=ev.lr * 10, overwrite=True))
+    return Finding("not_learning", f"not learning: {seen}. Try a range of learning rates (--lr find) and check the "
+                   f"data (python data_set/check.py {ev.data})", command(lr="find", overwrite=None))
+
+
+def too_few(ev: Evidence, command) -> Finding | None:
+    """Fewer than FEW_IMAGES photos in a class of a run from scratch that did not do well."""
+    fewest = min(ev.counts)
+    best_val = max(r["val_top1"] for r in ev.history)
+    if fewest >= FEW_IMAGES or ev.fine_tuned or best_val >= GOOD_TOP1:
+        return None
+    return Finding("few_images", f"too few photos to train AlexNet from scratch: {fewest} in the smallest class "
+                   f"({sum(ev.counts)} in all; ImageNet gave AlexNet 1300 per class for its millions of weights). "
+                   f"Fine-tune torchvision's ImageNet weights instead, or let --recipe budget augment harder",
+                   command(weights="imagenet", arch="torchvision", lr=None, overwrite=True))
+
+
+def overfitting(ev: Evidence, command) -> Finding | None:
+    """Validation loss rising for OVERFIT_EPOCHS or more epochs after its lowest, by
+    OVERFIT_RISE, while the training loss went on falling."""
+    rows = ev.history
+    low = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
+    after = rows[low + 1:]
+    if len(after) < OVERFIT_EPOCHS or rows[-1]["val_loss"] < (1 + OVERFIT_RISE) * rows[low]["val_loss"]:
+        return None
+    if rows[-1]["train_loss"] >= rows[low]["train_loss"]:
+        return None
+    best = max(rows, key=lambda r: r["val_top1"])
+    return Finding("overfitting", f"overfitting from epoch {rows[low]['epoch'] + 1}: validation loss rose "
+                   f"{rows[low]['val_loss']:.3f} -> {rows[-1]['val_loss']:.3f} while training loss fell "
+                   f"{rows[low]['train_loss']:.3f} -> {rows[-1]['train_loss']:.3f}; best.pth holds epoch "
+                   f"{best['epoch']} (top-1 {best['val_top1']:.3f}), the best before it rose. Try stronger "
+                   f"augmentation (--aug trivialaugment), the long recipe, more photos, or fine-tuning "
+                   f"(--weights imagenet --arch torchvision)", command(recipe="long", overwrite=True))
+
+
+def mirrored(ev: Evidence) -> Finding | None:
+    """Validation photos that copy training photos, or a top-1 near 100% after one epoch."""
+    total = sum(ev.val_counts)
+    check = f"python data_set/check.py {ev.data}"
+    if total and ev.copies >= max(1, COPIED * total):
+        return Finding("mirror", f"validation mirrors training: {ev.copies} of {total} validation photos are copies "
+                       f"(byte for byte or resized) of training photos, so validation top-1 measures memory, not "
+                       f"generalisation. Find and remove them", check)
+    first = ev.history[0]["val_top1"] if ev.history else 0.0
+    if total >= MIRROR_MIN_VAL and first >= MIRROR_TOP1:
+        return Finding("mirror", f"validation may mirror training: top-1 {first:.3f} on {total} photos after one "
+                       f"epoch. Check the split for shared or resized photos", check)
+    return None
+
+
+def report(findings: list[Finding]) -> list[str]:
+    """The lines train.py prints: none for a healthy run."""
+    return [line for f in findings for line in (f"diagnosis ({f.cause}): {f.text}", f"  next: {f.command}")]
+
+
+def write(findings: list[Finding], ev: Evidence, path) -> None:
+    from alexnet import outputs
+
+    evidence = {k: v for k, v in asdict(ev).items() if k != "history"}
+    outputs.write_text(path, json.dumps({"findings": [asdict(f) for f in findings], "evidence": evidence},
+                                        indent=2, ensure_ascii=False) + "\n")
