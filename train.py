@@ -18,6 +18,7 @@ reached (alexnet/preemption.py), so ``--resume`` goes on as if never stopped.
 from alexnet.startup import STARTED  # first: --budget counts from here, before torch takes seconds to load
 
 import argparse
+import dataclasses
 import itertools
 import math
 import random
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet import budget, checkpoint, diagnosis, figures, outputs, stats
+from alexnet import budget, checkpoint, diagnosis, figures, lr_finder, outputs, stats
 from alexnet.board import Board, require as require_tensorboard
 from alexnet.data import Lighting, normalize
 from alexnet.errors import ArgumentError, CheckpointError, DataError, OutputError, run_main
@@ -239,6 +240,12 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
             raise CheckpointError(f"{cfg.resume}: trained on classes {resume['classes']}, "
                                   f"but {cfg.data} has {loaders.classes}")
         trainer = build_trainer(cfg, machine, loaders, resume)
+        if cfg.lr_mode and resume is None:
+            suggestion = find_lr(cfg, machine, trainer, loaders)
+            if cfg.lr_mode == "find":
+                return {"lr_suggestion": suggestion, "output_dir": cfg.output_dir}
+            cfg = dataclasses.replace(cfg, lr=suggestion)  # recorded in the checkpoint; --resume keeps it
+            trainer = build_trainer(cfg, machine, loaders, None)  # the same start as a run given --lr this
         state = restore_state(cfg, machine, trainer, loaders, started, resume)
         if cfg.overwrite and resume is None and machine.is_main:
             # only now, once the new run has started: a run that fails to start leaves the old model alone
@@ -251,6 +258,24 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
         return summarize(cfg, machine, state)
     finally:
         teardown(machine)
+
+
+def find_lr(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -> float:
+    """--lr find / auto: the range test (alexnet/lr_finder.py) on the run's own model,
+    optimizer and data, its plot, and the learning rate it suggests. Under --budget it takes
+    at most lr_finder.BUDGET_SHARE of it, and the plan is made from what is left."""
+    seconds = lr_finder.BUDGET_SHARE * cfg.budget if cfg.budget else 0.0
+    t0 = time.monotonic()
+    found = lr_finder.range_test(cfg, machine, trainer, loaders, seconds)
+    plot = Path(cfg.output_dir) / lr_finder.PLOT
+    if machine.is_main:
+        lr_finder.plot(found, plot)
+    machine.log(f"--lr {cfg.lr_mode}: {len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g} in "
+                f"{time.monotonic() - t0:.0f} s; the loss was lowest at {found.lowest:.2g}: suggested --lr "
+                f"{found.suggestion:g} (plot: {plot})")
+    if cfg.lr_mode == "find":
+        machine.log(f"train with it: {command_line(cfg, lr=found.suggestion)}")
+    return found.suggestion
 
 
 def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float,
@@ -381,7 +406,7 @@ def main(args: argparse.Namespace, started: float | None = None) -> dict:
         if folder.resolve().is_relative_to(Path(cfg.data).resolve()):
             raise ArgumentError(f"{option} {folder}: is inside the data folder {cfg.data}; what train.py writes "
                                 f"there would mix with the images. Pick a folder outside it")
-    fresh = resume is None and not cfg.overwrite
+    fresh = resume is None and not cfg.overwrite and cfg.lr_mode != "find"  # find writes no model
     if rank == 0 and cfg.cache_mem != 0 and Path(cfg.cache_dir).parent != out:
         outputs.check_writable_folder(cfg.cache_dir, "--cache-dir")
     with outputs.output_lock(out, fresh) if rank == 0 else nullcontext():

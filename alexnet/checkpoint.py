@@ -217,6 +217,33 @@ def from_checkpoint(ckpt: dict, path: str):
     return model
 
 
+IMAGENET = "imagenet"  # --weights imagenet: torchvision's AlexNet_Weights.IMAGENET1K_V1
+
+
+def imagenet_file() -> str:
+    """The path of torchvision's ImageNet AlexNet weights in torch's hub cache, downloaded
+    there first if missing (torchvision's weights API: its URL, a progress bar, its hash
+    check). Offline, one line: which file to fetch and where to put it."""
+    import torch
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights.IMAGENET1K_V1
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if not dest.is_file():
+        try:
+            weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; a bad hash a RuntimeError
+            why = getattr(e, "reason", None) or (str(e).splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"--weights {IMAGENET}: cannot download {weights.url} ({why}); fetch it on a "
+                                  f"machine that can and put it at {dest}") from None
+    return str(dest)
+
+
+def load_weights(source: str, mmap: bool = False) -> dict:
+    """--weights: a checkpoint or state_dict file, or ``imagenet`` (torchvision's weights)."""
+    return load_checkpoint(imagenet_file() if source == IMAGENET else source, mmap)
+
+
 # ---------------------------------------------------------------- what --resume reads
 RESUME_FIELDS = {"optimizer": dict, "scaler": dict, "metrics": list, "rng": dict, "epoch": int, "best_epoch": int,
                  "best_acc": (int, float), "config": dict, "plan": dict}

@@ -21,6 +21,7 @@ HIGH_PEAK = 2.0  # a step loss over this many times ln(classes): the loss jumped
 STILL = 0.02  # a training loss that moved less than this share of ln(classes) over the run: it barely moved
 OVERFIT_RISE = 0.1  # validation loss this share above its lowest, at the end: it rose
 OVERFIT_EPOCHS = 2  # ... for at least this many epochs after its lowest
+OVERFIT_FLOOR = 0.02  # ... and by at least this share of ln(classes): a rise from 0.0001 to 0.0002 is none
 FEW_IMAGES = 100  # fewer training photos than this in a class: too few to train AlexNet from scratch
 GOOD_TOP1 = 0.9  # a run this good has no problem worth naming for its few photos
 COPIED = 0.05  # this share of validation photos copies training photos: validation measures memory
@@ -78,9 +79,11 @@ def not_learning(ev: Evidence, command) -> Finding | None:
     labels that do not match the images (training top-1 rose, validation did not), the
     learning rate too low (the loss barely moved), or none of these."""
     rows = ev.history
-    majority = max(ev.val_counts) / max(sum(ev.val_counts), 1)
+    total = max(sum(ev.val_counts), 1)
+    majority = max(ev.val_counts) / total
     best_val = max(r["val_top1"] for r in rows)
-    if best_val > majority + LEARNED:
+    # near chance: within LEARNED, or two standard errors of a guess's top-1 on this few photos
+    if best_val > majority + max(LEARNED, 2 * math.sqrt(majority * (1 - majority) / total)):
         return None
     blind = math.log(ev.num_classes)
     chance = 1 / ev.num_classes
@@ -122,7 +125,9 @@ def overfitting(ev: Evidence, command) -> Finding | None:
     rows = ev.history
     low = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
     after = rows[low + 1:]
-    if len(after) < OVERFIT_EPOCHS or rows[-1]["val_loss"] < (1 + OVERFIT_RISE) * rows[low]["val_loss"]:
+    rise = rows[-1]["val_loss"] - rows[low]["val_loss"]
+    if len(after) < OVERFIT_EPOCHS or rise < max(OVERFIT_RISE * rows[low]["val_loss"],
+                                                 OVERFIT_FLOOR * math.log(ev.num_classes)):
         return None
     if rows[-1]["train_loss"] >= rows[low]["train_loss"]:
         return None

@@ -330,7 +330,7 @@ def class_indices_json(classes: list[str]) -> str:
 def output_lock(out: Path, fresh: bool):
     """Refuse a second train.py in the same folder (the OS drops the lock if we die), and
     a fresh run over a folder that holds a trained model, unless --overwrite. A folder this
-    run created is removed again if the run ends before writing a checkpoint."""
+    run created is removed again if the run ends before writing a checkpoint (or --lr find's plot)."""
     check_writable_folder(out, "--output-dir")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -351,5 +351,5 @@ def output_lock(out: Path, fresh: bool):
         yield
     finally:
         handle.close()
-        if created and not (out / "last.pth").exists():
+        if created and not any((out / name).exists() for name in ("last.pth", "lr_find.png")):
             shutil.rmtree(out, ignore_errors=True)

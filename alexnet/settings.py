@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexnet.budget import Resizing, parse_duration
-from alexnet.checkpoint import (MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS, check_no_later_epochs, check_resumable,
-                                load_checkpoint)
+from alexnet.checkpoint import (IMAGENET, MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS, check_no_later_epochs,
+                                check_resumable, load_checkpoint, load_weights)
 from alexnet.data import EvalTransform
 from alexnet.errors import ArgumentError, CheckpointError, OneLineParser
 from alexnet.images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
@@ -56,6 +56,7 @@ DEMO = dict(img_size=112, epochs=20, batch_size=32, lr=5e-4, crop_scale=(0.5, 1.
 # the command line's (the machine, where the files go), or allow a change (a longer run, data
 # that moved, what is reported).
 KEPT, MACHINE, MAY_CHANGE = "kept", "machine", "may change"
+LR_MODES = ("find", "auto")  # --lr find / auto: the range test (alexnet/lr_finder.py)
 
 
 def setting(default, help: str, *, check: tuple | None = None, choices=None, on_resume: str = KEPT,
@@ -128,8 +129,9 @@ class Config:
     arch: str = setting("tutorial", "network width: tutorial (half), torchvision, paper (+LRN)", choices=list(ARCHS))
     init: str = setting("arch", "arch: the tutorial's / paper's init; default: PyTorch's", choices=["arch", "default"])
     dropout: float = setting(0.5, "dropout before the two hidden FC layers", check=FRACTION)
-    weights: str | None = setting(None, "start from a torchvision AlexNet state_dict (e.g. ImageNet) or a checkpoint, "
-                                  "new head")
+    weights: str | None = setting(None, f"start from a checkpoint or a state_dict file, or `{IMAGENET}`: "
+                                  f"torchvision's ImageNet weights (with --arch torchvision; downloaded once into "
+                                  f"torch's hub cache); a new head for these classes", metavar="PATH|imagenet")
     freeze_features: bool = setting(False, "with --weights: train only the classifier")
     # optimisation
     epochs: int = setting(10, "total epochs", check=within(1, 100_000), on_resume=MAY_CHANGE)
@@ -138,7 +140,11 @@ class Config:
                                    f"the `{BUDGET_RECIPE}` recipe unless --recipe is given", metavar="DURATION")
     batch_size: int = setting(32, "images per step (per GPU with torchrun)", check=within(1, 4096))
     opt: str = setting("adamw", "optimizer (sgd: momentum 0.9, as in the paper)", choices=["adam", "adamw", "sgd"])
-    lr: float = setting(1e-3, "peak learning rate", check=(lambda v, c: 0 < v <= 10, "must be in (0, 10]"))
+    lr: float = setting(1e-3, "peak learning rate; find: run the learning-rate range test (OUTPUT_DIR/lr_find.png), "
+                        "print the rate it suggests and stop; auto: run it, then train with that rate",
+                        check=(lambda v, c: 0 < v <= 10, "must be in (0, 10]"), metavar="LR|find|auto")
+    lr_mode: str = setting("", "how --lr was chosen: given (''), or auto (the range test's suggestion, kept on "
+                           "resume)", cli=False)
     momentum: float = setting(0.9, "SGD momentum", check=FRACTION)
     wd: float = setting(0.0, "weight decay", check=FRACTION)
     sched: str = setting("constant", "LR schedule (plateau: /10 when val top-1 stalls)",
@@ -285,9 +291,21 @@ def add_option(group, name: str, recipe_configs: dict[str, Config]) -> None:
         kwargs.pop("choices"), kwargs.pop("metavar")
     elif typing.get_origin(kind) is tuple:
         kwargs |= dict(type=typing.get_args(kind)[0], nargs=len(typing.get_args(kind)))
+    elif name == "lr":
+        kwargs |= dict(type=learning_rate)
     elif kind in (int, float):
         kwargs |= dict(type=kind)
     group.add_argument(option(name), **kwargs)
+
+
+def learning_rate(text: str) -> float | str:
+    """--lr: a number, or one of LR_MODES."""
+    if text in LR_MODES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, {' or '.join(LR_MODES)}") from None
 
 
 # ---------------------------------------------------------------- settings, resolved once
@@ -299,6 +317,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
                             f"(a budget plans the epochs itself)")
     if "budget" in given:
         given["budget"] = parse_duration(given["budget"])
+    if given.get("lr") in LR_MODES:
+        given["lr_mode"] = given.pop("lr")
     if given.get("resume") == "auto":
         last = Path(given.get("output_dir", FIELDS["output_dir"].default)) / "last.pth"
         if os.path.lexists(last):
@@ -363,6 +383,11 @@ def resumed_values(given: dict) -> tuple[dict, dict]:
     if "config" not in ckpt or "optimizer" not in ckpt:
         raise CheckpointError(f"{path}: a bare state_dict cannot be resumed (use --weights to start from it)")
     check_resumable(ckpt, path, TYPES)
+    mode = given.pop("lr_mode", "")
+    if mode and (mode == "find" or ckpt["config"].get("lr_mode") != mode):
+        # --lr auto --resume auto is a requeued job's command line: the run goes on with the rate it found
+        raise ArgumentError(f"--lr {mode}: {path} trains with --lr {ckpt['config'].get('lr')}, which a resumed run "
+                            f"keeps; drop --lr {mode}")
     saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ckpt["config"].items()
              if k in FIELDS and on_resume(k) != MACHINE}
     if saved.get("budget") and "epochs" in given:
@@ -384,7 +409,7 @@ def weights_values(given: dict) -> dict:
     its own, torchvision's ImageNet weights expect ImageNet's."""
     if not given.get("weights"):
         return {}
-    ckpt = load_checkpoint(given["weights"], mmap=True)
+    ckpt = load_weights(given["weights"], mmap=True)
     if "arch" in given and given["arch"] != ckpt["arch"]:
         raise ArgumentError(f"--arch {given['arch']}: {given['weights']} holds an AlexNet of arch {ckpt['arch']!r}")
     return {"arch": ckpt["arch"], "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),

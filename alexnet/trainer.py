@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from alexnet import data
-from alexnet.checkpoint import load_checkpoint
+from alexnet.checkpoint import load_weights
 from alexnet.errors import CheckpointError
 from alexnet.loaders import Loaders
 from alexnet.machine import Machine
@@ -84,7 +84,7 @@ def init_model(cfg: Config, num_classes: int, resume: dict | None, machine: Mach
 
 def pretrained_model(cfg: Config, num_classes: int, machine: Machine) -> AlexNet:
     """--weights: every layer from the file except the last, which is new and sized for our classes."""
-    ckpt = load_checkpoint(cfg.weights)
+    ckpt = load_weights(cfg.weights)
     model = AlexNet(num_classes, arch=cfg.arch, dropout=cfg.dropout)
     body = {k: v for k, v in ckpt["model"].items() if not k.startswith("classifier.6.")}
     try:

@@ -1,0 +1,124 @@
+"""The learning-rate range test (Smith, "Cyclical Learning Rates for Training Neural
+Networks", 2017; fastai's ``lr_find``): the run's own model, optimizer, recipe and data,
+the learning rate raised exponentially from START_LR for STEPS steps until the smoothed
+loss blows up; the suggestion is a tenth of the learning rate where it was lowest, the
+steepest safe fall before it (fastai v1's ``lr_min / 10``). The weights it leaves are
+thrown away.
+
+    python train.py --lr find               # writes runs/lr_find.png, prints the suggestion and its command
+    python train.py --lr auto               # the same test first, then trains with the suggestion
+"""
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alexnet import figures
+from alexnet.data import normalize
+from alexnet.loaders import Loaders
+from alexnet.machine import Machine, synchronize
+from alexnet.preemption import start_epoch
+from alexnet.trainer import Trainer, optimizer_step
+
+START_LR, END_LR = 1e-7, 10.0
+STEPS = 100  # fastai's default
+MIN_STEPS = 20  # under --budget, never fewer: a coarser sweep still finds the fall
+BUDGET_SHARE = 0.15  # under --budget, the share of it the test may take
+SMOOTHING = 0.98  # the exponential average of the loss (bias corrected), as fastai's
+BLOWN_UP = 4.0  # stop once the smoothed loss is this many times its lowest
+TIMING_STEPS = 2  # steps at START_LR that time a step, when the test must fit a budget
+PLOT = "lr_find.png"
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    lrs: list  # the learning rate of each step
+    losses: list  # the smoothed loss after it
+
+    @property
+    def lowest(self) -> float:
+        """The learning rate where the smoothed loss was lowest."""
+        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+
+    @property
+    def suggestion(self) -> float:
+        """A tenth of ``lowest``, to two significant digits."""
+        return float(f"{self.lowest / 10:.2g}")
+
+
+def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, seconds: float = 0.0) -> RangeTest:
+    """Train with the learning rate of step i at START_LR * (END_LR / START_LR) ** (i / (steps
+    - 1)); ``seconds`` > 0: as many steps as fit (at least MIN_STEPS). Under torchrun every
+    rank sees the mean loss of all, so all stop together."""
+    trainer.model.train()
+    size = cfg.img_size_start or cfg.train_size_end  # what the first epochs train at
+    steps, smoothed, lowest = STEPS, 0.0, math.inf
+    lrs, losses = [], []
+    batches = _batches(cfg, machine, loaders, size)
+    if seconds:
+        t0 = time.perf_counter()
+        for _ in range(TIMING_STEPS):
+            _step(cfg, machine, trainer, next(batches), START_LR)
+        synchronize(machine.device)
+        per_step = (time.perf_counter() - t0) / TIMING_STEPS
+        steps = max(MIN_STEPS, min(STEPS, int(seconds / per_step)))
+    for i in range(steps):
+        lr = START_LR * (END_LR / START_LR) ** (i / (steps - 1))
+        loss = _step(cfg, machine, trainer, next(batches), lr)
+        if not math.isfinite(loss):
+            break
+        smoothed = SMOOTHING * smoothed + (1 - SMOOTHING) * loss
+        value = smoothed / (1 - SMOOTHING ** (i + 1))
+        lrs.append(lr)
+        losses.append(value)
+        lowest = min(lowest, value)
+        if value > BLOWN_UP * lowest:
+            break
+    return RangeTest(lrs, losses)
+
+
+def _batches(cfg, machine: Machine, loaders: Loaders, size: int):
+    """Training batches at crop ``size``, epoch after epoch, each epoch seeded as training seeds it."""
+    epoch = 0
+    while True:
+        start_epoch(cfg, loaders, epoch, machine.rank, size)
+        yield from loaders.train
+        epoch += 1
+
+
+def _step(cfg, machine: Machine, trainer: Trainer, batch, lr: float) -> float:
+    """One optimizer step at ``lr``; the loss before it (the mean over ranks)."""
+    images, targets = batch
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = lr
+    x = normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std)
+    y = targets.to(machine.device, non_blocking=True)
+    if trainer.mix is not None:
+        x, y = trainer.mix(x, y)
+    with machine.autocast():
+        loss = trainer.criterion(trainer.step_model(x), y)
+    optimizer_step(cfg, trainer, loss)
+    value = loss.detach().float()
+    if machine.world > 1:
+        torch.distributed.all_reduce(value)
+        value /= machine.world
+    return value.item()
+
+
+def plot(found: RangeTest, path: Path) -> None:
+    """The smoothed loss against the learning rate (log scale), the lowest and the suggestion marked."""
+    fig = figures.new_figure(7, 4.5)
+    ax = fig.subplots()
+    ax.plot(found.lrs, found.losses)
+    ax.set_xscale("log")
+    ax.axvline(found.lowest, color="grey", linestyle=":", label=f"lowest loss at {found.lowest:.2g}")
+    ax.axvline(found.suggestion, color="red", linestyle="--", label=f"suggested --lr {found.suggestion:g}")
+    top = min(max(found.losses), 2 * found.losses[0])  # the blow-up would squash the curve
+    ax.set(xlabel="learning rate", ylabel="training loss (smoothed)", ylim=(min(found.losses) * 0.95, top * 1.05),
+           title=f"learning-rate range test: {len(found.lrs)} steps")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    figures.save_figure(fig, path)

@@ -1,0 +1,189 @@
+"""The diagnosis at the end of a run (alexnet/diagnosis.py): each planted failure named,
+a healthy run left alone; and the advice it gives, --weights imagenet among it."""
+import json
+import re
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from alexnet import diagnosis, lr_finder
+from alexnet.images import IMAGENET_MEAN
+from alexnet.preemption import TrainingStopped
+from conftest import make_colour_folder, run_script, run_train, train_args
+
+COMMAND = lambda **changes: "python train.py " + " ".join(f"--{k} {v}" for k, v in changes.items())  # noqa: E731
+
+
+def findings(out) -> list[dict]:
+    return json.loads((out / "diagnosis.json").read_text())["findings"]
+
+
+def test_a_healthy_run_gets_no_finding(trained):
+    out, _ = trained
+    written = json.loads((out / "diagnosis.json").read_text())
+    assert written["findings"] == []
+    assert written["evidence"]["counts"] == [10, 10, 10] and written["evidence"]["copies"] == 0
+
+
+def test_a_learning_rate_too_low_is_named_with_a_working_command(colour_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_train(train_args(colour_data, out, "--lr", "1e-6"))
+    said = capsys.readouterr().out
+    assert [f["cause"] for f in findings(out)][0] == "lr_too_low"
+    advice = next(line for line in said.splitlines() if line.startswith("  next: ") and "--lr 1e-05" in line)
+    assert f"--data {colour_data}" in advice and f"--output-dir {out}" in advice and "--overwrite" in advice
+
+
+def test_a_loss_that_explodes_stops_the_run_with_its_diagnosis(colour_data, tmp_path, capsys):
+    with pytest.raises(TrainingStopped, match="diverged"):
+        run_train(train_args(colour_data, tmp_path / "run", "--lr", "10", "--recipe", "tutorial"))
+    said = capsys.readouterr().out
+    assert "diagnosis (diverged): the loss exploded" in said and "--lr 1 " in said
+
+
+def test_validation_copied_from_training_is_named(colour_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(colour_data / "train", data / "train")
+    for path in (data / "train").rglob("*.jpg"):  # val: every training photo, resized and recompressed
+        copy = data / "val" / path.parent.name / f"copy_{path.name}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as img:
+            img.resize((img.width * 3 // 4, img.height * 3 // 4)).save(copy, quality=80)
+    out = tmp_path / "run"
+    run_train(train_args(data, out, "--epochs", "1"))
+    found = findings(out)
+    copied = int(re.search(r"(\d+) of 30 validation photos are copies", found[0]["text"]).group(1))
+    assert found[0]["cause"] == "mirror" and copied >= 20  # noise photos: some hashes move more than the limit
+    assert found[0]["command"] == f"python data_set/check.py {data}"
+
+
+def test_too_few_photos_point_at_imagenet_weights(tmp_path):
+    data = make_colour_folder(tmp_path / "few", n_train=3, n_val=3)
+    for path in data.rglob("*.jpg"):  # noise: nothing to learn from three photos a class
+        Image.fromarray(torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8).numpy()).save(path)
+    out = tmp_path / "run"
+    run_train(train_args(data, out, "--epochs", "2"))
+    few = next(f for f in findings(out) if f["cause"] == "few_images")
+    assert "3 in the smallest class" in few["text"]
+    assert "--weights imagenet --arch torchvision" in few["command"] and "--lr" not in few["command"]
+
+
+def rows(*values) -> list[dict]:
+    """metrics.csv rows from (train_loss, train_acc, val_loss, val_top1, step_loss_max) tuples."""
+    return [dict(epoch=i + 1, train_loss=tl, train_acc=ta, val_loss=vl, val_top1=vt, step_loss_max=peak)
+            for i, (tl, ta, vl, vt, peak) in enumerate(values)]
+
+
+def evidence(history, **changes) -> diagnosis.Evidence:
+    return diagnosis.Evidence(**dict(history=history, num_classes=5, counts=[500] * 5, val_counts=[60] * 5, copies=0,
+                                     data="photos", lr=1e-3, fine_tuned=False) | changes)
+
+
+def test_memorising_with_validation_at_chance_points_at_the_labels():
+    found = diagnosis.diagnose(evidence(rows((1.61, 0.2, 1.61, 0.2, 1.8), (1.3, 0.45, 1.7, 0.21, 1.6),
+                                             (0.7, 0.8, 2.0, 0.19, 1.1))), COMMAND)
+    assert [f.cause for f in found] == ["labels"]
+    assert found[0].command == "python data_set/label_issues.py photos"
+
+
+def test_a_loss_that_jumps_without_learning_is_a_learning_rate_too_high():
+    found = diagnosis.diagnose(evidence(rows((3.0, 0.2, 1.61, 0.2, 9.0), (1.62, 0.2, 1.61, 0.2, 1.7))), COMMAND)
+    assert [f.cause for f in found] == ["lr_too_high"] and "--lr 0.0001" in found[0].command
+
+
+def test_overfitting_says_from_which_epoch_and_what_best_pth_holds():
+    history = rows((1.5, 0.3, 1.4, 0.4, 1.8), (1.1, 0.6, 1.0, 0.62, 1.5), (0.8, 0.75, 0.9, 0.66, 1.2),
+                   (0.4, 0.9, 1.05, 0.65, 0.9), (0.2, 0.97, 1.3, 0.64, 0.5))
+    found = diagnosis.diagnose(evidence(history), COMMAND)
+    assert [f.cause for f in found] == ["overfitting"]
+    assert "from epoch 4" in found[0].text and "best.pth holds epoch 3" in found[0].text
+    # the same curves with validation loss flat at the end: nothing to say
+    assert diagnosis.diagnose(evidence(history[:3]), COMMAND) == []
+
+
+def test_a_fine_tuned_run_on_few_photos_is_not_told_to_fine_tune():
+    history = rows((1.5, 0.3, 1.4, 0.45, 1.8), (1.2, 0.5, 1.2, 0.55, 1.5))
+    assert [f.cause for f in diagnosis.diagnose(evidence(history, counts=[20] * 5), COMMAND)] == ["few_images"]
+    assert diagnosis.diagnose(evidence(history, counts=[20] * 5, fine_tuned=True), COMMAND) == []
+
+
+# ---------------------------------------------------------------- --weights imagenet
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory):
+    """torch's hub cache holding torchvision's ImageNet AlexNet file, as a download leaves it:
+    its state_dict keys and shapes, all views of one zero storage (144 MiB, not 233)."""
+    import torchvision
+
+    home = tmp_path_factory.mktemp("torch_home")
+    shapes = {k: v.shape for k, v in torchvision.models.alexnet().state_dict().items()}
+    storage = torch.zeros(max(s.numel() for s in shapes.values()))
+    dest = home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    dest.parent.mkdir(parents=True)
+    torch.save({k: storage[:s.numel()].view(s) for k, s in shapes.items()}, dest)
+    return home
+
+
+def test_weights_imagenet_fine_tunes_torchvisions_file_from_the_hub_cache(colour_data, hub_cache, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(hub_cache))
+    out = tmp_path / "run"
+    run_train(train_args(colour_data, out, "--weights", "imagenet", "--epochs", "1"))
+    ckpt = torch.load(out / "best.pth", weights_only=True)
+    assert ckpt["arch"] == "torchvision" and ckpt["config"]["weights"] == "imagenet"
+    assert tuple(ckpt["mean"]) == IMAGENET_MEAN
+
+
+def test_weights_imagenet_offline_says_which_file_to_fetch_and_where(colour_data, tmp_path, monkeypatch):
+    home = tmp_path / "empty_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    for proxy in ("https_proxy", "HTTPS_PROXY"):  # nothing listens there: no network, at once
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    done = run_script("train.py", *train_args(colour_data, tmp_path / "run", "--weights", "imagenet"))
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert last.startswith("error: --weights imagenet: cannot download https://download.pytorch.org/models/")
+    assert last.endswith(f"put it at {home / 'hub' / 'checkpoints' / 'alexnet-owt-7be5be79.pth'}")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- --lr find / auto
+def test_lr_find_plots_suggests_and_leaves_no_model(colour_data, trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("best.pth", "last.pth"):  # an earlier model in the folder: neither refused nor touched
+        shutil.copy(trained[0] / name, out / name)
+    before = {name: (out / name).read_bytes() for name in ("best.pth", "last.pth")}
+    result = run_train(train_args(colour_data, out, "--lr", "find"))
+    said = capsys.readouterr().out
+    suggested = result["lr_suggestion"]
+    assert lr_finder.START_LR < suggested < lr_finder.END_LR
+    assert f"suggested --lr {suggested:g}" in said
+    advice = next(line for line in said.splitlines() if line.startswith("train with it: python train.py "))
+    assert advice.endswith(f"--lr {suggested:.2g}") and f"--data {colour_data}" in advice
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["best.pth", "last.pth", "lr_find.png"]
+    assert before == {name: (out / name).read_bytes() for name in ("best.pth", "last.pth")}
+    with Image.open(out / "lr_find.png") as img:
+        assert img.width > 300
+
+
+def test_lr_auto_trains_with_the_suggestion_and_resume_keeps_it(colour_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_train(train_args(colour_data, out, "--lr", "auto", "--epochs", "2"))
+    said = capsys.readouterr().out
+    found = float(re.search(r"suggested --lr (\S+)", said).group(1))
+    config = torch.load(out / "last.pth", weights_only=True)["config"]
+    assert config["lr"] == found and config["lr_mode"] == "auto"
+    # a requeued job's command line: --lr auto --resume auto goes on with the rate found, never tests again
+    run_train(train_args(colour_data, out, "--lr", "auto", "--epochs", "3", "--resume", "auto"))
+    said = capsys.readouterr().out
+    assert "suggested --lr" not in said and "epoch 3/3" in said
+    assert torch.load(out / "last.pth", weights_only=True)["config"]["lr"] == found
+    done = run_script("train.py", *train_args(colour_data, out, "--lr", "find", "--epochs", "4", "--resume", "auto"))
+    assert done.returncode == 2 and done.stderr.startswith("error: --lr find: ") and done.stderr.count("\n") == 1
+
+
+def test_the_suggestion_is_a_tenth_of_the_lowest_point():
+    found = lr_finder.RangeTest(lrs=[1e-5, 1e-4, 1e-3, 1e-2], losses=[2.0, 1.5, 1.2, 5.0])
+    assert found.lowest == 1e-3 and found.suggestion == 1e-4
