@@ -18,7 +18,7 @@ import torch
 from alexnet import figures
 from alexnet.data import normalize
 from alexnet.loaders import Loaders
-from alexnet.machine import Machine, synchronize
+from alexnet.machine import Machine, broadcast, synchronize
 from alexnet.preemption import start_epoch
 from alexnet.trainer import Trainer, optimizer_step
 
@@ -63,7 +63,7 @@ def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, second
             _step(cfg, machine, trainer, next(batches), START_LR)
         synchronize(machine.device)
         per_step = (time.perf_counter() - t0) / TIMING_STEPS
-        steps = max(MIN_STEPS, min(STEPS, int(seconds / per_step)))
+        steps = broadcast(machine, max(MIN_STEPS, min(STEPS, int(seconds / per_step))))  # one count for all ranks
     for i in range(steps):
         lr = START_LR * (END_LR / START_LR) ** (i / (steps - 1))
         loss = _step(cfg, machine, trainer, next(batches), lr)

@@ -70,6 +70,24 @@ def test_too_few_photos_point_at_imagenet_weights(tmp_path):
     assert "--weights imagenet --arch torchvision" in few["command"] and "--lr" not in few["command"]
 
 
+def test_labels_that_do_not_match_the_images_point_at_the_label_finder(tmp_path):
+    """Shuffled labels: 24 smooth random pictures whose labels say nothing about them, which
+    AlexNet memorises (training top-1 rises) while validation stays at chance."""
+    gen = torch.Generator().manual_seed(0)
+    data = tmp_path / "shuffled"
+    for split, n in (("train", 24), ("val", 48)):
+        for i in range(n):
+            low = torch.rand(1, 3, 6, 6, generator=gen)  # a 6 x 6 colour pattern, smoothly enlarged
+            picture = torch.nn.functional.interpolate(low, size=(64, 64), mode="bilinear")[0]
+            folder = data / split / f"c{int(torch.randint(3, (1,), generator=gen))}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((picture * 255).to(torch.uint8).permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    run_train(train_args(data, out, "--epochs", "20", "--recipe", "tutorial", "--dropout", "0", "--crop-scale", "1", "1"))
+    labels = findings(out)[0]
+    assert labels["cause"] == "labels" and labels["command"] == f"python data_set/label_issues.py {data}"
+
+
 def rows(*values) -> list[dict]:
     """metrics.csv rows from (train_loss, train_acc, val_loss, val_top1, step_loss_max) tuples."""
     return [dict(epoch=i + 1, train_loss=tl, train_acc=ta, val_loss=vl, val_top1=vt, step_loss_max=peak)
