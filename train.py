@@ -271,7 +271,7 @@ def find_lr(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -
     if machine.is_main:
         lr_finder.plot(found, plot)
     machine.log(f"--lr {cfg.lr_mode}: {len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g} in "
-                f"{time.monotonic() - t0:.0f} s; the loss was lowest at {found.lowest:.2g}: suggested --lr "
+                f"{time.monotonic() - t0:.0f} s; {found.describe()}: suggested --lr "
                 f"{found.suggestion:g} (plot: {plot})")
     if cfg.lr_mode == "find":
         machine.log(f"train with it: {command_line(cfg, lr=found.suggestion)}")

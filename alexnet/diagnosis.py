@@ -60,7 +60,7 @@ def diagnose(ev: Evidence, command) -> list[Finding]:
     mirror = mirrored(ev)
     if mirror:
         findings.append(mirror)
-    if ev.history and not mirror:
+    if ev.history:
         stuck = not_learning(ev, command)
         if stuck:
             findings.append(stuck)
@@ -75,8 +75,8 @@ def diagnose(ev: Evidence, command) -> list[Finding]:
 
 
 def not_learning(ev: Evidence, command) -> Finding | None:
-    """Validation near chance at its best: the learning rate too high (the loss jumped),
-    labels that do not match the images (training top-1 rose, validation did not), the
+    """Validation near chance at its best: labels that do not match the images (training
+    top-1 rose, validation did not), the learning rate too high (the loss jumped), the
     learning rate too low (the loss barely moved), or none of these."""
     rows = ev.history
     total = max(sum(ev.val_counts), 1)
@@ -86,20 +86,21 @@ def not_learning(ev: Evidence, command) -> Finding | None:
     if best_val > majority + max(LEARNED, 2 * math.sqrt(majority * (1 - majority) / total)):
         return None
     blind = math.log(ev.num_classes)
-    chance = 1 / ev.num_classes
+    chance = max(ev.counts) / max(sum(ev.counts), 1)  # what always naming the largest class scores
     seen = (f"validation top-1 at best {best_val:.3f} (the largest class is {majority:.3f} of it), training loss "
             f"{rows[0]['train_loss']:.3f} -> {rows[-1]['train_loss']:.3f} over {len(rows)} epoch(s) "
             f"(ln {ev.num_classes} classes = {blind:.3f}, a blind guess)")
+    # training top-1 far above chance: the rate was low enough to fit the training photos, whatever its jumps
+    train_top1 = max(r["train_acc"] for r in rows)
+    if train_top1 > chance + MEMORISING:
+        return Finding("labels", f"not learning what generalises, the labels may not match the images: {seen}, while "
+                       f"training top-1 rose to {train_top1:.3f} (the largest class: {chance:.3f}): the model memorises the "
+                       f"training photos and nothing carries over. Look for mislabelled photos",
+                       f"python data_set/label_issues.py {ev.data}")
     peak = max(r.get("step_loss_max", 0.0) for r in rows)
     if peak > HIGH_PEAK * blind:
         return Finding("lr_too_high", f"not learning, the learning rate {ev.lr:g} is too high: {seen}; a step loss "
                        f"jumped to {peak:.3g}, {peak / blind:.1f}x a blind guess's", command(lr=ev.lr / 10, overwrite=True))
-    train_top1 = rows[-1]["train_acc"]
-    if train_top1 > chance + MEMORISING:
-        return Finding("labels", f"not learning what generalises, the labels may not match the images: {seen}, while "
-                       f"training top-1 rose to {train_top1:.3f} (chance {chance:.3f}): the model memorises the "
-                       f"training photos and nothing carries over. Look for mislabelled photos",
-                       f"python data_set/label_issues.py {ev.data}")
     if len(rows) >= 2 and abs(rows[0]["train_loss"] - rows[-1]["train_loss"]) < STILL * blind:
         return Finding("lr_too_low", f"not learning, the learning rate {ev.lr:g} is too low: {seen}; the loss barely "
                        f"moved (less than {STILL:.0%} of a blind guess's)", command(lr=ev.lr * 10, overwrite=True))

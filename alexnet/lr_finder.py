@@ -1,9 +1,10 @@
 """The learning-rate range test (Smith, "Cyclical Learning Rates for Training Neural
 Networks", 2017; fastai's ``lr_find``): the run's own model, optimizer, recipe and data,
 the learning rate raised exponentially from START_LR for STEPS steps until the smoothed
-loss blows up; the suggestion is a tenth of the learning rate where it was lowest, the
-steepest safe fall before it (fastai v1's ``lr_min / 10``). The weights it leaves are
-thrown away.
+loss blows up; the suggestion is a tenth of the learning rate where it was lowest (fastai
+v1's ``lr_min / 10``), or, where the loss never fell before it rose (AlexNet without batch
+norm can sit on its plateau for longer than the test), a tenth of the last rate before it
+rose. The weights it leaves are thrown away.
 
     python train.py --lr find               # writes runs/lr_find.png, prints the suggestion and its command
     python train.py --lr auto               # the same test first, then trains with the suggestion
@@ -28,6 +29,8 @@ MIN_STEPS = 20  # under --budget, never fewer: a coarser sweep still finds the f
 BUDGET_SHARE = 0.15  # under --budget, the share of it the test may take
 SMOOTHING = 0.98  # the exponential average of the loss (bias corrected), as fastai's
 BLOWN_UP = 4.0  # stop once the smoothed loss is this many times its lowest
+SKIP_START = 0.1  # the share of the first steps the suggestion ignores (fastai's skip_start)
+FELL = 0.02  # a smoothed loss this share below its start has fallen; this share above, has risen
 TIMING_STEPS = 2  # steps at START_LR that time a step, when the test must fit a budget
 PLOT = "lr_find.png"
 
@@ -38,14 +41,37 @@ class RangeTest:
     losses: list  # the smoothed loss after it
 
     @property
+    def start(self) -> int:
+        """The first step read: fastai skips the first tenth, where the average still settles."""
+        return min(int(len(self.losses) * SKIP_START), len(self.losses) - 1)
+
+    @property
+    def fell(self) -> bool:
+        """Whether the loss fell at all (FELL below where the reading starts) before it blew up."""
+        return min(self.losses[self.start:]) < (1 - FELL) * self.losses[self.start]
+
+    @property
     def lowest(self) -> float:
-        """The learning rate where the smoothed loss was lowest."""
-        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+        """The learning rate where the smoothed loss was lowest (after the first tenth)."""
+        return self.lrs[min(range(self.start, len(self.losses)), key=self.losses.__getitem__)]
+
+    @property
+    def flat_until(self) -> float:
+        """The last learning rate before the loss first rose FELL above its start."""
+        top = (1 + FELL) * self.losses[self.start]
+        rise = next((i for i in range(self.start, len(self.losses)) if self.losses[i] > top), len(self.losses))
+        return self.lrs[max(rise - 1, self.start)]
 
     @property
     def suggestion(self) -> float:
-        """A tenth of ``lowest``, to two significant digits."""
-        return float(f"{self.lowest / 10:.2g}")
+        """A tenth of ``lowest``; a tenth of ``flat_until`` where the loss never fell (a
+        network that needs more steps than the test to leave its plateau); two significant digits."""
+        return float(f"{(self.lowest if self.fell else self.flat_until) / 10:.2g}")
+
+    def describe(self) -> str:
+        if self.fell:
+            return f"the loss was lowest at {self.lowest:.2g}"
+        return f"the loss did not fall before it rose at {self.flat_until:.2g}"
 
 
 def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, seconds: float = 0.0) -> RangeTest:
@@ -113,7 +139,8 @@ def plot(found: RangeTest, path: Path) -> None:
     ax = fig.subplots()
     ax.plot(found.lrs, found.losses)
     ax.set_xscale("log")
-    ax.axvline(found.lowest, color="grey", linestyle=":", label=f"lowest loss at {found.lowest:.2g}")
+    mark = found.lowest if found.fell else found.flat_until
+    ax.axvline(mark, color="grey", linestyle=":", label=found.describe())
     ax.axvline(found.suggestion, color="red", linestyle="--", label=f"suggested --lr {found.suggestion:g}")
     top = min(max(found.losses), 2 * found.losses[0])  # the blow-up would squash the curve
     ax.set(xlabel="learning rate", ylabel="training loss (smoothed)", ylim=(min(found.losses) * 0.95, top * 1.05),

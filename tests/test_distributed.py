@@ -30,6 +30,7 @@ def check_two_ranks(stdout: str, out, tmp_path) -> None:
     assert "30 train / 12 val images" in stdout and "batch 16 x 2" in stdout
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
+    assert stdout.count("suggested --lr") == 1 and ckpt["config"]["lr_mode"] == "auto"  # --lr auto: one range test
     assert [row["train_images_per_s"] > 0 for row in ckpt["metrics"]] == [True, True]
     reports = [json.loads((tmp_path / f"result-{rank}.json").read_text()) for rank in (0, 1)]
     assert [(r["code"], r["initialized_after_run"]) for r in reports] == [(0, False)] * 2  # the group was destroyed

@@ -7,7 +7,8 @@ Each rank writes what it saw to RESULT_PREFIX-<rank>.json:
    batch after preemption.start_epoch and of a dropout mask (they must differ between ranks:
    each draws its own augmentation), and of its initial weights (they must not);
 2. the exit code of train.py's own cli() on DATA, with a batch larger than each rank's
-   share of the images, and whether a process group is left afterwards (it must not be).
+   share of the images and --lr auto (the range test's losses averaged over the ranks, so
+   both stop at the same step), and whether a process group is left afterwards (it must not be).
 """
 import json
 import sys
@@ -39,7 +40,7 @@ def main(data_dir: str, same_dir: str, out: str, result: str) -> int:
     report = {"first_batch": checksum(images), "dropout_mask": checksum(torch.nn.functional.dropout(torch.ones(64), 0.5)),
               "initial_weights": checksum(trainer.init_model(cfg, len(loaders.classes), None, machine).features[0].weight)}
     report["code"] = train.cli(["--data", data_dir, "--output-dir", out, "--img-size", "64", "--epochs", "2",
-                                "--batch-size", "16", "--lr", "1e-3", "--quiet", "--workers", "0", "--precision", "fp32",
+                                "--batch-size", "16", "--lr", "auto", "--quiet", "--workers", "0", "--precision", "fp32",
                                 "--device", "cpu"])
     report["initialized_after_run"] = dist.is_initialized()
     Path(f"{result}-{rank}.json").write_text(json.dumps(report))
