@@ -110,7 +110,7 @@ def not_learning(ev: Evidence, command) -> Finding | None:
     still = len(rows) >= 2 and abs(rows[0]["train_loss"] - rows[-1]["train_loss"]) < STILL * blind
     if still and ev.lr >= COLLAPSING.get(ev.opt, math.inf):
         return Finding("lr_too_high", f"not learning, the learning rate {ev.lr:g} is too high for {ev.opt}: {seen}; the "
-                       f"loss sits at a blind guess's, where a network this rate collapsed stays",
+                       f"loss sits at a blind guess's: at this rate the network collapsed to one answer",
                        command(lr=ev.lr / 10, overwrite=True))
     if still:
         return Finding("lr_too_low", f"not learning, the learning rate {ev.lr:g} is too low: {seen}; the loss barely "
