@@ -22,7 +22,7 @@ HIGH_PEAK = 2.0  # a step loss over this many times ln(classes): the loss jumped
 # rather than creeping from it: creeping runs peaked at 1.02x at most, collapsed ones at 1.07-1.24x (docs/diagnosis.md)
 WOBBLE = 1.05
 STILL = 0.02  # a training loss that moved less than this share of ln(classes) over the run: it barely moved
-OVERFIT_RISE = 0.25  # validation loss this share above its lowest, at the end: it rose
+OVERFIT_RISE = 0.1  # validation loss this share above its lowest, at the end: it rose
 OVERFIT_EPOCHS = 2  # ... for at least this many epochs after its lowest
 OVERFIT_FLOOR = 0.05  # ... and by at least this share of ln(classes): a rise from 0.0001 to 0.0002 is none
 FEW_IMAGES = 100  # fewer training photos than this in a class: too few to train AlexNet from scratch
