@@ -4,19 +4,19 @@ photos that copy training photos (found at the start, loaders.py). train.py prin
 findings at the end of every run, and on a run stopped as diverged, and writes them to
 OUTPUT_DIR/diagnosis.json; a healthy run gets none.
 
-    python train.py --lr 1e-6 --epochs 3      # ends with: diagnosis: the learning rate is too low ...
+    python train.py --lr 1e-6 --epochs 3      # ends with: diagnosis (lr_too_low): not learning, the learning rate ...
     python -c "import json; print(json.load(open('runs/diagnosis.json'))['findings'])"
 
-Each finding names its cause, its evidence and one command to run next. The thresholds are
-first settings read off tiny generated runs and the flowers (docs/diagnosis.md has the
-table of planted failures and what was said).
+Each finding names its cause, its evidence and one command to run next. The thresholds were
+set on the flowers: the planted failures and healthy runs of docs/diagnosis.md, and the runs
+of its learning-rate grid (tools/plant_failures.py, tools/lr_study.sh).
 """
 import json
 import math
 from dataclasses import asdict, dataclass
 
 LEARNED = 0.1  # validation top-1 this far above the largest class's share: the run learned something
-MEMORISING = 0.2  # training top-1 this far above chance while validation is not: it memorises
+MEMORISING = 0.2  # training top-1 this far above the largest class's share while validation is not: it memorises
 HIGH_PEAK = 2.0  # a step loss over this many times ln(classes): the loss jumped
 # a loss that stays at ln(classes) but whose steps once passed this many times it was knocked there (a collapse)
 # rather than creeping from it: creeping runs peaked at 1.02x at most, collapsed ones at 1.07-1.24x (docs/diagnosis.md)
@@ -113,7 +113,8 @@ def not_learning(ev: Evidence, command) -> Finding | None:
     peak = max(r.get("step_loss_max", 0.0) for r in rows)
     if peak > HIGH_PEAK * blind:
         return Finding("lr_too_high", f"not learning, the learning rate {ev.lr:g} is too high: {seen}; a step loss "
-                       f"jumped to {peak:.3g}, {peak / blind:.1f}x a blind guess's", command(lr=ev.lr / 10, overwrite=True))
+                       f"jumped to {peak:.3g}, {peak / blind:.1f}x a blind guess's",
+                       command(lr=ev.lr / 10, overwrite=True))
     still = len(rows) >= 2 and abs(rows[0]["train_loss"] - rows[-1]["train_loss"]) < STILL * blind
     if still and peak > WOBBLE * blind:
         return Finding("lr_too_high", f"not learning, the learning rate {ev.lr:g} is too high: {seen}; the loss sits "

@@ -83,7 +83,8 @@ def test_labels_that_do_not_match_the_images_point_at_the_label_finder(tmp_path)
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray((picture * 255).to(torch.uint8).permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
     out = tmp_path / "run"
-    run_train(train_args(data, out, "--epochs", "20", "--recipe", "tutorial", "--dropout", "0", "--crop-scale", "1", "1"))
+    run_train(train_args(data, out, "--epochs", "20", "--recipe", "tutorial", "--dropout", "0",
+                         "--crop-scale", "1", "1"))
     labels = findings(out)[0]
     assert labels["cause"] == "labels" and labels["command"] == f"python data_set/label_issues.py {data}"
 
@@ -188,7 +189,8 @@ def test_lr_find_plots_suggests_and_leaves_no_model(colour_data, trained, tmp_pa
     assert f"suggested --lr {suggested:g}" in said
     advice = next(line for line in said.splitlines() if line.startswith("train with it: python train.py "))
     assert advice.endswith(f"--lr {suggested:.2g}") and f"--data {colour_data}" in advice
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["best.pth", "last.pth", "lr_find.png"]
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert written == ["best.pth", "last.pth", "lr_find.png"]
     assert before == {name: (out / name).read_bytes() for name in ("best.pth", "last.pth")}
     with Image.open(out / "lr_find.png") as img:
         assert img.width > 300

@@ -66,7 +66,8 @@ def planted_data(data: Path, out: Path) -> dict[str, Path]:
     made = {}
     for name, build in (("shuffled", lambda d: (subset(data / "train", d / "train", 60, shuffle=True),
                                                   link_split(data / "val", d / "val"))),
-                        ("five", lambda d: (subset(data / "train", d / "train", 5), link_split(data / "val", d / "val"))),
+                        ("five", lambda d: (subset(data / "train", d / "train", 5),
+                                            link_split(data / "val", d / "val"))),
                         ("twenty", lambda d: (subset(data / "train", d / "train", 20),
                                               link_split(data / "val", d / "val"))),
                         ("copied", lambda d: (link_split(data / "train", d / "train"),
@@ -85,13 +86,16 @@ def cases(data: Path, planted: dict[str, Path]) -> list[tuple[str, str, list[str
         ("healthy_tutorial", "none: the tutorial recipe", ["--data", d, *SIZE, "--recipe", "tutorial"]),
         ("healthy_default", "none: the default recipe", ["--data", d, *SIZE]),
         ("healthy_budget", "none: the budget recipe", ["--data", d, *SIZE, "--budget", "2m"]),
-        ("shuffled", "shuffled labels (60 photos a class)", ["--data", str(planted["shuffled"]), *SIZE, "--epochs", "40"]),
+        ("shuffled", "shuffled labels (60 photos a class)",
+         ["--data", str(planted["shuffled"]), *SIZE, "--epochs", "40"]),
         ("five", "5 photos per class", ["--data", str(planted["five"]), *SIZE, "--epochs", "30"]),
         ("lr_1e-6", "--lr 1e-6", ["--data", d, *SIZE, "--lr", "1e-6", "--epochs", "3"]),
-        ("explosion", "a finite explosion (Adam at --lr 10)", ["--data", d, *SIZE, "--recipe", "tutorial", "--lr", "10"]),
+        ("explosion", "a finite explosion (Adam at --lr 10)",
+         ["--data", d, *SIZE, "--recipe", "tutorial", "--lr", "10"]),
         ("copied", "validation = 300 training photos resized and recompressed",
          ["--data", str(planted["copied"]), *SIZE, "--epochs", "1"]),
-        ("twenty_long", "a long run on 20 photos per class", ["--data", str(planted["twenty"]), *SIZE, "--recipe", "long"]),
+        ("twenty_long", "a long run on 20 photos per class",
+         ["--data", str(planted["twenty"]), *SIZE, "--recipe", "long"]),
     ]
 
 
@@ -127,7 +131,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     header = stamp(["python", "tools/plant_failures.py", *sys.argv[1:]])
     lines = [f"Commit {header['commit']}, {header['date']}, {header['cpu']}; `{header['command']}`", "",
-             "| planted | command | exit | best val top-1 | diagnosis | its first words |", "| --- | --- | --- | --- | --- | --- |"]
+             "| planted | command | exit | best val top-1 | diagnosis | its first words |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, planted, train_args in cases(data, planted_data(data, out)):
         if args.only and name not in args.only:
             continue
