@@ -346,7 +346,7 @@ def diagnose_run(cfg: Config, machine: Machine, loaders: Loaders, state: RunStat
         return
     evidence = diagnosis.Evidence(history=state.history, num_classes=len(loaders.classes), counts=loaders.counts,
                                   val_counts=loaders.val_counts, copies=loaders.copies, data=cfg.data, lr=cfg.lr,
-                                  fine_tuned=bool(cfg.weights), diverged=diverged)
+                                  recipe=cfg.recipe, aug=cfg.aug, fine_tuned=bool(cfg.weights), diverged=diverged)
     findings = diagnosis.diagnose(evidence, lambda **changes: command_line(cfg, **changes))
     for line in diagnosis.report(findings):
         machine.log(line)

@@ -48,6 +48,8 @@ class Evidence:
     copies: int  # validation photos that are copies (byte for byte or resized) of training photos
     data: str
     lr: float
+    recipe: str
+    aug: str  # --aug: the overfitting advice tries what the run has not
     fine_tuned: bool  # started from --weights
     diverged: str = ""  # the stop message of a run whose loss exploded
 
@@ -102,7 +104,7 @@ def not_learning(ev: Evidence, command) -> Finding | None:
     if train_top1 > chance + max(MEMORISING, 2 * math.sqrt(chance * (1 - chance) / max(sum(ev.counts), 1))):
         how = (f"training top-1 rose to {train_top1:.3f} in its two best epochs (the largest class: {chance:.3f})")
     elif rows[-1]["train_loss"] < (1 - STILL) * blind and rows[-1]["val_loss"] - low_val >= OVERFIT_FLOOR * blind:
-        how = (f"training loss fell below a blind guess's to {rows[-1]['train_loss']:.3f} while validation loss rose "
+        how = (f"training loss fell below a blind guess's to {rows[-1]['train_loss']:.3f} as validation loss rose "
                f"{low_val:.3f} -> {rows[-1]['val_loss']:.3f}")
     else:
         how = ""
@@ -152,12 +154,20 @@ def overfitting(ev: Evidence, command) -> Finding | None:
     if rows[-1]["train_loss"] >= rows[low]["train_loss"]:
         return None
     best = max(rows, key=lambda r: r["val_top1"])
+    when = "the best before it rose" if best["epoch"] <= rows[low]["epoch"] else \
+        "chosen by top-1, which went on creeping up as the probabilities grew overconfident"
+    if ev.aug == "none":
+        next_command = command(aug="trivialaugment", overwrite=True)
+    elif ev.recipe != "long":
+        next_command = command(recipe="long", overwrite=True)
+    else:
+        next_command = command(weights="imagenet", arch="torchvision", lr=None, overwrite=True)
     return Finding("overfitting", f"overfitting from epoch {rows[low]['epoch'] + 1}: validation loss rose "
                    f"{rows[low]['val_loss']:.3f} -> {rows[-1]['val_loss']:.3f} while training loss fell "
                    f"{rows[low]['train_loss']:.3f} -> {rows[-1]['train_loss']:.3f}; best.pth holds epoch "
-                   f"{best['epoch']} (top-1 {best['val_top1']:.3f}), the best before it rose. Try stronger "
-                   f"augmentation (--aug trivialaugment), the long recipe, more photos, or fine-tuning "
-                   f"(--weights imagenet --arch torchvision)", command(recipe="long", overwrite=True))
+                   f"{best['epoch']} (top-1 {best['val_top1']:.3f}), {when}. Try stronger augmentation (--aug "
+                   f"trivialaugment), the long recipe, more photos, or fine-tuning (--weights imagenet --arch "
+                   f"torchvision)", next_command)
 
 
 def mirrored(ev: Evidence) -> Finding | None:

@@ -97,7 +97,7 @@ def rows(*values) -> list[dict]:
 
 def evidence(history, **changes) -> diagnosis.Evidence:
     return diagnosis.Evidence(**dict(history=history, num_classes=5, counts=[500] * 5, val_counts=[60] * 5, copies=0,
-                                     data="photos", lr=1e-3, fine_tuned=False) | changes)
+                                     data="photos", lr=1e-3, recipe="fast", aug="none", fine_tuned=False) | changes)
 
 
 def test_memorising_with_validation_at_chance_points_at_the_labels():
@@ -126,6 +126,10 @@ def test_overfitting_says_from_which_epoch_and_what_best_pth_holds():
     found = diagnosis.diagnose(evidence(history), COMMAND)
     assert [f.cause for f in found] == ["overfitting"]
     assert "from epoch 4" in found[0].text and "best.pth holds epoch 3" in found[0].text
+    assert "the best before it rose" in found[0].text and "--aug trivialaugment" in found[0].command
+    # the long recipe with augmentation already: fine-tuning is what is left to try
+    later = diagnosis.diagnose(evidence(history, recipe="long", aug="trivialaugment"), COMMAND)[0]
+    assert "--weights imagenet" in later.command
     # the same curves with validation loss flat at the end: nothing to say
     assert diagnosis.diagnose(evidence(history[:3]), COMMAND) == []
 
