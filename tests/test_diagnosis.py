@@ -89,6 +89,32 @@ def test_labels_that_do_not_match_the_images_point_at_the_label_finder(tmp_path)
     assert labels["cause"] == "labels" and labels["command"] == f"python data_set/label_issues.py {data}"
 
 
+def test_a_long_run_that_memorises_wrong_labels_is_named_overfitting_with_the_epoch_it_began(tmp_path):
+    """Overfitting: pictures whose colour tells the class, 40% of the training labels wrong;
+    the model learns the colour first, then memorises the wrong labels, and the validation
+    loss rises from its lowest while the training loss falls."""
+    gen = torch.Generator().manual_seed(0)
+    data = tmp_path / "noisy"
+    for split, n in (("train", 20), ("val", 16)):
+        for i in range(3 * n):
+            label = i % 3
+            if split == "train" and float(torch.rand(1, generator=gen)) < 0.4:
+                label = (i % 3 + 1 + int(torch.randint(2, (1,), generator=gen))) % 3
+            low = torch.rand(1, 3, 6, 6, generator=gen)
+            picture = 0.7 * torch.nn.functional.interpolate(low, size=(64, 64), mode="bilinear")[0]
+            picture[i % 3] += 0.3  # the class's colour
+            folder = data / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((picture * 255).to(torch.uint8).permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    run_train(train_args(data, out, "--epochs", "30", "--recipe", "tutorial", "--sched", "cosine", "--dropout", "0",
+                         "--crop-scale", "1", "1"))
+    over = next(f for f in findings(out) if f["cause"] == "overfitting")
+    low = min(torch.load(out / "last.pth", weights_only=True)["metrics"], key=lambda r: r["val_loss"])
+    assert f"overfitting from epoch {low['epoch'] + 1}:" in over["text"] and "best.pth holds epoch" in over["text"]
+    assert "--aug trivialaugment" in over["command"]
+
+
 def rows(*values) -> list[dict]:
     """metrics.csv rows from (train_loss, train_acc, val_loss, val_top1, step_loss_max) tuples."""
     return [dict(epoch=i + 1, train_loss=tl, train_acc=ta, val_loss=vl, val_top1=vt, step_loss_max=peak)
