@@ -33,13 +33,13 @@ from torch import nn
 
 from alexnet import budget, checkpoint, diagnosis, figures, lr_finder, outputs, stats
 from alexnet.board import Board, require as require_tensorboard
-from alexnet.data import Lighting, normalize
+from alexnet.data import Lighting
 from alexnet.errors import ArgumentError, CheckpointError, DataError, OutputError, run_main
 from alexnet.loaders import Loaders, load_data
 from alexnet.machine import Machine, dist_info, predict_batches, progress, setup_machine, teardown
 from alexnet.preemption import Stop, TrainingStopped, one_line, rng_states, skip_to, start_epoch
 from alexnet.settings import Config, command_line, get_args_parser, resolve_config
-from alexnet.trainer import Trainer, build_trainer, optimizer_step
+from alexnet.trainer import Trainer, build_trainer, forward, optimizer_step
 
 EXPLODED = 100  # a training loss this many times ln(classes) has diverged: no model that learns gets near it
 
@@ -93,18 +93,12 @@ def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, sta
                 group["lr"] = lr_at(cfg, run_plan, step)
         if state.board:
             state.board.learning_rate(step, trainer.optimizer.param_groups[0]["lr"])
-        x = normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
-        y = targets.to(machine.device, non_blocking=True)
-        if trainer.mix is not None:
-            x, y = trainer.mix(x, y)  # y becomes soft labels: class probabilities per image
-        with machine.autocast():
-            logits = trainer.step_model(x)
-            loss = trainer.criterion(logits, y)
+        logits, y, loss = forward(cfg, machine, trainer, images, targets, lighting)
         value = loss.item()
         check_loss(cfg, value, logits.shape[-1], f"epoch {state.epoch + 1} step {i + 1}")
         optimizer_step(cfg, trainer, loss)
         images_now += len(y)
-        sums = {"seen": sums["seen"] + len(y), "size": x.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
+        sums = {"seen": sums["seen"] + len(y), "size": images.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
                 "loss_max": max(sums["loss_max"], value),
                 "correct": sums["correct"] + (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()}
         if stop.requested():

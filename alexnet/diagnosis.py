@@ -15,6 +15,8 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+from alexnet import outputs
+
 LEARNED = 0.1  # validation top-1 this far above the largest class's share: the run learned something
 MEMORISING = 0.2  # training top-1 this far above the largest class's share while validation is not: it memorises
 HIGH_PEAK = 2.0  # a step loss over this many times ln(classes): the loss jumped
@@ -191,8 +193,6 @@ def report(findings: list[Finding]) -> list[str]:
 
 
 def write(findings: list[Finding], ev: Evidence, path) -> None:
-    from alexnet import outputs
-
     evidence = {k: v for k, v in asdict(ev).items() if k != "history"}
     outputs.write_text(path, json.dumps({"findings": [asdict(f) for f in findings], "evidence": evidence},
                                         indent=2, ensure_ascii=False) + "\n")

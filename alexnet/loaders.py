@@ -65,13 +65,9 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
                                    machine.log)
     val_split = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log)
     train_ds, val_ds = train_split.dataset, val_split.dataset
-    counts = [0] * len(classes)
-    for _, target in train_split.samples:
-        counts[target] += 1
+    counts = class_counts(train_split.samples, len(classes))
     balance = data.balance_mode(cfg.balance, counts)
-    val_counts = [0] * len(classes)
-    for _, target in val_split.samples:
-        val_counts[target] += 1
+    val_counts = class_counts(val_split.samples, len(classes))
     notes, copies = [], 0  # rank 0 only: the other ranks need not read the files again
     if machine.is_main:
         copies, copy_notes = data.copies_across(train_split.samples, val_split.samples)
@@ -108,6 +104,13 @@ def build_loaders(cfg: Config, machine: Machine) -> Loaders:
                                         generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
     return Loaders(train, val, classes, generator, counts, balance, notes, val_counts, copies)
+
+
+def class_counts(samples: list[tuple[str, int]], num_classes: int) -> list[int]:
+    counts = [0] * num_classes
+    for _, target in samples:
+        counts[target] += 1
+    return counts
 
 
 def train_cache_side(cfg: Config) -> int:

@@ -35,21 +35,14 @@ def phash(img: Image.Image) -> int | None:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def look(path: str) -> int | None:
-    """The image's pHash alone (split_data.py), or None if it is unreadable or flat."""
-    try:
-        return phash(images.open_rgb(path))
-    except (DataError, OSError):
-        return None
-
-
-def quick_look(path: str) -> int | None:
-    """``look`` for train.py's start: a JPEG is decoded at the smallest of its 1/2 .. 1/8
-    scales that keeps 64 px (Pillow's draft mode, several times faster); the hash moves by a
-    fraction of a bit on average, far within DISTANCE."""
+def look(path: str, draft: bool = False) -> int | None:
+    """The image's pHash alone, or None if it is unreadable or flat. ``draft`` (train.py's
+    start): a JPEG is decoded at the smallest of its 1/2 .. 1/8 scales that keeps 64 px
+    (Pillow's draft mode, several times faster); the hash moves by a fraction of a bit on
+    average, far within DISTANCE."""
     try:
         with images.open_image(path) as img:
-            if img.format == "JPEG":
+            if draft and img.format == "JPEG":
                 img.draft("RGB", (2 * HASH_SIDE, 2 * HASH_SIDE))
             return phash(images.upright_rgb(img, path))
     except (DataError, OSError):
@@ -58,7 +51,7 @@ def quick_look(path: str) -> int | None:
 
 def copied_across(train: list[str], val: list[str]) -> set[int]:
     """The indices of the ``val`` photos within COPY_DISTANCE bits of some ``train`` photo."""
-    looks = [quick_look(p) for p in [*train, *val]]
+    looks = [look(p, draft=True) for p in [*train, *val]]
     known = [i for i, h in enumerate(looks) if h is not None]
     pairs = near_pairs([looks[i] for i in known], COPY_DISTANCE)
     first_val = len(train)

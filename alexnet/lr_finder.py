@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 from alexnet import figures
-from alexnet.data import normalize
 from alexnet.loaders import Loaders
 from alexnet.machine import Machine, broadcast, synchronize
 from alexnet.preemption import start_epoch
-from alexnet.trainer import Trainer, optimizer_step
+from alexnet.trainer import Trainer, forward, optimizer_step
 
 START_LR, END_LR = 1e-7, 10.0
 STEPS = 100  # fastai's default
@@ -116,15 +115,9 @@ def _batches(cfg, machine: Machine, loaders: Loaders, size: int):
 
 def _step(cfg, machine: Machine, trainer: Trainer, batch, lr: float) -> float:
     """One optimizer step at ``lr``; the loss before it (the mean over ranks)."""
-    images, targets = batch
     for group in trainer.optimizer.param_groups:
         group["lr"] = lr
-    x = normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std)
-    y = targets.to(machine.device, non_blocking=True)
-    if trainer.mix is not None:
-        x, y = trainer.mix(x, y)
-    with machine.autocast():
-        loss = trainer.criterion(trainer.step_model(x), y)
+    _, _, loss = forward(cfg, machine, trainer, *batch)
     optimizer_step(cfg, trainer, loss)
     value = loss.detach().float()
     if machine.world > 1:

@@ -428,7 +428,7 @@ def command_line(cfg: Config, **changes) -> str:
     base = build_config(fresh_values(plain | {"img_size": cfg.img_size}), {})  # what follows from --img-size too
     values = {name: getattr(cfg, name) for name in FIELDS if name not in NOT_REPEATED and FIELDS[name].metadata["cli"]
               and getattr(cfg, name) != getattr(base, name)}
-    if cfg.img_size != build_config(fresh_values(plain), {}).img_size:
+    if cfg.img_size != fresh_values(plain).get("img_size", FIELDS["img_size"].default):
         values = {"img_size": cfg.img_size} | values
     if cfg.recipe != (BUDGET_RECIPE if cfg.budget else DEFAULT_RECIPE):
         values["recipe"] = cfg.recipe

@@ -146,6 +146,21 @@ def lighting_basis(dataset) -> list:
     return list(data.pca_basis(dataset[i][0] for i in range(min(500, len(dataset)))))
 
 
+def forward(cfg: Config, machine: Machine, trainer: Trainer, images: torch.Tensor, targets: torch.Tensor,
+            lighting: data.Lighting | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A training step up to its loss: the batch on the device, normalised (and lit), mixed
+    (the targets become soft labels: class probabilities per image), through the model.
+    Returns (logits, the targets trained on, loss)."""
+    x = data.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
+    y = targets.to(machine.device, non_blocking=True)
+    if trainer.mix is not None:
+        x, y = trainer.mix(x, y)
+    with machine.autocast():
+        logits = trainer.step_model(x)
+        loss = trainer.criterion(logits, y)
+    return logits, y, loss
+
+
 def optimizer_step(cfg: Config, trainer: Trainer, loss: torch.Tensor) -> None:
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.scaler.scale(loss).backward()
