@@ -49,11 +49,12 @@ from pathlib import Path
 
 import torch
 
-from alexnet import checkpoint, data, folders, outputs, stats
+from alexnet import checkpoint, datasets, folders, outputs, stats, transforms
 from alexnet.classifier import DEFAULT_WEIGHTS, TorchClassifier, load_classifier, predict_files
+from alexnet.datasets import CachedImageFolder
 from alexnet.errors import ArgumentError, CheckpointError, DataError, OneLineParser, run_main
 from alexnet.figures import plot_confusion, plot_filters, plot_mistakes, plot_neighbours, plot_ood, plot_reliability
-from alexnet.machine import Machine, cache_budget, predict_batches, progress
+from alexnet.machine import Machine, cache_budget, eval_batch_size, predict_batches, progress
 from model import calibrated
 
 NEIGHBOURS = 6  # training images shown for each test image in neighbours.png, as in the paper
@@ -138,39 +139,23 @@ def match_classes(split: str, known: list[str], skip_unknown: bool) -> list[str]
     return kept
 
 
-class Relabelled(torch.utils.data.Dataset):
-    """A split's images with their targets as the model's class indices."""
-
-    def __init__(self, dataset, index: list[int]):
-        self.dataset, self.index = dataset, index
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        image, target = self.dataset[i]
-        return image, self.index[target]
+def load_split(root: str, classes: list[str], model_classes: list[str], transform: transforms.EvalTransform,
+               cache_dir: str | None, quiet: bool) -> CachedImageFolder:
+    """The split as an ImageFolder decoded once (or read from the run's cache, as train.py
+    left it), with unreadable images left out and listed, and targets as the model's class indices."""
+    policy = datasets.CachePolicy(cache_dir, cache_budget(-1), "skip", quiet)
+    return CachedImageFolder(root, policy, pre_transform=transform, log=print,
+                             class_to_idx={c: model_classes.index(c) for c in classes})
 
 
-def load_split(root: str, classes: list[str], model_classes: list[str], transform: data.EvalTransform,
-               cache_dir: str | None, quiet: bool) -> data.Split:
-    """The split decoded once (or read from the run's cache, as train.py left it), with
-    unreadable images left out and listed, and targets as the model's class indices."""
-    policy = data.CachePolicy(cache_dir, cache_budget(-1), "skip", quiet)
-    split = data.build_split(root, classes, transform, None, policy, print)
-    index = [model_classes.index(c) for c in classes]
-    return data.Split(Relabelled(split.dataset, index), [(p, index[t]) for p, t in split.samples], model_classes,
-                      split.bad)
-
-
-def raw_probabilities(classifier, split: data.Split, machine: Machine, batch_size: int,
+def raw_probabilities(classifier, split: CachedImageFolder, machine: Machine, batch_size: int,
                       own_views: bool = False) -> torch.Tensor:
     """Every image's probabilities before calibration (temperature 1), in the split's order:
     through train.py's validation batches for a PyTorch model, or as predict.py reads files
     for an ONNX one (Pillow and numpy) or a model whose views differ from the split's
     (``own_views``: another resize rule)."""
     if isinstance(classifier, TorchClassifier) and not own_views:
-        loader = torch.utils.data.DataLoader(split.dataset, batch_size)
+        loader = torch.utils.data.DataLoader(split, batch_size)
         return torch.cat([p for p, _ in predict_batches(classifier.model, loader, machine, classifier.mean,
                                                         classifier.std, desc="evaluate")])
     temperature, classifier.temperature = classifier.temperature, 1.0
@@ -226,7 +211,7 @@ def intervals(probs: torch.Tensor, targets: torch.Tensor, k: int) -> dict:
     predicted, hits = probs.argmax(1), topk_hits(probs, targets, k).double()
 
     def statistic(index: torch.Tensor) -> torch.Tensor:
-        counts = stats.class_counts(targets, predicted, num_classes, index)
+        counts = stats.resampled_counts(targets, predicted, num_classes, index)
         return torch.cat([hits[index].mean(1, keepdim=True), stats.macro_f1_and_recall(counts)], 1)
 
     low_high = stats.bootstrap(statistic, n)
@@ -259,7 +244,7 @@ def print_report(names: list[str], probs: torch.Tensor, targets: torch.Tensor, k
 
 
 # ---------------------------------------------------------------- files
-def write_tables(out: Path, names: list[str], split: data.Split, probs: torch.Tensor, k: int, summary: dict) -> None:
+def write_tables(out: Path, names: list[str], split: CachedImageFolder, probs: torch.Tensor, k: int, summary: dict) -> None:
     """summary.json, per_class.csv and predictions.csv."""
     table = summary.pop("table")
     recall_ci = summary["ci"]["recall"]
@@ -306,13 +291,13 @@ def features_of(model, loader, machine: Machine, mean, std) -> torch.Tensor:
     model.eval()
     chunks = []
     for images, _ in progress(loader, machine, "features"):
-        x = data.normalize(images.to(machine.device), mean, std)
+        x = transforms.normalize(images.to(machine.device), mean, std)
         with machine.autocast():
             chunks.append(hidden_features(model, x).float().cpu())
     return torch.cat(chunks)
 
 
-def neighbours_figure(count: int, model, machine: Machine, classifier, split: data.Split, trained_on: str | None,
+def neighbours_figure(count: int, model, machine: Machine, classifier, split: CachedImageFolder, trained_on: str | None,
                       out: Path) -> str:
     """neighbours.png for ``count`` test images, or why it was not drawn."""
     train_root = os.path.join(trained_on, "train") if trained_on else None
@@ -320,10 +305,10 @@ def neighbours_figure(count: int, model, machine: Machine, classifier, split: da
         return "neighbours.png not drawn: the training images are not at hand (pass --neighbours 0 to skip)"
     bank = load_split(train_root, [c for c in folders.find_classes(train_root) if c in classifier.names],
                       classifier.names, classifier.transform, None, machine.quiet)
-    loader = lambda ds: torch.utils.data.DataLoader(ds, 32 if machine.device.type == "cpu" else 256)  # noqa: E731
-    bank_features = features_of(model, loader(bank.dataset), machine, classifier.mean, classifier.std)
+    loader = lambda ds: torch.utils.data.DataLoader(ds, eval_batch_size(machine.device))  # noqa: E731
+    bank_features = features_of(model, loader(bank), machine, classifier.mean, classifier.std)
     picks = torch.linspace(0, len(split.samples) - 1, min(count, len(split.samples))).round().long().tolist()
-    query_features = features_of(model, loader(torch.utils.data.Subset(split.dataset, picks)), machine,
+    query_features = features_of(model, loader(torch.utils.data.Subset(split, picks)), machine,
                                  classifier.mean, classifier.std)
     found = nearest(query_features, bank_features, NEIGHBOURS)
     plot_neighbours([split.samples[i][0] for i in picks], [[bank.samples[j][0] for j in row] for row in found.tolist()],
@@ -400,7 +385,7 @@ def ood_scores(classifier, files: list[str], temperature: float, batch_size: int
 
 
 def threshold_probabilities(args, classifier, split_root: str, which: str, machine: Machine,
-                            transform: data.EvalTransform, cache: str | None, batch_size: int) -> torch.Tensor | None:
+                            transform: transforms.EvalTransform, cache: str | None, batch_size: int) -> torch.Tensor | None:
     """The val/ images' raw probabilities, which choose the threshold; None where there is no
     val/ beside the split or in the training data (then the split scored chooses it)."""
     try:
@@ -474,10 +459,10 @@ def main(args) -> int:
     machine = Machine(getattr(classifier, "device", torch.device("cpu")), "fp32", quiet=args.quiet)
     cache = Path(args.weights).resolve().parent / ".cache"  # train.py's: its val/ crops are there already
     cache = str(cache) if cache.is_dir() else None
-    transform = data.EvalTransform(classifier.transform.size, classifier.transform.resize, tta)
+    transform = transforms.EvalTransform(classifier.transform.size, classifier.transform.resize, tta)
     split = load_split(split_root, match_classes(split_root, names, args.skip_unknown), names, transform, cache,
                        args.quiet)
-    batch = args.batch_size or (32 if machine.device.type == "cpu" else 256)
+    batch = args.batch_size or eval_batch_size(machine.device)
     temperature = fit_and_store_temperature(args, classifier, machine, val_root, cache, batch) if args.calibrate \
         else classifier.temperature
     raw = raw_probabilities(classifier, split, machine, batch)

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from alexnet import folders, images, outputs, predictions
-from alexnet.classifier import DEFAULT_WEIGHTS, expand, load_classifier, predict_files
-from alexnet.errors import ArgumentError, OneLineParser, OutputError, run_main
+from alexnet.classifier import DEFAULT_WEIGHTS, TorchClassifier, check_finite, expand, load_classifier, predict_files
+from alexnet.errors import ArgumentError, DataError, OneLineParser, OutputError, run_main
 from alexnet.figures import MAX_SHOWN, NO_DISPLAY, cam_overlay, has_display, show_figure
 from alexnet.predictions import UNKNOWN
 
@@ -86,6 +86,29 @@ def min_confidence(option: str | None, classifier) -> float | None:
     return stored
 
 
+def predict_image(classifier: TorchClassifier, path: str) -> list[float]:
+    """One photo through a PyTorch model, step by step, as the tutorial's predict.py does it;
+    the probability of each class. (The ONNX model and big folders go through the classifier's
+    batched predict_files, which gives the same numbers: tests/test_predict.py.)"""
+    import torch
+
+    from alexnet.decoding import pil_to_tensor
+    from alexnet.transforms import normalize
+    from model import calibrated
+
+    image = images.open_rgb(path)  # upright (the EXIF rotation applied), 8-bit RGB, whatever the file held
+    views = classifier.transform(pil_to_tensor(image))  # resize + centre crop: uint8 [3, H, W] (10 crops: --tta)
+    batch = views.reshape(-1, *views.shape[-3:])  # the batch dimension: [1, 3, H, W] ([10, 3, H, W] with --tta)
+    x = normalize(batch.to(classifier.device), classifier.mean, classifier.std)  # floats, as in training
+    model = classifier.model.eval()  # dropout off
+    with torch.inference_mode(), torch.autocast(classifier.device.type, enabled=False):  # no gradients; fp32
+        logits = model(x)
+    probs = torch.softmax(logits.float(), dim=1).mean(dim=0, keepdim=True)  # the 10 crops' average with --tta
+    probs = calibrated(probs, classifier.temperature)[0].tolist()  # evaluate.py --calibrate's temperature, if any
+    check_finite(probs, path, classifier.card["weights"])
+    return probs
+
+
 def answer(probs: list[float], names: list[str], k: int, threshold: float | None) -> tuple[list[tuple], bool]:
     """(the k most likely (class, probability), whether the image is below --min-confidence)."""
     order = sorted(range(len(probs)), key=lambda i: -probs[i])[:k]
@@ -121,6 +144,20 @@ def write_predictions(classifier, files: list[str], args, k: int, threshold: flo
     return failed
 
 
+def each_prediction(classifier, files: list[str], batch_size: int):
+    """(path, probabilities or None, error or None) per file: one photo at a time through
+    ``predict_image`` for a PyTorch model and a batch's worth of photos; batched by the
+    classifier for an ONNX model or more photos."""
+    if not isinstance(classifier, TorchClassifier) or len(files) > batch_size:
+        yield from predict_files(classifier, files, batch_size)
+        return
+    for path in files:
+        try:
+            yield path, predict_image(classifier, path), None
+        except DataError as e:
+            yield path, None, str(e)
+
+
 def check_figure_name(path: str, inputs: list) -> None:
     """--save: a format matplotlib writes, and never over an input or a file that is no earlier figure."""
     from matplotlib.backend_bases import FigureCanvasBase
@@ -153,7 +190,7 @@ def main(args) -> int:
         failed = write_predictions(classifier, files, args, k, threshold)
         return 1 if errors or failed else 0
     shown = []
-    for path, probs, err in predict_files(classifier, files, args.batch_size):
+    for path, probs, err in each_prediction(classifier, files, args.batch_size):
         if err:
             errors.append(err)
             print(f"error: {err}", file=sys.stderr)

@@ -8,12 +8,16 @@
     python train.py --resume auto                   # continue runs/last.pth if there is one, else start
     torchrun --nproc_per_node=4 train.py            # several GPUs (DistributedDataParallel)
 
-How it reads, top to bottom: the settings are resolved once into a frozen Config
-(alexnet/settings.py); ``fit`` loads the data (alexnet/loaders.py), builds the model and
-optimizer (alexnet/trainer.py), plans the epochs (alexnet/budget.py), then for each epoch
-``train_one_epoch``, ``evaluate`` and ``finish_epoch`` (best.pth on improvement, last.pth
-every epoch, metrics.csv, curves.png). A stop (Ctrl-C, SIGTERM, SIGUSR1) saves the step it
-reached (alexnet/preemption.py), so ``--resume`` goes on as if never stopped.
+How it reads, top to bottom, in the tutorial's order: ``load_data`` builds the two
+ImageFolder datasets with their transforms and wraps them in loaders; ``train_step`` is one
+optimizer step (forward, loss, zero_grad, backward, step); ``train_one_epoch`` runs it over
+the training batches; ``validate`` scores the validation images; ``finish_epoch`` saves
+best.pth on improvement and last.pth every epoch. ``fit`` puts them together, after the
+settings were resolved once into a frozen Config (alexnet/settings.py) and the model and
+optimizer built (alexnet/trainer.py). The production parts are single calls: the plan of a
+--budget run (alexnet/budget.py), the range test of --lr find (alexnet/lr_finder.py), a stop
+(Ctrl-C, SIGTERM) that saves the step it reached so that --resume goes on as if never
+stopped (alexnet/preemption.py), and the diagnosis at the end (alexnet/diagnosis.py).
 """
 from alexnet.startup import STARTED  # first: --budget counts from here, before torch takes seconds to load
 
@@ -21,6 +25,7 @@ import argparse
 import dataclasses
 import itertools
 import math
+import os
 import random
 import sys
 import time
@@ -31,29 +36,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet import budget, checkpoint, diagnosis, figures, lr_finder, outputs, stats
+from alexnet import budget, checkpoint, diagnosis, figures, lr_finder, outputs, stats, transforms
 from alexnet.board import Board, require as require_tensorboard
-from alexnet.data import Lighting
+from alexnet.datasets import CachedImageFolder
 from alexnet.errors import ArgumentError, CheckpointError, DataError, OutputError, run_main
-from alexnet.loaders import Loaders, load_data
+from alexnet.loaders import Loaders, cache_policy, data_ready, make_loaders, train_cache_side
 from alexnet.machine import Machine, dist_info, predict_batches, progress, setup_machine, teardown
 from alexnet.preemption import Stop, TrainingStopped, one_line, rng_states, skip_to, start_epoch
 from alexnet.settings import Config, command_line, get_args_parser, resolve_config
-from alexnet.trainer import Trainer, build_trainer, forward, optimizer_step
+from alexnet.trainer import Trainer, build_trainer
 
 EXPLODED = 100  # a training loss this many times ln(classes) has diverged: no model that learns gets near it
-
-
-def lr_at(cfg: Config, run_plan: budget.Plan, step: int) -> float:
-    """Learning rate of optimizer step ``step``: linear warmup, then constant or cosine to
-    zero at the plan's last step (--sched plateau: ReduceLROnPlateau owns it after warmup)."""
-    warm = cfg.warmup_epochs * run_plan.steps_per_epoch
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    if cfg.sched == "cosine":
-        total = max(1.0, run_plan.total_steps - warm)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / total)))
-    return cfg.lr
 
 
 @dataclass
@@ -74,39 +67,97 @@ class RunState:
     board: Board | None = None  # --tensorboard, on rank 0
 
 
+# ---------------------------------------------------------------- the data: two ImageFolders
+def load_data(cfg: Config, machine: Machine) -> Loaders:
+    """The training and validation images as torchvision ImageFolders, and their loaders."""
+    # training: RandomResizedCrop + horizontal flip (+ --aug), drawn anew for every batch from pixels decoded
+    # once into the cache with their short side at 256 px (train_cache_side), room for the crops
+    train_transform = transforms.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug)
+    # validation: short side to 256 px + centre 224 px (the tutorial's Resize((224, 224)) with --recipe tutorial),
+    # the same every epoch: applied once, as the images are decoded into the cache
+    val_transform = cfg.eval_transform
+    policy = cache_policy(cfg)
+    with data_ready(cfg, machine):
+        train_set = CachedImageFolder(os.path.join(cfg.data, "train"), policy, transform=train_transform,
+                                      pre_transform=transforms.ShortSide(train_cache_side(cfg)),
+                                      log=machine.log)
+        val_set = CachedImageFolder(os.path.join(cfg.data, "val"), policy, pre_transform=val_transform,
+                                    log=machine.log)
+    return make_loaders(cfg, machine, train_set, val_set)
+
+
 # ---------------------------------------------------------------- one epoch: train, validate
+def train_step(cfg: Config, machine: Machine, trainer: Trainer, images: torch.Tensor,
+               targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch, the only one in the project: --budget times it and
+    --lr find runs it. Returns (logits, the targets trained on, the loss before the step)."""
+    # the batch to the device: uint8 pixels -> normalised floats (PCA lighting with --lighting)
+    x = transforms.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, trainer.lighting)
+    y = targets.to(machine.device, non_blocking=True)
+    if trainer.mix is not None:  # MixUp / CutMix: the targets become class probabilities
+        x, y = trainer.mix(x, y)
+    with machine.autocast():  # bf16 / fp16 where the device runs it faster; fp32 with --precision fp32
+        logits = trainer.step_model(x)
+        loss = trainer.criterion(logits, y)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(loss).backward()  # the scaler scales only for fp16, whose small gradients underflow
+    if cfg.clip_grad:
+        trainer.scaler.unscale_(trainer.optimizer)
+        nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad)
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    if trainer.ema is not None:  # --ema: the running average of the weights, which validation uses
+        trainer.ema.update_parameters(trainer.model)
+    return logits, y, loss
+
+
+def lr_at(cfg: Config, run_plan: budget.Plan, step: int) -> float:
+    """Learning rate of optimizer step ``step``: linear warmup, then constant or cosine to
+    zero at the plan's last step (--sched plateau: ReduceLROnPlateau owns it after warmup)."""
+    warm = cfg.warmup_epochs * run_plan.steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.sched == "cosine":
+        total = max(1.0, run_plan.total_steps - warm)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / total)))
+    return cfg.lr
+
+
 def train_one_epoch(cfg: Config, machine: Machine, trainer: Trainer, loader, state: RunState, stop: Stop) -> dict:
-    trainer.model.train()
-    run_plan = state.plan
-    steps = run_plan.steps_in(state.epoch)
+    """One pass over the training batches, a ``train_step`` each (the rest of the epoch when
+    --resume continues one stopped mid-way); the epoch's mean loss and accuracy."""
+    trainer.model.train()  # dropout on
+    steps = state.plan.steps_in(state.epoch)  # a budget's last epoch may stop early
     resumed, state.position = state.position, None
     done = resumed["steps"] if resumed else 0  # steps of this epoch a mid-epoch checkpoint had taken
     sums = {"seen": 0, "correct": 0, "loss_sum": 0.0, "size": 0, "loss_max": 0.0} | (resumed["sums"] if resumed else {})
     images_now = 0
-    lighting = Lighting(*trainer.lighting_basis, std=cfg.lighting) if cfg.lighting else None
-    batches = itertools.islice(loader, steps - done)  # a budget's last epoch may stop early
-    for i, (images, targets) in enumerate(progress(batches, machine, f"epoch {state.epoch + 1}/{run_plan.epochs} train",
-                                                   total=steps - done), start=done):
-        step = state.epoch * run_plan.steps_per_epoch + i
-        if trainer.plateau is None or step < cfg.warmup_epochs * run_plan.steps_per_epoch:
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = lr_at(cfg, run_plan, step)
-        if state.board:
-            state.board.learning_rate(step, trainer.optimizer.param_groups[0]["lr"])
-        logits, y, loss = forward(cfg, machine, trainer, images, targets, lighting)
+    batches = progress(itertools.islice(loader, steps - done), machine,
+                       f"epoch {state.epoch + 1}/{state.plan.epochs} train", total=steps - done)
+    for i, (images, targets) in enumerate(batches, start=done):
+        set_learning_rate(cfg, trainer, state, state.epoch * state.plan.steps_per_epoch + i)
+        logits, y, loss = train_step(cfg, machine, trainer, images, targets)
         value = loss.item()
         check_loss(cfg, value, logits.shape[-1], f"epoch {state.epoch + 1} step {i + 1}")
-        optimizer_step(cfg, trainer, loss)
+        correct = (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()  # soft labels: their top
         images_now += len(y)
-        sums = {"seen": sums["seen"] + len(y), "size": images.shape[-1], "loss_sum": sums["loss_sum"] + value * len(y),
-                "loss_max": max(sums["loss_max"], value),
-                "correct": sums["correct"] + (logits.argmax(1) == (y.argmax(1) if y.dim() == 2 else y)).sum().item()}
+        sums = {"seen": sums["seen"] + len(y), "correct": sums["correct"] + correct, "size": images.shape[-1],
+                "loss_sum": sums["loss_sum"] + value * len(y), "loss_max": max(sums["loss_max"], value)}
         if stop.requested():
             raise TrainingStopped(f"interrupted at epoch {state.epoch + 1} step {i + 1}", 130,
                                   {"epoch": state.epoch, "steps": i + 1, "sums": sums})
     seen = max(sums["seen"], 1)
     return {"train_loss": sums["loss_sum"] / seen, "train_acc": sums["correct"] / seen, "loss_max": sums["loss_max"],
             "lr": trainer.optimizer.param_groups[0]["lr"], "images": images_now, "size": sums["size"]}
+
+
+def set_learning_rate(cfg: Config, trainer: Trainer, state: RunState, step: int) -> None:
+    """The schedule's rate for this step (``lr_at``), unless --sched plateau owns it after warmup."""
+    if trainer.plateau is None or step < cfg.warmup_epochs * state.plan.steps_per_epoch:
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr_at(cfg, state.plan, step)
+    if state.board:
+        state.board.learning_rate(step, trainer.optimizer.param_groups[0]["lr"])
 
 
 def check_loss(cfg: Config, value: float, num_classes: int, where: str) -> None:
@@ -121,7 +172,7 @@ def check_loss(cfg: Config, value: float, num_classes: int, where: str) -> None:
     raise TrainingStopped(f"{what} at {where}: training diverged at --lr {cfg.lr:g}", 1, diverged=True)
 
 
-def evaluate(model: nn.Module, loader, machine: Machine, cfg: Config, k: int) -> dict:
+def validate(model: nn.Module, loader, machine: Machine, cfg: Config, k: int) -> dict:
     """Top-1 / top-k accuracy and the plain cross-entropy (no smoothing) of the validation
     set, and its confusion counts[true, predicted]."""
     totals = torch.zeros(4, dtype=torch.float64)  # count, loss sum, top-1, top-k
@@ -152,13 +203,13 @@ def run_epoch(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders,
     trained = train_one_epoch(cfg, machine, trainer, loaders.train, state, stop)
     train_s = time.perf_counter() - t0
     k = min(cfg.topk, len(loaders.classes))
-    val = evaluate(trainer.validated_model, loaders.val, machine, cfg, k)
+    val = validate(trainer.validated_model, loaders.val, machine, cfg, k)
     state.confusion = val.pop("confusion")
     val_s = time.perf_counter() - t0 - train_s
     raw = {}
     if trainer.ema is not None:  # the raw weights too, to show what the average bought
-        raw["raw_val_top1"] = round(evaluate(trainer.model, loaders.val, machine, cfg, k)["val_top1"], 5)
-    return {"epoch": state.epoch + 1, "lr": trained["lr"], "train_size": trained["size"],
+        raw["raw_val_top1"] = round(validate(trainer.model, loaders.val, machine, cfg, k)["val_top1"], 5)
+    return {"epoch": state.epoch + 1, "lr": trained["lr"], "crop_size": trained["size"],
             "train_loss": round(trained["train_loss"], 5), "train_acc": round(trained["train_acc"], 5),
             "step_loss_max": round(trained["loss_max"], 5),
             "val_loss": round(val["val_loss"], 5), "val_top1": round(val["val_top1"], 5),
@@ -260,7 +311,7 @@ def find_lr(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -
     at most lr_finder.BUDGET_SHARE of it, and the plan is made from what is left."""
     seconds = lr_finder.BUDGET_SHARE * cfg.budget if cfg.budget else 0.0
     t0 = time.monotonic()
-    found = lr_finder.range_test(cfg, machine, trainer, loaders, seconds)
+    found = lr_finder.range_test(cfg, machine, trainer, loaders, train_step, seconds)
     plot = Path(cfg.output_dir) / lr_finder.PLOT
     if machine.is_main:
         lr_finder.plot(found, plot)
@@ -278,7 +329,7 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     here the optimizer, GradScaler, LR schedule, weight average, progress, random state,
     and a budget run's plan, kept as it was."""
     if not resume:
-        chosen, costs = budget.choose_plan(cfg, machine, trainer, loaders, started)
+        chosen, costs = budget.choose_plan(cfg, machine, trainer, loaders, train_step, started)
         return RunState(chosen, started, costs)
     steps = len(loaders.train)
     kept = budget.Plan(**resume["plan"]) if cfg.budget else budget.fixed_plan(cfg.epochs, cfg.resizing, steps)

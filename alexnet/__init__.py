@@ -3,11 +3,13 @@
 settings     every training option, declared once; the recipes; the command line
 checkpoint   the model file: build, load, upgrade, field checks, resume checks, update
 classifier   a .pth or .onnx model ready to classify files (predict.py, evaluate.py, app.py)
-loaders      the training and validation loaders of a run
-trainer      model, optimizer, loss, schedule, EMA, mixing; one optimizer step
+datasets     train.py's ImageFolders: the safe folder walk and the decode-once cache
+transforms   the evaluation transform, the training augmentation, normalisation, PCA lighting
+loaders      the loaders around train.py's two datasets: samplers, shards, batches on the device
+trainer      model, optimizer, loss, schedule, EMA, mixing (the step itself is train.py's)
 budget       how many epochs at which crop sizes: --epochs, or --budget from measured costs
 preemption   stopping on a signal and resuming at the very step
 figures      every figure the scripts draw
-data, device_data, images, folders, lookalike, splitting    reading and preparing images
-machine, outputs, errors, startup, stats, board, predictions, shapes    the rest
+decoding, device_data, images, folders, lookalike, class_balance, splitting    reading and sorting images
+machine, outputs, errors, startup, stats, board, predictions, shapes, diagnosis, lr_finder    the rest
 """

@@ -17,7 +17,6 @@ functions after it measure the costs on this machine and re-plan after each epoc
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import math
@@ -30,14 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from alexnet import data, outputs
+from alexnet import outputs, transforms
 from alexnet.checkpoint import MIN_IMG_SIZE
 from alexnet.errors import ArgumentError
 from alexnet.loaders import Loaders, set_crop_size
 from alexnet.machine import Machine, broadcast, synchronize
-from alexnet.trainer import Trainer, build_optimizer
+from alexnet.trainer import Trainer, TrainStep, throwaway_copy
 
 if TYPE_CHECKING:  # settings imports this module (Resizing, parse_duration)
     from alexnet.settings import Config
@@ -104,10 +102,6 @@ class Costs:
             return mean_y * size * size / mean_x
         return max(mean_y + slope * (size * size - mean_x), 0.05 * mean_y)
 
-    def scaled(self, factor: float) -> "Costs":
-        return Costs({s: t * factor for s, t in self.step_s.items()}, self.val_s * factor,
-                     self.epoch_overhead_s * factor)
-
 
 def epoch_seconds(plan: Plan, epoch: int, costs: Costs) -> float:
     return plan.steps_in(epoch) * costs.step_at(plan.sizes[epoch]) + costs.val_s + costs.epoch_overhead_s
@@ -173,13 +167,14 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def choose_plan(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float
-                ) -> tuple[Plan, Costs | None]:
-    """--epochs as given; or, with --budget, the most steps that end when the time does."""
+def choose_plan(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, step: TrainStep,
+                started: float) -> tuple[Plan, Costs | None]:
+    """--epochs as given; or, with --budget, the most steps that end when the time does,
+    measured with ``step`` (train.py's training step)."""
     steps = len(loaders.train)
     if not cfg.budget:
         return fixed_plan(cfg.epochs, cfg.resizing, steps), None
-    costs = measure_costs(cfg, machine, trainer, loaders)
+    costs = measure_costs(cfg, machine, trainer, loaders, step)
     left = budget_seconds_left(cfg, started)
     chosen = fit_budget(left, cfg.resizing, steps, costs)
     if chosen is None or chosen.epochs == 1 and chosen.last_epoch_steps < steps:
@@ -195,17 +190,19 @@ def budget_seconds_left(cfg: Config, started: float) -> float:
     return 0.99 * cfg.budget - 1.0 - (time.monotonic() - started)
 
 
-def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -> Costs:
-    """What an epoch will cost, measured on this machine before training: training steps at
-    the smallest, middle and largest crop size, a validation pass, and writing checkpoints."""
-    model = copy.deepcopy(trainer.model)  # a throwaway copy: the run's own weights stay untouched
+def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, step: TrainStep) -> Costs:
+    """What an epoch will cost, measured on this machine before training: ``step`` on a
+    throwaway copy of the trainer at the smallest, middle and largest crop size, a validation
+    pass, and writing checkpoints."""
+    measured = throwaway_copy(cfg, trainer)  # the run's own weights and optimizer stay untouched
     end = cfg.train_size_end
     sizes = sorted({s for s in (cfg.img_size_start, (cfg.img_size_start + end) // 2, end) if MIN_IMG_SIZE <= s <= end})
-    step_s = {size: step_seconds(cfg, machine, model, trainer.criterion, loaders, size) for size in sizes}
+    step_s = {size: step_seconds(cfg, machine, measured, loaders, step, size) for size in sizes}
+    model = measured.model.eval()
     t0, seen = time.perf_counter(), 0
     for images, _ in itertools.islice(loaders.val, 2):
         with torch.inference_mode(), machine.autocast():
-            model.eval()(data.normalize(images.to(machine.device), cfg.mean, cfg.std))
+            model(transforms.normalize(images.to(machine.device), cfg.mean, cfg.std))
         seen += len(images)
     synchronize(machine.device)
     val_s = (time.perf_counter() - t0) / max(seen, 1) * len(loaders.val.dataset)
@@ -218,21 +215,15 @@ def measure_costs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     return Costs(step_s, val_s, epoch_overhead_s=saved_s * (2 if cfg.opt == "sgd" else 3))
 
 
-def step_seconds(cfg: Config, machine: Machine, model: nn.Module, criterion: nn.Module, loaders: Loaders,
+def step_seconds(cfg: Config, machine: Machine, measured: Trainer, loaders: Loaders, step: TrainStep,
                  size: int) -> float:
     """Median seconds of a training step at this crop size, batch loading included."""
-    optimizer = build_optimizer(cfg, model)
     set_crop_size(loaders.train, size)
+    measured.model.train()
     batches, times = iter(loaders.train), []
     for _ in range(min(4, len(loaders.train))):
         t0 = time.perf_counter()
-        images, targets = next(batches)
-        x = data.normalize(images.to(machine.device), cfg.mean, cfg.std)
-        with machine.autocast():
-            loss = criterion(model(x), targets.to(machine.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step(cfg, machine, measured, *next(batches))
         synchronize(machine.device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:] or times)  # the first one warms up the kernels and the loader
@@ -243,7 +234,7 @@ def replan(cfg: Config, machine: Machine, state, row: dict, epoch_wall: float) -
     give the plan for the time that is left (the epochs, their sizes, the last one's steps);
     if no further epoch fits, the run ends now rather than overrun. Short probes misjudge how
     the cost grows with the crop size, so a single correction would drift as the crops grow."""
-    predicted = state.plan.steps_in(state.epoch - 1) * state.costs.step_at(row["train_size"])
+    predicted = state.plan.steps_in(state.epoch - 1) * state.costs.step_at(row["crop_size"])
     factor = row["train_seconds"] / predicted
     saving = max(0.0, epoch_wall - row["seconds"])
     if state.epoch > 1:  # writing files varies from epoch to epoch (the first plot is slow): an average

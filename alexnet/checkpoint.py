@@ -176,6 +176,9 @@ def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
     if fmt < 3:  # the precision was not recorded: chosen afresh; the probabilities were never calibrated
         ckpt = {"precision": None, "device_type": None, "temperature": 1.0} | ckpt
     ckpt.setdefault("min_confidence", None)  # evaluate.py --ood --store-threshold; optional in format 3
+    if isinstance(ckpt.get("metrics"), list):  # metrics rows before 'train_size' was named for what it holds
+        ckpt["metrics"] = [{("crop_size" if k == "train_size" else k): v for k, v in row.items()}
+                           if isinstance(row, dict) else row for row in ckpt["metrics"]]
     ckpt["format"] = CHECKPOINT_FORMAT
     return ckpt
 

@@ -58,33 +58,40 @@ class TorchClassifier:
     def __init__(self, weights: str, device: str, tta: bool, class_indices: str | None):
         import torch
 
-        from alexnet import data
+        from alexnet import transforms
         from alexnet.checkpoint import from_checkpoint, load_checkpoint
         from alexnet.machine import pick_device
 
-        self.torch, self.data = torch, data
+        self.torch = torch
         ckpt = load_checkpoint(weights, mmap=True)
         self.names = class_names(ckpt.get("classes"), int(ckpt["num_classes"]), class_indices, weights)
         self.device = pick_device(device)
         self.model = from_checkpoint(ckpt, weights).to(self.device, memory_format=torch.channels_last).eval()
         ev = ckpt.get("eval", {"size": 224, "resize": 0})  # a raw state_dict: the tutorial's Resize((224, 224))
-        self.transform = data.EvalTransform(ev["size"], ev["resize"], tta)
+        self.transform = transforms.EvalTransform(ev["size"], ev["resize"], tta)
         self.mean, self.std = ckpt.get("mean", images.TUTORIAL_MEAN), ckpt.get("std", images.TUTORIAL_STD)
         self.temperature = ckpt["temperature"]
-        self.card = model_card(ckpt, weights, self.names)
+        config = ckpt.get("config") or {}
+        self.card = model_card(weights, self.names, {**ckpt, "data": config.get("data"), "tta": config.get("tta")})
 
     def load(self, path: str):
         """One image file, preprocessed (uint8 views); DataError names the file if unreadable."""
-        return self.transform(self.data.open_rgb(path))
+        from alexnet.decoding import decode_pillow
+
+        return self.transform(decode_pillow(path))
 
     def prepare_pil(self, img, name: str):
         """An image already open in Pillow (app.py's uploads), preprocessed like ``load``."""
-        return self.transform(self.data.rgb_from_pil(img, name))
+        from alexnet.decoding import rgb_from_pil
+
+        return self.transform(rgb_from_pil(img, name))
 
     def probabilities(self, batch: list) -> list[list[float]]:
         from model import probabilities
 
-        x = self.data.normalize(self.torch.stack(batch).to(self.device), self.mean, self.std)
+        from alexnet.transforms import normalize
+
+        x = normalize(self.torch.stack(batch).to(self.device), self.mean, self.std)
         # fp32 on every path (and whatever autocast a caller has on): the probabilities
         # predict.py, evaluate.py, app.py and the ONNX model report agree to 1e-5
         with self.torch.inference_mode(), self.torch.autocast(self.device.type, enabled=False):
@@ -95,19 +102,21 @@ class TorchClassifier:
         H x W in [0, 1]) of an upright RGB Pillow image."""
         from model import grad_cam
 
-        view = self.data.EvalTransform(self.transform.size, self.transform.resize)(self.data.pil_to_tensor(image))
-        x = self.data.normalize(view[None].to(self.device), self.mean, self.std)
+        from alexnet.decoding import pil_to_tensor
+        from alexnet.transforms import EvalTransform, normalize
+
+        view = EvalTransform(self.transform.size, self.transform.resize)(pil_to_tensor(image))
+        x = normalize(view[None].to(self.device), self.mean, self.std)
         heat = grad_cam(self.model, x, self.torch.tensor([class_index]))[0]
         return view.permute(1, 2, 0).numpy(), heat.cpu().numpy()
 
 
-def model_card(ckpt: dict, weights: str, names: list[str]) -> dict:
-    """What a user wants to know about a model file: shown by app.py, written by export.py."""
-    config = ckpt.get("config") or {}
-    return {"weights": str(weights), "arch": ckpt.get("arch"), "classes": names, "best_acc": ckpt.get("best_acc"),
-            "epoch": ckpt.get("epoch"), "data": config.get("data"), "eval": ckpt.get("eval"),
-            "tta": bool(config.get("tta", False)), "temperature": ckpt["temperature"],
-            "min_confidence": ckpt["min_confidence"], "int8": None}
+def model_card(weights: str, names: list[str], fields: dict, int8: dict | None = None) -> dict:
+    """What a user wants to know about a model file, whatever its format (a checkpoint's or
+    an ONNX file's ``fields``): shown by app.py, written by export.py."""
+    card = {key: fields.get(key) for key in ("arch", "best_acc", "epoch", "data", "eval", "temperature",
+                                              "min_confidence")}
+    return {"weights": str(weights), "classes": names, **card, "tta": bool(fields.get("tta")), "int8": int8}
 
 
 class OnnxClassifier:
@@ -138,11 +147,9 @@ class OnnxClassifier:
         self.transform = images.EvalViews(ev["size"], ev["resize"], tta)
         self.mean, self.std = info.get("mean", images.TUTORIAL_MEAN), info.get("std", images.TUTORIAL_STD)
         self.temperature = info.get("temperature", 1.0)  # exports before calibration existed: uncalibrated
-        self.card = {"weights": str(weights), "arch": info.get("arch"), "classes": self.names,
-                     "best_acc": info.get("best_acc"), "epoch": info.get("epoch"), "data": info.get("data"),
-                     "eval": ev, "tta": False, "temperature": self.temperature,
-                     "min_confidence": info.get("min_confidence"),
-                     "int8": {"fp32": info["top1_fp32"], "int8": info["top1_int8"]} if "quantization" in info else None}
+        int8 = {"fp32": info["top1_fp32"], "int8": info["top1_int8"]} if "quantization" in info else None
+        self.card = model_card(weights, self.names, {**info, "eval": ev, "temperature": self.temperature, "tta": False},
+                               int8)
 
     def load(self, path: str):
         return self.transform(images.open_rgb(path))
@@ -238,14 +245,19 @@ def expand(paths: list[str]) -> tuple[list[str], list[str], str]:
 
 
 def checked_probabilities(classifier, views: list, names: list[str]) -> list[list[float]]:
-    """The classifier's probabilities, or a CheckpointError if any is NaN or infinite: broken
-    weights must never print as a confident answer."""
+    """The classifier's probabilities, or a CheckpointError if any is NaN or infinite."""
     probs = classifier.probabilities(views)
     for name, p in zip(names, probs):
-        if not all(math.isfinite(v) for v in p):
-            raise CheckpointError(f"{classifier.card['weights']}: the model gives NaN or infinite probabilities "
-                                  f"for {name}: its weights are broken")
+        check_finite(p, name, classifier.card["weights"])
     return probs
+
+
+def check_finite(probs: list[float], name: str, weights: str) -> None:
+    """Broken weights must never print as a confident answer: NaN or infinite probabilities
+    are a CheckpointError naming the model file."""
+    if not all(math.isfinite(v) for v in probs):
+        raise CheckpointError(f"{weights}: the model gives NaN or infinite probabilities for {name}: its weights "
+                              f"are broken")
 
 
 def decoded(classifier, files: list[str], ahead: int) -> Iterator[tuple[str, object, str | None]]:

@@ -18,8 +18,8 @@ per side, and a batch is cropped with one roi_align call per bucket it touches. 
 tensor for all would waste up to 4x for mixed portrait and landscape photos; a list of
 separate tensors would need one call per image.
 
-Against the per-image path (``data.TrainAugment``): the boxes are drawn the same way
-(``data.sample_boxes``, torchvision's distribution for the whole batch); roi_align averages a
+Against the per-image path (``transforms.TrainAugment``): the boxes are drawn the same way
+(``transforms.sample_boxes``, torchvision's distribution for the whole batch); roi_align averages a
 grid of bilinear samples over each output pixel where torchvision uses a triangle filter
 over it, so a downscaled crop differs by a few grey levels (tests/test_device_data.py
 bounds it), an amount the augmentation itself dwarfs.
@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from alexnet.data import CROP_RATIO, sample_boxes
+from alexnet.transforms import CROP_RATIO, sample_boxes
 
 BUCKET_STEP = 64
 # This path does the crop and the flip, and leaves class balance to the loss: --aug and

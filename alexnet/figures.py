@@ -12,12 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alexnet import folders, outputs
+from alexnet import folders, images, outputs
 
 if TYPE_CHECKING:  # predict.py's figure needs neither torch nor the settings
     import torch
 
-    from alexnet.data import Split
+    from alexnet.datasets import CachedImageFolder
     from alexnet.settings import Config
 
 MAX_SHOWN = 16  # images in predict.py's figure; all of them are printed
@@ -84,7 +84,7 @@ def charmap(path: str) -> frozenset:
     return frozenset(ft2font.FT2Font(path).get_charmap())
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
+def save_with_font_hint(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     """outputs.save_figure, with the one-line font hint where labels need glyphs no font here has."""
     hint_missing_glyphs(fig)
     outputs.save_figure(fig, path, dpi)
@@ -117,7 +117,7 @@ def plot_curves(cfg: Config, history: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_with_font_hint(fig, path)
 
 
 def has_display() -> bool:
@@ -142,7 +142,6 @@ def show_figure(results: list[tuple], save: str | None, show: bool) -> bool:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.backends import BackendFilter, backend_registry
-    from PIL import Image, ImageOps
 
     setup_fonts()
     if len(results) > MAX_SHOWN:
@@ -157,13 +156,11 @@ def show_figure(results: list[tuple], save: str | None, show: bool) -> bool:
         if overlay is not None:
             ax.imshow(overlay)
         else:
-            with Image.open(path) as img:
-                img.thumbnail((1024, 1024))  # a figure cell needs no more; keeps memory small for huge photos
-                ax.imshow(ImageOps.exif_transpose(img).convert("RGB"))
+            ax.imshow(thumbnail(path, 1024))
         ax.set_title(f"{folders.printable(name)} {p:.3f}\n{folders.printable(os.path.basename(path))}", fontsize=10)
     fig.tight_layout()
     if save:
-        save_figure(fig, save)
+        save_with_font_hint(fig, save)
         print(f"figure saved to {save}")
     shown = show and matplotlib.get_backend().lower() in backend_registry.list_builtin(BackendFilter.INTERACTIVE)
     if shown:
@@ -185,7 +182,7 @@ def new_figure(width: float, height: float):
 
 
 def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path, headline: str) -> None:
-    save_figure(confusion_figure(confusion, names, headline), path)
+    save_with_font_hint(confusion_figure(confusion, names, headline), path)
 
 
 def confusion_figure(confusion: torch.Tensor, names: list[str], headline: str):
@@ -232,21 +229,20 @@ def plot_reliability(bins: dict, raw_ece: float | None, temperature: float, path
     counts.bar(edges, bins["count"], width=1 / len(bins["count"]), align="edge", edgecolor="black")
     counts.set(xlabel="confidence (top probability)", ylabel="images")
     fig.tight_layout()
-    save_figure(fig, path)
+    save_with_font_hint(fig, path)
 
 
 def thumbnail(path: str, side: int = 256):
-    """An image for a figure: upright (EXIF), RGB, at most ``side`` px."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img.thumbnail((side * 2, side * 2))
-        img = ImageOps.exif_transpose(img).convert("RGB")
+    """An image for a figure: opened as every tool opens one (images.open_image: the size
+    checks, a huge JPEG read at a reduced scale), upright (EXIF), RGB, at most ``side`` px."""
+    with images.open_image(path) as img:
+        img.thumbnail((side * 2, side * 2))  # shrink before the conversions: a figure cell needs no more
+        img = images.upright_rgb(img, path)
         img.thumbnail((side, side))
         return img
 
 
-def plot_mistakes(split: Split, probs: torch.Tensor, targets: torch.Tensor, names: list[str], count: int,
+def plot_mistakes(split: CachedImageFolder, probs: torch.Tensor, targets: torch.Tensor, names: list[str], count: int,
                   path: Path) -> int:
     """The ``count`` wrong predictions with the highest loss; returns how many were shown."""
     wrong = (probs.argmax(1) != targets).nonzero().flatten()
@@ -265,7 +261,7 @@ def plot_mistakes(split: Split, probs: torch.Tensor, targets: torch.Tensor, name
         ax.axis("off")
     fig.suptitle("most confidently wrong (highest loss first)")
     fig.tight_layout()
-    save_figure(fig, path)
+    save_with_font_hint(fig, path)
     return len(shown)
 
 
@@ -281,7 +277,7 @@ def plot_filters(model: torch.nn.Module, path: Path) -> None:
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_title(f"conv1: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} px, RGB")
     ax.axis("off")
-    save_figure(fig, path)
+    save_with_font_hint(fig, path)
 
 
 def plot_neighbours(queries: list[str], found: list[list[str]], path: Path) -> None:
@@ -296,7 +292,7 @@ def plot_neighbours(queries: list[str], found: list[list[str]], path: Path) -> N
                 ax.set_title("test image" if c == 0 else f"nearest {c}", fontsize=9)
     fig.suptitle("training images nearest in the last hidden layer")
     fig.tight_layout()
-    save_figure(fig, path)
+    save_with_font_hint(fig, path)
 
 
 def plot_ood(known: torch.Tensor, unknown: torch.Tensor, report: dict, path: Path) -> None:
@@ -310,4 +306,4 @@ def plot_ood(known: torch.Tensor, unknown: torch.Tensor, report: dict, path: Pat
                label=f"threshold {report['threshold']:.3f} ({report['false_rejection_target']:.0%} of val/ rejected)")
     ax.set(xlabel="top probability", ylabel="density", title=f"AUROC {report['auroc']:.3f}")
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    save_with_font_hint(fig, path)

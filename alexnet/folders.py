@@ -8,7 +8,7 @@ and every other file counted by extension so the tools can say what they left ou
 
 It imports nothing beyond the standard library, so the split tool starts at once.
 torchvision's ImageFolder is not used for the walk because it follows a link cycle
-forever and says nothing about the files it skips (tests/test_folders.py checks that
+forever and says nothing about the files it skips (tests/test_inputs.py checks that
 both list the same files on an ordinary tree).
 """
 import os

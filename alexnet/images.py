@@ -5,7 +5,7 @@ Every entry point (train.py, evaluate.py, predict.py, app.py, both model formats
 images through ``open_image`` and ``upright_rgb``: the decompression-bomb check, the EXIF
 orientation phone photos carry, and the conversion of 16-bit, CMYK, palette and
 transparent images to RGB. The geometry of the evaluation transform (how far to resize,
-where to crop) is defined here once; ``data.EvalTransform`` applies it to torch tensors,
+where to crop) is defined here once; ``transforms.EvalTransform`` applies it to torch tensors,
 ``EvalViews`` to Pillow images with numpy for the ONNX path of predict.py, which never
 imports torch (tests/test_export.py holds the two to the same pixels, within rounding).
 """
@@ -167,7 +167,7 @@ def five_crop_boxes(h: int, w: int, size: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class EvalViews:
-    """data.EvalTransform on a Pillow RGB image: uint8 array [views, 3, size, size]."""
+    """transforms.EvalTransform on a Pillow RGB image: uint8 array [views, 3, size, size]."""
     size: int = 224
     resize: int = 256
     tta: bool = False
@@ -197,6 +197,6 @@ class EvalViews:
 
 
 def normalize(views: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 N x 3 x H x W -> float32, (x / 255 - mean) / std, as data.normalize."""
+    """uint8 N x 3 x H x W -> float32, (x / 255 - mean) / std, as transforms.normalize."""
     x = views.astype(np.float32) / 255
     return (x - np.asarray(mean, np.float32).reshape(1, 3, 1, 1)) / np.asarray(std, np.float32).reshape(1, 3, 1, 1)

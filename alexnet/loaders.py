@@ -1,21 +1,22 @@
-"""The training and validation loaders a run reads: decoded once into the cache
-(data.build_split), sharded per rank under torchrun, balanced as --balance says, and built
-either by DataLoader (cropped per image) or on the device a batch at a time (device_data)."""
+"""The loaders around train.py's two ImageFolder datasets: sharded per rank under torchrun,
+balanced as --balance says, and built either by DataLoader (cropped per image, in the order
+of a SeededSampler) or on the device a batch at a time (device_data)."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from alexnet import data, device_data
+from alexnet import class_balance, datasets, device_data, lookalike
+from alexnet.datasets import CachedImageFolder
 from alexnet.errors import DataError
-from alexnet.machine import Machine, cache_budget, device_cache_budget
+from alexnet.machine import Machine, cache_budget, device_cache_budget, eval_batch_size
 
 if TYPE_CHECKING:  # settings imports budget, which builds on this module
     from alexnet.settings import Config
-
 
 @dataclass(frozen=True)
 class Loaders:
@@ -30,85 +31,89 @@ class Loaders:
     copies: int = 0  # validation images that copy training images (rank 0 counts them)
 
 
-def load_data(cfg: Config, machine: Machine) -> Loaders:
-    """Decode (once, into the cache) and wrap both splits; with torchrun, rank 0 decodes
-    first and the others then read its cache."""
+def cache_policy(cfg: Config) -> datasets.CachePolicy:
+    """Where and how much train.py's datasets cache (--cache-dir, --cache-mem, --bad-images)."""
+    return datasets.CachePolicy(cfg.cache_dir, cache_budget(cfg.cache_mem), cfg.bad_images, quiet=cfg.quiet)
+
+
+@contextmanager
+def data_ready(cfg: Config, machine: Machine):
+    """Around building the datasets: --demo draws its pictures first; with torchrun, rank 0
+    decodes first and the others then read its cache; a data folder that is missing gets the
+    commands that make one."""
     if cfg.demo and machine.is_main:
         from alexnet import shapes  # only the demo draws pictures (ImageDraw stays out of predict.py)
 
         machine.log(f"demo data: {shapes.make_shapes(cfg.data)}")
-    if machine.world > 1 and not machine.is_main:
+    ranks_wait = machine.world > 1 and torch.distributed.is_initialized()  # (a test builds a rank's data alone)
+    if ranks_wait and not machine.is_main:
         torch.distributed.barrier()
     try:
-        loaders = build_loaders(cfg, machine)
+        yield
     except DataError as e:
         if os.path.isdir(cfg.data):
             raise
         raise DataError(f"{e}. Get the flower photos with `python data_set/download.py` (or split your "
                         f"own with `python data_set/split_data.py SRC`), or try `python train.py --demo`") from None
-    if machine.world > 1 and machine.is_main:
+    if ranks_wait and machine.is_main:
         torch.distributed.barrier()
-    return loaders
 
 
-def build_loaders(cfg: Config, machine: Machine) -> Loaders:
-    train_root, val_root = os.path.join(cfg.data, "train"), os.path.join(cfg.data, "val")
-    classes = data.folders.find_classes(train_root, machine.log)
-    val_classes = data.folders.find_classes(val_root, machine.log)
-    if val_classes != classes:
-        raise DataError(f"{val_root}: classes {val_classes} differ from {train_root}: {classes}")
+def make_loaders(cfg: Config, machine: Machine, train_set: CachedImageFolder, val_set: CachedImageFolder) -> Loaders:
+    """The training and validation loaders of the two datasets, and what train.py reports about them."""
+    classes = train_set.classes
+    if val_set.classes != classes:
+        raise DataError(f"{val_set.root}: classes {val_set.classes} differ from {train_set.root}: {classes}")
     if len(classes) < 2:
-        raise DataError(f"{train_root}: only one class folder ({classes[0]}); a classifier needs at least two")
-    policy = data.CachePolicy(cfg.cache_dir, cache_budget(cfg.cache_mem), cfg.bad_images, quiet=cfg.quiet)
-    train_split = data.build_split(train_root, classes, data.ShortSide(train_cache_side(cfg)),
-                                   data.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug), policy,
-                                   machine.log)
-    val_split = data.build_split(val_root, classes, cfg.eval_transform, None, policy, machine.log)
-    train_ds, val_ds = train_split.dataset, val_split.dataset
-    counts = class_counts(train_split.samples, len(classes))
-    balance = data.balance_mode(cfg.balance, counts)
-    val_counts = class_counts(val_split.samples, len(classes))
+        raise DataError(f"{train_set.root}: only one class folder ({classes[0]}); a classifier needs at least two")
+    counts = class_counts(train_set.targets, len(classes))
+    balance = class_balance.balance_mode(cfg.balance, counts)
+    val_counts = class_counts(val_set.targets, len(classes))
     notes, copies = [], 0  # rank 0 only: the other ranks need not read the files again
     if machine.is_main:
-        copies, copy_notes = data.copies_across(train_split.samples, val_split.samples)
-        notes = data.describe_classes(classes, counts, balance) + copy_notes
-    shard = range(machine.rank, len(train_ds), machine.world)  # with torchrun, each rank's own images
-    val_batch = cfg.val_batch_size or (32 if machine.device.type == "cpu" else 256)
+        copies, copy_notes = lookalike.copies_across(train_set.samples, val_set.samples)
+        notes = class_balance.describe_classes(classes, counts, balance) + copy_notes
+    shard = range(machine.rank, len(train_set), machine.world)  # with torchrun, each rank's own images
+    val_batch = cfg.val_batch_size or eval_batch_size(machine.device)
+    val_ds = val_set
     if machine.world > 1:
-        val_ds = torch.utils.data.Subset(val_ds, range(machine.rank, len(val_ds), machine.world))
-    on_device, why = device_batches_decision(cfg, machine, train_ds, shard)
+        val_ds = torch.utils.data.Subset(val_set, range(machine.rank, len(val_set), machine.world))
+    on_device, why = device_batches_decision(cfg, machine, train_set, shard)
     machine.log(f"training batches: {why}")
     if on_device:
-        resident = device_data.ResidentImages([train_ds.images[i] for i in shard],
-                                              [train_ds.targets[i] for i in shard], machine.device)
-        train = device_data.DeviceBatches(train_ds, resident, cfg.batch_size, cfg.crop_scale, cfg.img_size,
+        resident = device_data.ResidentImages([train_set.images[i] for i in shard],
+                                              [train_set.targets[i] for i in shard], machine.device)
+        train = device_data.DeviceBatches(train_set, resident, cfg.batch_size, cfg.crop_scale, cfg.img_size,
                                           drop_last=len(shard) > cfg.batch_size)
         val = device_data.DeviceTensorBatches(val_ds, machine.device, val_batch)
         return Loaders(train, val, classes, train.generator, counts, balance, notes, val_counts, copies)
-    workers = cfg.workers if cfg.workers >= 0 else auto_workers(machine.device, isinstance(train_ds, data.CachedImages))
+    workers = cfg.workers if cfg.workers >= 0 else auto_workers(machine.device, train_set.cached)
     generator = torch.Generator()
     if balance == "sampler":  # each class drawn equally often, from this rank's share of the images
-        sampler = data.BalancedSampler(shard, [1 / counts[train_split.samples[i][1]] for i in shard], generator)
+        sampler = class_balance.BalancedSampler(shard, [1 / counts[train_set.targets[i]] for i in shard], generator)
     elif machine.world > 1:
-        sampler = torch.utils.data.DistributedSampler(train_ds, machine.world, machine.rank, shuffle=True, seed=cfg.seed)
+        sampler = torch.utils.data.DistributedSampler(train_set, machine.world, machine.rank, shuffle=True,
+                                                      seed=cfg.seed)
     else:
-        sampler = torch.utils.data.RandomSampler(train_ds, generator=generator)
-    sampler = data.SeededSampler(sampler)
+        sampler = torch.utils.data.RandomSampler(train_set, generator=generator)
+    sampler = datasets.SeededSampler(sampler)
     # progressive resizing changes the crop size each epoch: workers must start afresh to see it
     common = dict(num_workers=workers, pin_memory=machine.device.type == "cuda",
                   prefetch_factor=4 if workers > 0 else None, persistent_workers=workers > 0 and not cfg.img_size_start)
     # drop a last small batch only when there is a full one: a rank's share may be smaller than a batch
     # the loader's own generator only seeds its workers (their draws do not matter: SeededSampler); the order's
     # generator is never touched by it, so the order is the same with or without (persistent) workers
-    train = torch.utils.data.DataLoader(train_ds, cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
+    train = torch.utils.data.DataLoader(train_set, cfg.batch_size, sampler=sampler,
+                                        drop_last=len(sampler) > cfg.batch_size,
                                         generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
     return Loaders(train, val, classes, generator, counts, balance, notes, val_counts, copies)
 
 
-def class_counts(samples: list[tuple[str, int]], num_classes: int) -> list[int]:
+def class_counts(targets: list[int], num_classes: int) -> list[int]:
+    """Images per class, from a dataset's targets."""
     counts = [0] * num_classes
-    for _, target in samples:
+    for target in targets:
         counts[target] += 1
     return counts
 
@@ -123,7 +128,7 @@ def device_batches_decision(cfg: Config, machine: Machine, train_ds, shard: rang
     per_image = f"cropped per image by {'the main process' if cfg.workers <= 0 else 'DataLoader workers'}"
     if cfg.device_batches == "off":
         return False, f"{per_image} (--device-batches off)"
-    if not isinstance(train_ds, data.CachedImages):
+    if not train_ds.cached:
         return False, f"{per_image}: the decoded images are not cached in memory"
     if cfg.device_gaps:  # --device-batches on with these was refused by check_ranges
         return False, f"{per_image}: batches built on the device do not implement {cfg.device_gaps}"
@@ -150,7 +155,7 @@ def auto_workers(device: torch.device, cached: bool) -> int:
 
 def set_crop_size(loader, size: int) -> None:
     """The training crop size from now on (progressive resizing; the budget's measurements).
-    Loader workers see it because they start afresh each epoch (build_loaders)."""
+    Loader workers see it because they start afresh each epoch (make_loaders)."""
     if isinstance(loader, device_data.DeviceBatches):
         loader.crop_size = size
     else:

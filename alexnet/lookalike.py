@@ -3,12 +3,15 @@ perceptual hash of each image, and the pairs and groups of images whose hashes a
 Used by data_set/check.py (copies within and across classes and splits),
 data_set/split_data.py (copies kept on one side of the split) and train.py (validation photos
 that copy training photos, for its diagnosis)."""
+import functools
+import hashlib
+import os
 from collections import defaultdict
 
 import numpy as np
 from PIL import Image
 
-from alexnet import images
+from alexnet import folders, images
 from alexnet.errors import DataError
 
 HASH_SIDE, HASH_BITS = 32, 8  # pHash: a 32 x 32 grey copy, its 8 x 8 lowest frequencies
@@ -18,21 +21,19 @@ DISTANCE = 4  # pHash bits two near-duplicates may differ in (resized copies: 0-
 # without being copies; resized photos stay within 2 (measured: docs/diagnosis.md)
 COPY_DISTANCE = 2
 FLAT = 1.0  # grey levels of standard deviation below which an image has no look to hash
-# scipy.fftpack.dct's unnormalised type-II DCT as a matrix: row k is 2 cos(pi k (2n + 1) / 2N)
-DCT = 2 * np.cos(np.pi * np.arange(HASH_BITS)[:, None] * (2 * np.arange(HASH_SIDE)[None, :] + 1) / (2 * HASH_SIDE))
 
 
 def phash(img: Image.Image) -> int | None:
-    """imagehash.phash(img): the 64 signs, row by row, of the 8 x 8 lowest DCT frequencies of
-    a 32 x 32 grey copy (LANCZOS), above their median. Written out to need no scipy; the tests
-    compare it with imagehash on the same images. None for a flat image (one grey level, give
-    or take one): its signs are noise, and every such image would look like every other."""
-    grey = np.asarray(img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS), dtype=np.float64)
-    if grey.std() < FLAT:
+    """imagehash.phash(img) as an int: the 64 signs, row by row, of the 8 x 8 lowest DCT
+    frequencies of a 32 x 32 grey copy (LANCZOS), above their median. None for a flat image
+    (one grey level, give or take one): its signs are noise, and every such image would look
+    like every other."""
+    import imagehash
+
+    grey = img.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.LANCZOS)  # what imagehash hashes
+    if np.asarray(grey, dtype=np.float64).std() < FLAT:
         return None
-    low = DCT @ grey @ DCT.T  # along axis 0, then axis 1, as imagehash does
-    bits = (low > np.median(low)).flatten()
-    return int("".join("1" if b else "0" for b in bits), 2)
+    return int(str(imagehash.phash(grey, hash_size=HASH_BITS)), 16)
 
 
 def look(path: str, draft: bool = False) -> int | None:
@@ -97,3 +98,40 @@ def groups_of(pairs: list[tuple[int, int, int]], n: int) -> list[list[int]]:
     for i in sorted({i for p in pairs for i in p[:2]}):
         members[root(i)].append(i)
     return sorted(members.values(), key=lambda g: (-len(g), g))
+
+
+def copies_across(train: list[tuple[str, int]], val: list[tuple[str, int]]) -> tuple[int, list[str]]:
+    """How many validation images copy training images, and a warning if any do: byte for
+    byte (only files of the same size are read and hashed, each once), or resized and
+    recompressed (perceptual hashes, up to LOOK_LIMIT photos: a few seconds)."""
+    @functools.cache
+    def digest(path: str) -> str:
+        with open(path, "rb") as f:
+            return hashlib.sha1(f.read()).hexdigest()
+
+    try:
+        by_size: dict[int, list[str]] = {}
+        for path, _ in train:
+            by_size.setdefault(os.path.getsize(path), []).append(path)
+        pairs = []
+        for path, _ in val:
+            candidates = by_size.get(os.path.getsize(path), [])
+            if candidates:
+                mine = digest(path)
+                pairs += [(path, other) for other in candidates if digest(other) == mine]
+    except OSError:  # a file that vanished: the data pipeline reports it in its own words
+        return 0, []
+    exact = {path for path, _ in pairs}
+    near = set()
+    if len(train) + len(val) <= LOOK_LIMIT:
+        near = {val[i][0] for i in copied_across([p for p, _ in train], [p for p, _ in val])} - exact
+    notes = []
+    if pairs:
+        notes.append(f"warning: {len(exact)} validation image(s) are byte-for-byte copies of training images (e.g. "
+                     f"{folders.printable(pairs[0][0])} = {folders.printable(pairs[0][1])}): validation partly "
+                     f"measures memory; python data_set/check.py DATA lists them")
+    if near:
+        notes.append(f"warning: {len(near)} validation image(s) look like resized or recompressed copies of training "
+                     f"images (e.g. {folders.printable(min(near))}): validation partly measures memory; python "
+                     f"data_set/check.py DATA lists them")
+    return len(exact | near), notes

@@ -20,7 +20,7 @@ from alexnet import figures
 from alexnet.loaders import Loaders
 from alexnet.machine import Machine, broadcast, synchronize
 from alexnet.preemption import start_epoch
-from alexnet.trainer import Trainer, forward, optimizer_step
+from alexnet.trainer import Trainer, TrainStep
 
 START_LR, END_LR = 1e-7, 10.0
 STEPS = 100  # fastai's default
@@ -73,8 +73,9 @@ class RangeTest:
         return f"the loss did not fall before it rose at {self.flat_until:.2g}"
 
 
-def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, seconds: float = 0.0) -> RangeTest:
-    """Train with the learning rate of step i at START_LR * (END_LR / START_LR) ** (i / (steps
+def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, step: TrainStep,
+               seconds: float = 0.0) -> RangeTest:
+    """Train with ``step`` (train.py's training step), the learning rate of step i at START_LR * (END_LR / START_LR) ** (i / (steps
     - 1)); ``seconds`` > 0: as many steps as fit (at least MIN_STEPS). Under torchrun every
     rank sees the mean loss of all, so all stop together."""
     trainer.model.train()
@@ -85,13 +86,13 @@ def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, second
     if seconds:
         t0 = time.perf_counter()
         for _ in range(TIMING_STEPS):
-            _step(cfg, machine, trainer, next(batches), START_LR)
+            _step(cfg, machine, trainer, step, next(batches), START_LR)
         synchronize(machine.device)
         per_step = (time.perf_counter() - t0) / TIMING_STEPS
         steps = broadcast(machine, max(MIN_STEPS, min(STEPS, int(seconds / per_step))))  # one count for all ranks
     for i in range(steps):
         lr = START_LR * (END_LR / START_LR) ** (i / (steps - 1))
-        loss = _step(cfg, machine, trainer, next(batches), lr)
+        loss = _step(cfg, machine, trainer, step, next(batches), lr)
         if not math.isfinite(loss):
             break
         smoothed = SMOOTHING * smoothed + (1 - SMOOTHING) * loss
@@ -113,12 +114,11 @@ def _batches(cfg, machine: Machine, loaders: Loaders, size: int):
         epoch += 1
 
 
-def _step(cfg, machine: Machine, trainer: Trainer, batch, lr: float) -> float:
-    """One optimizer step at ``lr``; the loss before it (the mean over ranks)."""
+def _step(cfg, machine: Machine, trainer: Trainer, step: TrainStep, batch, lr: float) -> float:
+    """One training step at ``lr``; the loss before it (the mean over ranks)."""
     for group in trainer.optimizer.param_groups:
         group["lr"] = lr
-    _, _, loss = forward(cfg, machine, trainer, *batch)
-    optimizer_step(cfg, trainer, loss)
+    _, _, loss = step(cfg, machine, trainer, *batch)
     value = loss.detach().float()
     if machine.world > 1:
         torch.distributed.all_reduce(value)
@@ -141,4 +141,4 @@ def plot(found: RangeTest, path: Path) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    figures.save_figure(fig, path)
+    figures.save_with_font_hint(fig, path)

@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from alexnet import data
+from alexnet import transforms
 from alexnet.errors import ArgumentError
 from model import probabilities
 
@@ -61,6 +61,14 @@ def available_devices() -> list[str]:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         found.append("mps")
     return found
+
+
+EVAL_BATCH = {"cpu": 32, "gpu": 256}  # inference batch: 32 is a CPU's fastest here (bench.py); a GPU takes more
+
+
+def eval_batch_size(device: torch.device) -> int:
+    """The batch of validation and evaluate.py when none is given."""
+    return EVAL_BATCH["cpu" if device.type == "cpu" else "gpu"]
 
 
 def pick_device(name: str, local_rank: int = 0, option: str = "--device") -> torch.device:
@@ -239,7 +247,7 @@ def predict_batches(model: nn.Module, loader, machine: Machine, mean, std, desc:
     model.eval()
     for images, targets in progress(loader, machine, desc):
         views = images.shape[1] if images.dim() == 5 else 1
-        x = data.normalize(images.to(machine.device, non_blocking=True), mean, std)
+        x = transforms.normalize(images.to(machine.device, non_blocking=True), mean, std)
         with machine.autocast():
             yield probabilities(model, x, views, temperature).cpu(), targets
 

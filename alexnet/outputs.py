@@ -68,21 +68,6 @@ def temp_path(path: Path) -> Path:
     return path.with_name(name.decode("utf-8", "surrogateescape") + mark)
 
 
-def lock(handle: IO) -> bool:
-    """An exclusive lock on an open file, without waiting (the OS drops it when the process
-    dies); False if another process holds it."""
-    try:
-        try:
-            import fcntl
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:
-            import msvcrt
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-    except OSError:
-        return False
-    return True
-
-
 def free_space(folder: Path) -> str:
     """', 12 MiB free there', or '' where the disk cannot be asked."""
     try:
@@ -268,14 +253,18 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
 def not_training(path: str | os.PathLike):
     """Hold the folder's train.py lock (``output_lock``) while a file in it is rewritten: a
     running train.py would replace the file after us. Refused in one line while one runs."""
+    from filelock import FileLock, Timeout
+
     lock_file = Path(path).parent / LOCK_NAME
     if not lock_file.is_file():
         yield
         return
-    with open(lock_file, "a+") as handle:
-        if not lock(handle):
-            raise OutputError(f"{path}: a train.py run is writing to {Path(path).parent} (lock {lock_file}) and "
-                              f"would replace this file; wait for it to finish")
+    try:
+        held = FileLock(lock_file).acquire(timeout=0)
+    except Timeout:
+        raise OutputError(f"{path}: a train.py run is writing to {Path(path).parent} (lock {lock_file}) and "
+                          f"would replace this file; wait for it to finish") from None
+    with held:
         yield
 
 
@@ -331,12 +320,15 @@ def output_lock(out: Path, fresh: bool):
     """Refuse a second train.py in the same folder (the OS drops the lock if we die), and
     a fresh run over a folder that holds a trained model, unless --overwrite. A folder this
     run created is removed again if the run ends before writing a checkpoint (or --lr find's plot)."""
+    from filelock import FileLock, Timeout
+
     check_writable_folder(out, "--output-dir")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / LOCK_NAME, "a+")
-    if not lock(handle):
-        handle.close()
+    lock = FileLock(out / LOCK_NAME)  # flock on POSIX, msvcrt on Windows: the OS drops it if we die
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
         raise OutputError(f"{out}: another train.py is writing to this folder (lock {out / LOCK_NAME}); "
                           f"wait for it or pass another --output-dir") from None
     try:
@@ -350,6 +342,6 @@ def output_lock(out: Path, fresh: bool):
         remove_stale(out)
         yield
     finally:
-        handle.close()
+        lock.release()
         if created and not any((out / name).exists() for name in ("last.pth", "lr_find.png")):
             shutil.rmtree(out, ignore_errors=True)

@@ -19,6 +19,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import IO
 
 from alexnet import outputs
 from alexnet.errors import ArgumentError, OutputError
@@ -119,7 +120,7 @@ class PredictionsFile:
                 handle = open(self.path, "a+b")
             except OSError as e:
                 raise OutputError(f"--output {self.path}: cannot write ({e.strerror or e})") from None
-            if not outputs.lock(handle):
+            if not lock(handle):
                 handle.close()
                 raise OutputError(f"--output {self.path}: another predict.py is writing this file; wait for it to "
                                   f"finish, or pick another name")
@@ -206,3 +207,19 @@ class PredictionsFile:
         if self.json:
             self.file.write(b"\n]\n")
         self.file.close()
+
+
+def lock(handle: IO) -> bool:
+    """An exclusive lock on the open predictions file itself, without waiting (the OS drops it
+    when the process dies); False if another process holds it. Not filelock, which locks a
+    separate file: the lock must go with the file, so that a rival sees the rewritten one (_claim)."""
+    try:
+        try:
+            import fcntl
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            import msvcrt
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True

@@ -24,7 +24,7 @@ from pathlib import Path
 from alexnet.budget import Resizing, parse_duration
 from alexnet.checkpoint import (IMAGENET, MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS, check_no_later_epochs,
                                 check_resumable, load_checkpoint, load_weights)
-from alexnet.data import EvalTransform
+from alexnet.transforms import EvalTransform
 from alexnet.errors import ArgumentError, CheckpointError, OneLineParser
 from alexnet.images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
 from model import ARCHS

@@ -9,17 +9,15 @@ calibration, for evaluate.py.
     auroc(known, unknown)                   # how well a score tells two sets apart (out-of-class images)
     rejection_threshold(scores, 0.05)       # the score below which 5% of the known images fall
 
-The bootstrap and the temperature use torch; Wilson and McNemar are closed forms (scipy
-would add a dependency for two formulas; the tests check both against independent sums), and
-the AUROC is the Mann-Whitney count (scikit-learn would add a dependency for one formula; the
-tests check it against sklearn.metrics.roc_auc_score).
+The bootstrap and the temperature use torch; Wilson and McNemar are scipy's binomtest, the
+AUROC scikit-learn's (both come with cleanlab, in requirements.txt), imported where they are
+used so that train.py does not pay for them.
 """
 import math
 from typing import Callable
 
 import torch
 
-Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 BOOTSTRAP_SAMPLES = 2000
 ECE_BINS = 15
 
@@ -29,16 +27,15 @@ def confusion_matrix(targets: torch.Tensor, predicted: torch.Tensor, num_classes
     return torch.bincount(targets * num_classes + predicted, minlength=num_classes ** 2).view(num_classes, num_classes)
 
 
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of ``successes / n`` (Wilson 1927): unlike the normal
-    approximation it stays inside [0, 1] and covers near 0 and 1."""
+def wilson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of ``successes / n`` (Wilson 1927; scipy's binomtest): unlike the
+    normal approximation it stays inside [0, 1] and covers near 0 and 1."""
+    from scipy.stats import binomtest
+
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    interval = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, interval.low), min(1.0, interval.high)
 
 
 def bootstrap(statistic: Callable[[torch.Tensor], torch.Tensor], n: int, samples: int = BOOTSTRAP_SAMPLES,
@@ -54,7 +51,7 @@ def bootstrap(statistic: Callable[[torch.Tensor], torch.Tensor], n: int, samples
     return torch.nanquantile(values, torch.tensor([alpha, 1 - alpha], dtype=torch.float64), dim=0)
 
 
-def class_counts(targets: torch.Tensor, predicted: torch.Tensor, num_classes: int,
+def resampled_counts(targets: torch.Tensor, predicted: torch.Tensor, num_classes: int,
                  index: torch.Tensor) -> torch.Tensor:
     """B x 3 x C: per class, the true positives, the support and the predictions of each of
     the B resamples in ``index`` (B x n image indices); memory B x C, not B x C x C."""
@@ -83,7 +80,7 @@ def precision_recall_f1(tp: torch.Tensor, support: torch.Tensor,
 
 def macro_f1_and_recall(counts: torch.Tensor) -> torch.Tensor:
     """B x (1 + C): macro-F1 over the classes that occur, then each class's recall (NaN where
-    a resample holds none of that class), from ``class_counts``."""
+    a resample holds none of that class), from ``resampled_counts``."""
     tp, support, predicted = counts.unbind(1)
     _, recall, f1 = precision_recall_f1(tp, support, predicted)
     occurs = ((support > 0) | (predicted > 0)).double()
@@ -93,16 +90,12 @@ def macro_f1_and_recall(counts: torch.Tensor) -> torch.Tensor:
 
 def mcnemar(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar p-value: of the images exactly one model got right, ``only_a``
-    went to A and ``only_b`` to B; under "no difference" each is a fair coin flip."""
+    went to A and ``only_b`` to B; under "no difference" each is a fair coin flip (scipy's
+    exact binomial test)."""
+    from scipy.stats import binomtest
+
     n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-                 for i in range(k + 1)]
-    top = max(log_terms)
-    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
-    return min(1.0, 2 * tail)
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> dict:
@@ -138,13 +131,11 @@ def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
 
 def auroc(known: torch.Tensor, unknown: torch.Tensor) -> float:
     """The chance that a known image scores above an unknown one (ties count half): the area
-    under the ROC curve of telling them apart by the score."""
-    scores = torch.cat([known, unknown]).double()
-    _, inverse, counts = scores.unique(sorted=True, return_inverse=True, return_counts=True)
-    below = counts.cumsum(0) - counts
-    ranks = (below.double() + (counts.double() + 1) / 2)[inverse]  # 1-based ranks; tied scores share their mean rank
-    n_known, n_unknown = len(known), len(unknown)
-    return float((ranks[:n_known].sum() - n_known * (n_known + 1) / 2) / (n_known * n_unknown))
+    under the ROC curve of telling them apart by the score (scikit-learn's)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = torch.cat([known, unknown]).double().numpy()
+    return float(roc_auc_score([1] * len(known) + [0] * len(unknown), scores))
 
 
 def rejection_threshold(scores: torch.Tensor, false_rejection: float) -> float:

@@ -1,16 +1,18 @@
 """What learns, built once for a run: the model (fresh, from --weights, or resumed), its
 DDP / compiled wrapper, the optimizer, the GradScaler, the loss, the plateau schedule, the
-weight average (--ema), the lighting basis (--lighting) and batch mixing (MixUp / CutMix);
-and one optimizer step on them."""
+weight average (--ema), the lighting (--lighting) and batch mixing (MixUp / CutMix).
+The training step that uses them is train.py's ``train_step``."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
-from alexnet import data
+from alexnet import transforms
 from alexnet.checkpoint import load_weights
 from alexnet.errors import CheckpointError
 from alexnet.loaders import Loaders
@@ -32,12 +34,17 @@ class Trainer:
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
     ema: nn.Module | None  # torch's AveragedModel with --ema
     lighting_basis: list | None  # (eigenvalues, eigenvectors) of the training pixels, with --lighting
+    lighting: transforms.Lighting | None  # the PCA lighting drawn from that basis, with --lighting
     mix: Callable | None  # MixUp / CutMix
 
     @property
     def validated_model(self) -> nn.Module:
         """What validation, best.pth and predict.py use: the weight average with --ema."""
         return self.model if self.ema is None else self.ema.module
+
+
+# train.py's train_step(cfg, machine, trainer, images, targets) -> (logits, targets trained on, loss)
+TrainStep = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def build_trainer(cfg: Config, machine: Machine, loaders: Loaders, resume: dict | None) -> Trainer:
@@ -57,7 +64,18 @@ def build_trainer(cfg: Config, machine: Machine, loaders: Loaders, resume: dict 
                    criterion=nn.CrossEntropyLoss(weight=class_weights(loaders.balance, loaders.counts, machine.device),
                                                  label_smoothing=cfg.label_smoothing),
                    plateau=plateau_schedule(cfg, optimizer), ema=weight_average(cfg, model),
-                   lighting_basis=basis, mix=batch_mixing(cfg, len(loaders.classes)))
+                   lighting_basis=basis, lighting=transforms.Lighting(*basis, std=cfg.lighting) if cfg.lighting else None,
+                   mix=batch_mixing(cfg, len(loaders.classes)))
+
+
+def throwaway_copy(cfg: Config, trainer: Trainer) -> Trainer:
+    """A copy that a measurement may train (--budget times train.py's step on it): its own
+    weights, optimizer, GradScaler and weight average; the run's own stay untouched."""
+    model = copy.deepcopy(trainer.model)
+    return dataclasses.replace(trainer, model=model, step_model=model, optimizer=build_optimizer(cfg, model),
+                               scaler=torch.amp.GradScaler(next(model.parameters()).device.type,
+                                                            enabled=trainer.scaler.is_enabled()),
+                               plateau=None, ema=weight_average(cfg, model))
 
 
 def class_weights(balance: str, counts: list[int], device: torch.device) -> torch.Tensor | None:
@@ -141,33 +159,6 @@ def batch_mixing(cfg: Config, num_classes: int) -> Callable | None:
 
 def lighting_basis(dataset) -> list:
     """PCA of the training pixels: every cached image, or 500 decoded ones."""
-    if isinstance(dataset, data.CachedImages):
-        return list(data.pca_basis(dataset.images))
-    return list(data.pca_basis(dataset[i][0] for i in range(min(500, len(dataset)))))
-
-
-def forward(cfg: Config, machine: Machine, trainer: Trainer, images: torch.Tensor, targets: torch.Tensor,
-            lighting: data.Lighting | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A training step up to its loss: the batch on the device, normalised (and lit), mixed
-    (the targets become soft labels: class probabilities per image), through the model.
-    Returns (logits, the targets trained on, loss)."""
-    x = data.normalize(images.to(machine.device, non_blocking=True), cfg.mean, cfg.std, lighting)
-    y = targets.to(machine.device, non_blocking=True)
-    if trainer.mix is not None:
-        x, y = trainer.mix(x, y)
-    with machine.autocast():
-        logits = trainer.step_model(x)
-        loss = trainer.criterion(logits, y)
-    return logits, y, loss
-
-
-def optimizer_step(cfg: Config, trainer: Trainer, loss: torch.Tensor) -> None:
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.scaler.scale(loss).backward()
-    if cfg.clip_grad:
-        trainer.scaler.unscale_(trainer.optimizer)
-        nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad)
-    trainer.scaler.step(trainer.optimizer)
-    trainer.scaler.update()
-    if trainer.ema is not None:
-        trainer.ema.update_parameters(trainer.model)
+    if dataset.cached:
+        return list(transforms.pca_basis(dataset.images))
+    return list(transforms.pca_basis(dataset[i][0] for i in range(min(500, len(dataset)))))

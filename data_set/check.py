@@ -243,7 +243,7 @@ def plot_counts(counts: dict, path: Path) -> None:
     ax.set(ylabel="images", title="images per class and split")
     ax.legend()
     fig.tight_layout()
-    figures.save_figure(fig, path)
+    figures.save_with_font_hint(fig, path)
 
 
 def plot_copies(copies: list[dict], path: Path, most: int) -> int:
@@ -264,7 +264,7 @@ def plot_copies(copies: list[dict], path: Path, most: int) -> int:
             ax.axis("off")
     fig.suptitle(f"{len(ranked)} groups of copies (red: across splits or classes)")
     fig.tight_layout()
-    figures.save_figure(fig, path, dpi=80)
+    figures.save_with_font_hint(fig, path, dpi=80)
     return len(ranked)
 
 

@@ -156,7 +156,7 @@ def plot_suspects(order: list[int], samples, classes, probs, path: Path, shown: 
         ax.axis("off")
     fig.suptitle("most likely wrong labels (suggested: the out-of-fold prediction)")
     fig.tight_layout()
-    figures.save_figure(fig, path, dpi=80)
+    figures.save_with_font_hint(fig, path, dpi=80)
 
 
 def main(args) -> int:

@@ -34,6 +34,7 @@ def server(trained):
     blocks.close()
 
 
+@pytest.mark.slow
 def test_predict_endpoint_answers_as_predict_py_and_survives_bad_files(server, colour_data, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -57,6 +58,7 @@ def test_predict_endpoint_answers_as_predict_py_and_survives_bad_files(server, c
     assert client.predict(handle_file(str(image)), api_name="/predict")["label"] == answer["label"]  # still serving
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(server, colour_data, tmp_path):
     if not CHROMIUM:
         pytest.skip("no chromium here (.ci/run installs Debian's)")
@@ -107,9 +109,10 @@ def test_without_gradio_one_line_says_what_to_install(monkeypatch, capsys):
     assert err == "error: gradio: not installed; the web page needs it: pip install -r requirements-app.txt\n"
 
 
+@pytest.mark.slow
 def test_other_hosts_are_warned_about_and_the_trio_never_imports_gradio(capsys):
     app.check_args(app.get_args_parser().parse_args(["--host", "0.0.0.0"]))
     assert "open to every machine" in capsys.readouterr().err
-    code = "import sys, train, predict, evaluate, export, model, alexnet.data; print(sorted(m for m in sys.modules if 'gradio' in m))"
+    code = "import sys, train, predict, evaluate, export, model, alexnet.datasets; print(sorted(m for m in sys.modules if 'gradio' in m))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.stdout.strip() == "[]", r.stderr

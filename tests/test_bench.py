@@ -4,9 +4,12 @@ import re
 import sys
 
 import bench
+
+import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_bench_reports_both_paths_as_json(capsys):
     assert bench.main(["--train-per-class", "3", "--val-per-class", "1", "--repeats", "1", "--steps", "1",
                        "--batch-size", "4", "--predict-runs", "1", "--json"]) == 0
@@ -37,6 +40,7 @@ def test_report_on_a_machine_without_bf16_says_so(capsys):
     assert "GFLOP/s, bf16 0" not in out and all(len(tok) < 6 for tok in out.split() if tok.endswith("%"))
 
 
+@pytest.mark.slow
 def test_batch_overlap_tool_reports_every_variant(colour_data, capsys):
     """tools/batch_overlap.py (the measurements behind keeping batch building in the main
     thread) runs end to end; no timing is asserted."""
@@ -52,6 +56,7 @@ def test_batch_overlap_tool_reports_every_variant(colour_data, capsys):
     assert "error: --rounds 0: must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_step_layers_tool_accounts_for_every_layer(capsys):
     """tools/step_layers.py (behind docs/performance.md's per-layer table) times the five
     convolutions and three linear layers and sets them beside the whole step; their FLOPs add

@@ -7,6 +7,7 @@ from alexnet import board
 from conftest import run_train, train_args
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_what_metrics_csv_holds(colour_data, tmp_path):
     pytest.importorskip("tensorboard", reason="the optional extra: pip install -r requirements-cluster.txt")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -86,6 +86,7 @@ def test_every_declared_check_names_its_option():
         assert str(e.value) == line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", fixtures(), ids=lambda path: path.stem)
 def test_every_checkpoint_format_that_shipped_predicts_and_resumes(fixture, colour_data, tmp_path, capsys):
     old = inflate(torch.load(fixture, weights_only=True))
@@ -103,6 +104,10 @@ def test_every_checkpoint_format_that_shipped_predicts_and_resumes(fixture, colo
     assert resumed["format"] == checkpoint.CHECKPOINT_FORMAT and resumed["config"]["img_size"] == 64
     assert resumed["config"]["sched"] == "plateau" and resumed["plateau"]["patience"] == 2
     assert ("raw_model" in resumed) == bool(resumed["config"]["ema"])
+    # metrics rows of older runs named the crop side train_size: read back as crop_size
+    assert not any("train_size" in row for row in resumed["metrics"])
+    assert ("crop_size" in resumed["metrics"][0]) == ("train_size" in old["metrics"][0])
+    assert resumed["metrics"][1]["crop_size"] == 64
 
 
 def test_a_bare_state_dict_predicts_and_starts_a_run_but_is_not_resumed(colour_data, tmp_path, capsys):

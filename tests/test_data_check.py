@@ -7,12 +7,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from alexnet import settings
-from alexnet import data, trainer
+from alexnet import class_balance, trainer
 import check
 import label_issues
 import split_data
@@ -39,13 +40,26 @@ def photo(path: Path, seed: int, size=(96, 80)) -> Path:
     return path
 
 
-def test_phash_equals_imagehash(tmp_path):
-    imagehash = pytest.importorskip("imagehash")
+def numpy_phash(img: Image.Image) -> int:
+    """The pHash as lookalike.phash computed it before it became imagehash's: scipy.fftpack's
+    unnormalised type-II DCT written as a matrix."""
+    side, bits = 32, 8
+    dct = 2 * np.cos(np.pi * np.arange(bits)[:, None] * (2 * np.arange(side)[None, :] + 1) / (2 * side))
+    grey = np.asarray(img.convert("L").resize((side, side), Image.LANCZOS), dtype=np.float64)
+    low = dct @ grey @ dct.T
+    return int("".join("1" if b else "0" for b in (low > np.median(low)).flatten()), 2)
+
+
+def test_phash_equals_imagehash_and_the_hand_written_one(tmp_path):
+    import imagehash
+
     pictures = [photo(tmp_path / f"p{i}.jpg", i) for i in range(6)]
     pictures += sorted((make_colour_folder(tmp_path / "c", n_train=2, n_val=0) / "train").rglob("*.jpg"))
     for path in pictures:
         with Image.open(path) as img:
-            assert f"{check.phash(img.convert('RGB')):016x}" == str(imagehash.phash(img.convert("RGB"))), path
+            ours = check.phash(img.convert("RGB"))
+            assert f"{ours:016x}" == str(imagehash.phash(img.convert("RGB"))), path
+            assert ours == numpy_phash(img.convert("RGB")), path
     assert check.phash(Image.new("RGB", (50, 40), (90, 20, 200))) is None  # flat: no look to compare
 
 
@@ -74,6 +88,7 @@ def planted(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_check_reports_each_planted_problem_and_strict_fails(planted, tmp_path, capsys):
     out = tmp_path / "report"
     assert check.cli([str(planted), "--output-dir", str(out)]) == 0
@@ -129,7 +144,7 @@ def test_split_keeps_near_duplicates_on_one_side(tmp_path):
 def test_balanced_sampler_draws_classes_alike_and_the_weighted_loss_is_as_by_hand():
     targets = [0] * 90 + [1] * 10
     counts = [90, 10]
-    sampler = data.BalancedSampler(range(100), [1 / counts[t] for t in targets], torch.Generator().manual_seed(0))
+    sampler = class_balance.BalancedSampler(range(100), [1 / counts[t] for t in targets], torch.Generator().manual_seed(0))
     drawn = [targets[i] for _ in range(50) for i in sampler]
     assert len(drawn) == 5000 and abs(sum(drawn) / len(drawn) - 0.5) < 0.03
     weights = trainer.class_weights("loss", counts, torch.device("cpu"))
@@ -139,10 +154,11 @@ def test_balanced_sampler_draws_classes_alike_and_the_weighted_loss_is_as_by_han
     by_hand = -(weights[y] * log_p).sum() / weights[y].sum()
     assert torch.nn.CrossEntropyLoss(weight=weights)(logits, y).item() == pytest.approx(by_hand.item())
     assert trainer.class_weights("none", counts, torch.device("cpu")) is None
-    assert data.balance_mode("auto", counts) == data.AUTO_BALANCE and data.balance_mode("auto", [12, 10]) == "none"
+    assert class_balance.balance_mode("auto", counts) == class_balance.AUTO_BALANCE and class_balance.balance_mode("auto", [12, 10]) == "none"
     assert settings.Config().balance == "auto" and settings.RECIPES["tutorial"]["balance"] == "none"
 
 
+@pytest.mark.slow
 def test_train_says_the_class_counts_the_imbalance_and_copies_across_the_split(planted, tmp_path, capsys):
     (planted / "train" / "blue" / "broken.jpg").unlink()
     summary = run_train(train_args(planted, tmp_path / "run", "--epochs", "1", "--balance", "sampler"))
@@ -155,6 +171,7 @@ def test_train_says_the_class_counts_the_imbalance_and_copies_across_the_split(p
     assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["config"]["balance"] == "sampler"
 
 
+@pytest.mark.slow
 def test_label_issue_finder_flags_planted_flips(tmp_path, capsys):
     pytest.importorskip("cleanlab")
     root = make_colour_folder(tmp_path / "d", n_train=12, n_val=2)

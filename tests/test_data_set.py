@@ -90,3 +90,32 @@ def test_download_with_a_wrong_checksum_keeps_nothing(served_archive, tmp_path, 
     assert download.main(["--url", url, "--sha256", "0" * 64, "--dir", str(tmp_path / "ds"), "--quiet"]) == 2
     assert "SHA-256 mismatch" in capsys.readouterr().err
     assert not list((tmp_path / "ds").iterdir())
+
+
+@pytest.mark.parametrize("name, link", [("../outside.jpg", None),
+                                        ("flower_photos/daisy/link.jpg", "../../../../outside.jpg")])
+def test_unpack_refuses_members_that_land_outside_and_writes_nothing_there(tmp_path, name, link):
+    archive = tmp_path / "evil.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        member = tarfile.TarInfo(name)
+        if link:
+            member.type, member.linkname = tarfile.SYMTYPE, link
+            tar.addfile(member)
+        else:
+            member.size = 3
+            tar.addfile(member, io.BytesIO(b"bad"))
+    (tmp_path / "into").mkdir()
+    with pytest.raises(download.DownloadError, match="evil.tgz: unsafe or damaged archive"):
+        download.unpack(archive, tmp_path / "into")
+    assert not (tmp_path / "outside.jpg").exists() and not list((tmp_path / "into").iterdir())
+
+
+def test_unpack_puts_an_absolute_member_inside_the_folder(tmp_path):
+    archive = tmp_path / "abs.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        member = tarfile.TarInfo(str(tmp_path / "escaped.jpg"))
+        member.size = 3
+        tar.addfile(member, io.BytesIO(b"abc"))
+    download.unpack(archive, tmp_path / "into")
+    assert not (tmp_path / "escaped.jpg").exists()
+    assert [p.read_bytes() for p in (tmp_path / "into").rglob("escaped.jpg")] == [b"abc"]

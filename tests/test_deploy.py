@@ -51,6 +51,7 @@ def many(tmp_path_factory):
     return root / "train"
 
 
+@pytest.mark.slow
 def test_output_rows_equal_the_printed_answers_in_csv_and_json(trained, many, tmp_path, capsys):
     out, _ = trained
     weights = out / "best.pth"
@@ -80,6 +81,7 @@ def test_output_rows_equal_the_printed_answers_in_csv_and_json(trained, many, tm
             assert [round(p, 3) for _, p in top] == pytest.approx([p for _, p in answers[r["path"]]], abs=1.01e-3)
 
 
+@pytest.mark.slow
 def test_a_run_killed_midway_continues_to_the_same_file(trained, many, tmp_path):
     """kill -9 after some rows; the same command finishes the file, which then equals an
     uninterrupted run's (batch size 1 both times, so every image meets the same arithmetic)."""
@@ -103,6 +105,7 @@ def test_a_run_killed_midway_continues_to_the_same_file(trained, many, tmp_path)
         assert cut.read_bytes() == whole.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_half_written_row_is_dropped_and_other_files_are_never_touched(trained, many, tmp_path, capsys):
     out, _ = trained
     weights, path = out / "best.pth", tmp_path / "p.csv"
@@ -142,6 +145,7 @@ def test_min_confidence_answers_unknown_below_it(trained, colour_data, tmp_path,
     assert code == 2 and err.count("\n") == 1 and "stores no threshold" in err
 
 
+@pytest.mark.slow
 def test_ood_scores_the_shapes_against_the_colours_and_stores_a_threshold(trained, colour_data, tmp_path, capsys):
     out, _ = trained
     weights = tmp_path / "model.pth"
@@ -172,6 +176,7 @@ def int8_data(tmp_path_factory):
     return make_colour_folder(tmp_path_factory.mktemp("int8"), n_train=10, n_val=20)
 
 
+@pytest.mark.slow
 def test_int8_export_is_guarded_by_accuracy(trained, int8_data, tmp_path, capsys):
     out, _ = trained
     weights = out / "best.pth"
@@ -240,6 +245,7 @@ def test_decoding_threads_keep_the_files_order_and_their_errors(trained, many):
     assert all((a == b).all() for a, (_, b, _) in zip(serial, rows[:5]))
 
 
+@pytest.mark.slow
 def test_bench_formats_table(trained, int8_data, capsys):
     import bench
 

@@ -1,4 +1,4 @@
-"""device_data.py on the CPU: the batched box sampler (data.sample_boxes, shared with the
+"""device_data.py on the CPU: the batched box sampler (transforms.sample_boxes, shared with the
 per-image path) against torchvision's rules, the batched crop against resized_crop, padding,
 flips, and a run that learns through it."""
 import math
@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from alexnet import data
+from alexnet import datasets, decoding, transforms
 from alexnet import device_data, loaders
 from alexnet import shapes
 from alexnet import settings
@@ -23,7 +23,7 @@ SCALE, RATIO = (0.25, 1.0), (3 / 4, 4 / 3)
 def test_boxes_lie_inside_and_follow_the_requested_ranges_as_torchvision_draws_them():
     gen = torch.Generator().manual_seed(0)
     sizes = torch.tensor([[256, 256]] * 20000 + [[256, 400]] * 20000)
-    top, left, h, w = data.sample_boxes(sizes, SCALE, RATIO, gen).unbind(1)
+    top, left, h, w = transforms.sample_boxes(sizes, SCALE, RATIO, gen).unbind(1)
     assert (top >= 0).all() and (left >= 0).all()
     assert (top + h <= sizes[:, 0]).all() and (left + w <= sizes[:, 1]).all()
     area = (h * w).double() / sizes.prod(1).double()
@@ -48,13 +48,13 @@ def test_boxes_lie_inside_and_follow_the_requested_ranges_as_torchvision_draws_t
 def test_the_fallback_is_torchvisions(hw):
     """No draw fits an image this elongated at this scale: both fall back to the same box."""
     gen = torch.Generator().manual_seed(0)
-    ours = data.sample_boxes(torch.tensor([hw]), (0.9, 1.0), RATIO, gen)[0].tolist()
+    ours = transforms.sample_boxes(torch.tensor([hw]), (0.9, 1.0), RATIO, gen)[0].tolist()
     params = v2.RandomResizedCrop(16, scale=(0.9, 1.0), ratio=RATIO).make_params([torch.zeros(3, *hw)])
     assert ours == [params["top"], params["left"], params["height"], params["width"]]
 
 
 def photo(size: int = 256, seed: int = 0) -> torch.Tensor:
-    return data.pil_to_tensor(shapes.draw_shape("star", size, random.Random(seed)))
+    return decoding.pil_to_tensor(shapes.draw_shape("star", size, random.Random(seed)))
 
 
 @pytest.mark.parametrize("box, size", [((10, 20, 200, 180), 224), ((0, 0, 256, 256), 224), ((5, 5, 250, 250), 64),
@@ -84,13 +84,14 @@ def test_padded_buckets_crop_as_the_images_alone_and_flips_are_exact():
     replay = torch.Generator().manual_seed(5)
     (got, targets), = list(batches)
     order = torch.randperm(4, generator=replay)
-    crops = resident.crops(order, data.sample_boxes(resident.sizes[order], SCALE, RATIO, replay), 96)
+    crops = resident.crops(order, transforms.sample_boxes(resident.sizes[order], SCALE, RATIO, replay), 96)
     flip = torch.rand(4, generator=replay) < 0.5
     for g, c, f in zip(got, crops, flip):
         assert torch.equal(g, c.flip(-1) if f else c)
     assert targets.tolist() == order.tolist()
 
 
+@pytest.mark.slow
 def test_a_run_through_the_batched_path_learns(colour_data, tmp_path, capsys):
     summary = run_train(train_args(colour_data, tmp_path, "--device-batches", "on", "--epochs", "4"))
     assert "training batches: built on cpu from 30 resident images" in capsys.readouterr().out
@@ -103,6 +104,7 @@ def aug_choices() -> list[str]:
     return next(a.choices for a in train.get_args_parser()._actions if a.dest == "aug")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aug", aug_choices())
 def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_rest(aug, colour_data, tmp_path,
                                                                                      capsys):
@@ -118,21 +120,21 @@ def test_device_batches_on_runs_each_augmentation_it_implements_and_refuses_the_
     cfg, _ = settings.resolve_config(train.get_args_parser().parse_args(
         train_args(colour_data, tmp_path / "auto", "--device-batches", "auto", "--aug", aug)))
     machine = Machine(torch.device("cuda"), "fp32")  # auto would build batches on a GPU: not with this --aug
-    split = data.build_split(str(colour_data / "train"), ["blue", "green", "red"], data.ShortSide(73), None,
-                             data.CachePolicy(None, 2**30), lambda line: None)
-    on_device, why = loaders.device_batches_decision(cfg, machine, split.dataset, range(len(split.dataset)))
+    split = datasets.CachedImageFolder(str(colour_data / "train"), datasets.CachePolicy(None, 2**30),
+                                       pre_transform=transforms.ShortSide(73), log=lambda line: None)
+    on_device, why = loaders.device_batches_decision(cfg, machine, split, range(len(split)))
     assert not on_device and why.endswith(f"batches built on the device do not implement --aug {aug}")
 
 
 def test_every_aug_choice_changes_what_train_augment_builds_and_is_a_device_gap():
-    """Each --aug besides none is one data.train_augment builds (the pipeline differs from
+    """Each --aug besides none is one transforms.train_augment builds (the pipeline differs from
     none's), and one batches built on the device do not implement; --balance sampler is the
     other such setting."""
-    plain = repr(data.train_augment(64, (0.25, 1.0), "none"))
+    plain = repr(transforms.train_augment(64, (0.25, 1.0), "none"))
     assert settings.Config().device_gaps == ""
     for aug in aug_choices():
         if aug != "none":
-            assert repr(data.train_augment(64, (0.25, 1.0), aug)) != plain, aug
+            assert repr(transforms.train_augment(64, (0.25, 1.0), aug)) != plain, aug
             assert settings.Config(aug=aug).device_gaps == f"--aug {aug}"
     assert settings.Config(balance="sampler").device_gaps == "--balance sampler"
     assert settings.Config(balance="loss").device_gaps == ""

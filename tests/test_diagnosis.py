@@ -11,7 +11,8 @@ from PIL import Image
 from alexnet import diagnosis, lr_finder
 from alexnet.images import IMAGENET_MEAN
 from alexnet.preemption import TrainingStopped
-from conftest import make_colour_folder, run_script, run_train, train_args
+import train
+from conftest import make_colour_folder, run_train, train_args
 
 COMMAND = lambda **changes: "python train.py " + " ".join(f"--{k} {v}" for k, v in changes.items())  # noqa: E731
 
@@ -27,6 +28,7 @@ def test_a_healthy_run_gets_no_finding(trained):
     assert written["evidence"]["counts"] == [10, 10, 10] and written["evidence"]["copies"] == 0
 
 
+@pytest.mark.slow
 def test_a_learning_rate_too_low_is_named_with_a_working_command(colour_data, tmp_path, capsys):
     out = tmp_path / "run"
     run_train(train_args(colour_data, out, "--lr", "1e-6"))
@@ -43,6 +45,7 @@ def test_a_loss_that_explodes_stops_the_run_with_its_diagnosis(colour_data, tmp_
     assert "diagnosis (diverged): the loss exploded" in said and "--lr 1 " in said
 
 
+@pytest.mark.slow
 def test_validation_copied_from_training_is_named(colour_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(colour_data / "train", data / "train")
@@ -59,6 +62,7 @@ def test_validation_copied_from_training_is_named(colour_data, tmp_path):
     assert found[0]["command"] == f"python data_set/check.py {data}"
 
 
+@pytest.mark.slow
 def test_too_few_photos_point_at_imagenet_weights(tmp_path):
     data = make_colour_folder(tmp_path / "few", n_train=3, n_val=3)
     for path in data.rglob("*.jpg"):  # noise: nothing to learn from three photos a class
@@ -70,6 +74,7 @@ def test_too_few_photos_point_at_imagenet_weights(tmp_path):
     assert "--weights imagenet --arch torchvision" in few["command"] and "--lr" not in few["command"]
 
 
+@pytest.mark.slow
 def test_labels_that_do_not_match_the_images_point_at_the_label_finder(tmp_path):
     """Shuffled labels: 24 smooth random pictures whose labels say nothing about them, which
     AlexNet memorises (training top-1 rises) while validation stays at chance."""
@@ -89,6 +94,7 @@ def test_labels_that_do_not_match_the_images_point_at_the_label_finder(tmp_path)
     assert labels["cause"] == "labels" and labels["command"] == f"python data_set/label_issues.py {data}"
 
 
+@pytest.mark.slow
 def test_a_long_run_that_memorises_wrong_labels_is_named_overfitting_with_the_epoch_it_began(tmp_path):
     """Overfitting: pictures whose colour tells the class, 40% of the training labels wrong;
     the model learns the colour first, then memorises the wrong labels, and the validation
@@ -182,6 +188,7 @@ def hub_cache(tmp_path_factory):
     return home
 
 
+@pytest.mark.slow
 def test_weights_imagenet_fine_tunes_torchvisions_file_from_the_hub_cache(colour_data, hub_cache, tmp_path,
                                                                           monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(hub_cache))
@@ -192,20 +199,23 @@ def test_weights_imagenet_fine_tunes_torchvisions_file_from_the_hub_cache(colour
     assert tuple(ckpt["mean"]) == IMAGENET_MEAN
 
 
-def test_weights_imagenet_offline_says_which_file_to_fetch_and_where(colour_data, tmp_path, monkeypatch):
+def test_weights_imagenet_offline_says_which_file_to_fetch_and_where(colour_data, tmp_path, monkeypatch, capsys):
     home = tmp_path / "empty_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
     for proxy in ("https_proxy", "HTTPS_PROXY"):  # nothing listens there: no network, at once
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")
-    done = run_script("train.py", *train_args(colour_data, tmp_path / "run", "--weights", "imagenet"))
-    last = done.stderr.strip().splitlines()[-1]
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    capsys.readouterr()
+    code = train.cli(train_args(colour_data, tmp_path / "run", "--weights", "imagenet"))
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err
     assert last.startswith("error: --weights imagenet: cannot download https://download.pytorch.org/models/")
     assert last.endswith(f"put it at {home / 'hub' / 'checkpoints' / 'alexnet-owt-7be5be79.pth'}")
     assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------- --lr find / auto
+@pytest.mark.slow
 def test_lr_find_plots_suggests_and_leaves_no_model(colour_data, trained, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -226,6 +236,7 @@ def test_lr_find_plots_suggests_and_leaves_no_model(colour_data, trained, tmp_pa
         assert img.width > 300
 
 
+@pytest.mark.slow
 def test_lr_auto_trains_with_the_suggestion_and_resume_keeps_it(colour_data, tmp_path, capsys):
     out = tmp_path / "run"
     run_train(train_args(colour_data, out, "--lr", "auto", "--epochs", "2"))
@@ -238,8 +249,9 @@ def test_lr_auto_trains_with_the_suggestion_and_resume_keeps_it(colour_data, tmp
     said = capsys.readouterr().out
     assert "suggested --lr" not in said and "epoch 3/3" in said
     assert torch.load(out / "last.pth", weights_only=True)["config"]["lr"] == found
-    done = run_script("train.py", *train_args(colour_data, out, "--lr", "find", "--epochs", "4", "--resume", "auto"))
-    assert done.returncode == 2 and done.stderr.startswith("error: --lr find: ") and done.stderr.count("\n") == 1
+    code = train.cli(train_args(colour_data, out, "--lr", "find", "--epochs", "4", "--resume", "auto"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --lr find: ") and err.count("\n") == 1
 
 
 def test_the_suggestion_is_a_tenth_of_the_lowest_point_or_of_the_end_of_a_plateau():

@@ -10,6 +10,8 @@ import time
 
 import torch
 
+import pytest
+
 from conftest import ROOT, make_colour_folder
 
 
@@ -44,24 +46,18 @@ def torchrun(*launcher: str, script_args: list[str]) -> list[str]:
             *script_args]
 
 
-def test_torchrun_two_processes_share_the_work_and_draw_their_own_augmentation(colour_data, tmp_path):
-    out = tmp_path / "ddp"
-    args = [str(colour_data), str(same_image_data(tmp_path)), str(out), str(tmp_path / "result")]
-    proc = subprocess.run(torchrun("--standalone", "--nproc_per_node=2", script_args=args), capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    check_two_ranks(proc.stdout, out, tmp_path)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_two_nodes_meet_at_a_c10d_rendezvous(colour_data, tmp_path):
+@pytest.mark.slow
+def test_two_nodes_meet_at_a_c10d_rendezvous_share_the_work_and_draw_their_own_augmentation(colour_data, tmp_path):
     """Two torchrun launchers of one process each, as two machines would start them (README,
-    "On a cluster"), meeting at a c10d rendezvous on 127.0.0.1."""
+    "On a cluster"), meeting at a c10d rendezvous on 127.0.0.1: the two ranks split the images,
+    draw their own crops and masks from the same starting weights, and --lr auto runs one range
+    test (check_two_ranks). torchrun --standalone, one machine's launcher, starts the run below."""
     out = tmp_path / "ddp"
     args = [str(colour_data), str(same_image_data(tmp_path)), str(out), str(tmp_path / "result")]
     launcher = ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}",
@@ -74,6 +70,7 @@ def test_two_nodes_meet_at_a_c10d_rendezvous(colour_data, tmp_path):
     check_two_ranks("".join(stdout for stdout, _ in results), out, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_two_process_run_stopped_mid_epoch_resumes_to_the_same_weights(colour_data, tmp_path):
     """SIGTERM to torchrun (what a cluster sends before it kills a job) in the middle of an
     epoch: both ranks stop at the same step, rank 0 writes that step's place; the same command
@@ -81,7 +78,7 @@ def test_a_two_process_run_stopped_mid_epoch_resumes_to_the_same_weights(colour_
     def command(out):
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                 str(ROOT / "train.py"), "--data", str(colour_data), "--output-dir", str(out), "--img-size", "64",
-                "--epochs", "4", "--batch-size", "2", "--lr", "1e-3", "--quiet", "--workers", "0",
+                "--epochs", "3", "--batch-size", "2", "--lr", "1e-3", "--quiet", "--workers", "0",
                 "--precision", "fp32", "--device", "cpu", "--resume", "auto"]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

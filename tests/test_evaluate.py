@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import evaluate
-from alexnet import data, figures, images, stats
+from alexnet import datasets, figures, images, stats, transforms
 import predict
 from conftest import COLOURS, make_colour_folder, run_train, train_args
 from model import AlexNet, grad_cam
@@ -43,6 +43,7 @@ def test_nearest_neighbours_equal_a_brute_force_argsort():
     assert torch.equal(evaluate.nearest(queries, bank, 6), expected)
 
 
+@pytest.mark.slow
 def test_a_100_class_confusion_matrix_renders(tmp_path):
     names = [f"class number {i:03d}" for i in range(100)]
     gen = torch.Generator().manual_seed(0)
@@ -53,6 +54,7 @@ def test_a_100_class_confusion_matrix_renders(tmp_path):
         assert img.width > 2000 and img.height > 1000
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_agrees_with_train_and_predict(trained, colour_data, tmp_path, capsys):
     out, summary = trained
     report = tmp_path / "report"
@@ -82,7 +84,9 @@ def test_evaluate_end_to_end_agrees_with_train_and_predict(trained, colour_data,
 def test_mistakes_figure_shows_the_highest_losses(tmp_path):
     split_dir = make_colour_folder(tmp_path / "d", n_train=1, n_val=2) / "val"
     samples = sorted((str(p), i) for i, c in enumerate(sorted(COLOURS)) for p in (split_dir / c).iterdir())
-    split = data.Split(None, samples, sorted(COLOURS), [])
+    split = datasets.CachedImageFolder(str(split_dir), datasets.CachePolicy(None, 0), transforms.EvalTransform(64),
+                                       log=lambda line: None)
+    assert split.samples == samples
     targets = torch.tensor([t for _, t in samples])
     probs = torch.full((6, 3), 0.1)
     probs[torch.arange(6), (targets + 1) % 3] = 0.8  # every one wrong
@@ -90,6 +94,7 @@ def test_mistakes_figure_shows_the_highest_losses(tmp_path):
     assert Image.open(tmp_path / "m.png").width > 300
 
 
+@pytest.mark.slow
 def test_bad_input(trained, colour_data, tmp_path, capsys):
     out, _ = trained
     weights = ["--weights", str(out / "best.pth"), "--output-dir", str(tmp_path / "r"), "--neighbours", "0",
@@ -114,6 +119,7 @@ def test_bad_input(trained, colour_data, tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["images"] == 12
 
 
+@pytest.mark.slow
 def test_grad_cam_has_the_image_size_and_looks_at_the_half_that_carries_the_class(tmp_path):
     """Two classes told apart only by the right half's colour; the left half is random colour."""
     gen = torch.Generator().manual_seed(0)
@@ -145,6 +151,7 @@ def test_grad_cam_of_an_untrained_net_is_still_a_normalised_map():
     assert heat.shape == (3, 80, 100) and heat.min() >= 0 and heat.amax(dim=(1, 2)).le(1.0).all()
 
 
+@pytest.mark.slow
 def test_predict_cam_draws_the_overlays(trained, colour_data, tmp_path, capsys):
     out, _ = trained
     fig = tmp_path / "cam.png"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import data
+from alexnet import decoding, transforms
 import export
 from alexnet import images
 import predict
@@ -36,6 +36,7 @@ def exported(trained, tmp_path_factory):
     return out / "best.pth", onnx_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["tutorial", "torchvision", "paper"])
 def test_round_trip_for_each_arch_at_batch_1_and_7(arch, tmp_path, capsys):
     pth = checkpoint(arch, tmp_path / f"{arch}.pth")
@@ -55,6 +56,7 @@ def test_round_trip_for_each_arch_at_batch_1_and_7(arch, tmp_path, capsys):
     assert (onnx_side.card["arch"], onnx_side.card["best_acc"], onnx_side.card["epoch"]) == (arch, 0.5, 3)
 
 
+@pytest.mark.slow
 def test_predict_gives_the_same_answers_through_onnx(exported, colour_data, tmp_path, capsys):
     pth, onnx_path = exported
     (tmp_path / "broken.jpg").write_bytes(b"not a picture")
@@ -78,6 +80,7 @@ def test_predict_gives_the_same_answers_through_onnx(exported, colour_data, tmp_
     assert np.abs(np.asarray(probs[".pth"]) - np.asarray(probs[".onnx"])).max() < 1e-5  # unrounded: both fp32
 
 
+@pytest.mark.slow
 def test_the_onnx_path_never_imports_torch(exported, colour_data):
     _, onnx_path = exported
     code = ("import sys, predict; rc = predict.cli(sys.argv[1:]); "
@@ -128,12 +131,12 @@ def test_bad_model_files_are_one_line_errors(exported, colour_data, tmp_path, ca
                                                (96, 110, False)])
 def test_the_numpy_evaluation_transform_matches_the_torch_one(size, resize, tta, tmp_path):
     """predict.py's ONNX path preprocesses with Pillow and numpy: the same views as
-    data.EvalTransform up to the rounding of the two resamplers (1 in 255)."""
+    transforms.EvalTransform up to the rounding of the two resamplers (1 in 255)."""
     gen = torch.Generator().manual_seed(size + resize)
     for h, w in ((90, 130), (300, 71), (64, 64), (50, 400)):
         pixels = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=gen)
         Image.fromarray(pixels.numpy()).save(tmp_path / "x.png")
-        theirs = data.EvalTransform(size, resize, tta)(data.open_rgb(str(tmp_path / "x.png")))
+        theirs = transforms.EvalTransform(size, resize, tta)(decoding.decode_pillow(str(tmp_path / "x.png")))
         ours = images.EvalViews(size, resize, tta)(images.open_rgb(str(tmp_path / "x.png")))
         theirs = theirs.reshape(-1, 3, size, size).numpy().astype(int)
         assert ours.shape == theirs.shape

@@ -36,6 +36,7 @@ def loads_completely(path) -> bool:
     return {"model", "optimizer", "epoch"} <= set(ckpt)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])  # USR1: SLURM's preemption notice
 def test_interrupt_keeps_last_epoch_and_says_how_to_resume(sig, colour_data, tmp_path):
     out = tmp_path / "out"
@@ -50,6 +51,7 @@ def test_interrupt_keeps_last_epoch_and_says_how_to_resume(sig, colour_data, tmp
     assert not list(out.glob("*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_second_interrupt_quits_at_once_without_damage(colour_data, tmp_path):
     out = tmp_path / "out"
     proc = start_train(colour_data, out, "--epochs", "50")
@@ -61,6 +63,7 @@ def test_second_interrupt_quits_at_once_without_damage(colour_data, tmp_path):
     assert loads_completely(out / "last.pth") and loads_completely(out / "best.pth")
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_then_resume_matches_an_uninterrupted_run(colour_data, tmp_path):
     run_train(train_args(colour_data, tmp_path / "full", "--epochs", "4"))
     out = tmp_path / "killed"
@@ -84,20 +87,21 @@ def test_sigkill_while_writing_then_resume_matches_an_uninterrupted_run(colour_d
     assert not list(out.glob("*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_a_requeued_job_reruns_the_same_command_with_resume_auto(colour_data, tmp_path):
     """--resume auto: a fresh start when the folder has no last.pth; after SIGUSR1 (the
     preemption notice) the same command continues, and ends where an uninterrupted run does."""
-    run_train(train_args(colour_data, tmp_path / "full", "--epochs", "4", "--batch-size", "2"))
+    run_train(train_args(colour_data, tmp_path / "full", "--epochs", "3", "--batch-size", "2"))
     out = tmp_path / "job"
-    proc = start_train(colour_data, out, "--epochs", "4", "--batch-size", "2", "--resume", "auto")
+    proc = start_train(colour_data, out, "--epochs", "3", "--batch-size", "2", "--resume", "auto")
     wait_for(lambda: (out / "last.pth").exists(), proc)
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR1)  # 15 steps an epoch: it lands inside the second or third
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "SIGUSR1: stopping" in stderr, stderr
     stopped = torch.load(out / "last.pth", weights_only=True)
-    assert stopped["epoch"] < 4 and stopped["position"]["steps"] >= 1  # the step it stopped at, mid-epoch
-    summary = run_train(train_args(colour_data, out, "--epochs", "4", "--batch-size", "2", "--resume", "auto"))
-    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
+    assert stopped["epoch"] < 3 and stopped["position"]["steps"] >= 1  # the step it stopped at, mid-epoch
+    summary = run_train(train_args(colour_data, out, "--epochs", "3", "--batch-size", "2", "--resume", "auto"))
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
     full = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
     resumed = torch.load(out / "last.pth", weights_only=True)
     for k, v in full["model"].items():
@@ -106,8 +110,9 @@ def test_a_requeued_job_reruns_the_same_command_with_resume_auto(colour_data, tm
     assert code == 2  # the existing resume rules: another --lr is refused, by name
 
 
+@pytest.mark.slow
 def test_loader_workers_do_not_change_the_batches(colour_data, tmp_path):
-    """Each crop is drawn from a seed of its place in the epoch (data.SeededSampler), so two
+    """Each crop is drawn from a seed of its place in the epoch (datasets.SeededSampler), so two
     worker processes give the weights of none."""
     runs = {n: run_train(train_args(colour_data, tmp_path / f"w{n}", "--epochs", "2", "--workers", str(n)))
             for n in (0, 2)}
@@ -116,19 +121,21 @@ def test_loader_workers_do_not_change_the_batches(colour_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(colour_data, tmp_path, monkeypatch, capsys):
     """Weights turned NaN in epoch 2 (as a diverging run's would): the next loss
     is NaN, the run stops with the advice a diverged run needs, and both files keep epoch 1."""
     out, steps = tmp_path / "out", []
-    real_step = train.optimizer_step
+    real_step = train.train_step
 
-    def poisoned_step(cfg, trainer, loss):
-        real_step(cfg, trainer, loss)
+    def poisoned_step(cfg, machine, trainer, images, targets):
+        taken = real_step(cfg, machine, trainer, images, targets)
         steps.append(1)
         if len(steps) == 4:  # epoch 2's first step (epoch 1 takes 3: 30 images in full batches of 8)
             trainer.model.classifier[-1].weight.data.fill_(float("nan"))
+        return taken
 
-    monkeypatch.setattr(train, "optimizer_step", poisoned_step)
+    monkeypatch.setattr(train, "train_step", poisoned_step)
     code = train.cli(train_args(colour_data, out, "--epochs", "3"))
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1, err
@@ -139,6 +146,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(colour_data, tmp_pa
     assert all(torch.isfinite(v).all() for v in last["model"].values())
 
 
+@pytest.mark.slow
 def test_a_second_run_in_the_same_folder_is_refused(colour_data, tmp_path, capsys):
     out = tmp_path / "out"
     first = start_train(colour_data, out, "--epochs", "50")
@@ -192,6 +200,7 @@ def test_bad_images_are_all_reported_before_training(messy, tmp_path, capsys):
     assert "epoch" not in stdout and not (out / "last.pth").exists()
 
 
+@pytest.mark.slow
 def test_skip_trains_on_the_readable_ones(messy, tmp_path):
     summary = run_train(train_args(messy, tmp_path / "out", "--bad-images", "skip", "--epochs", "1"))
     assert summary["history"][0]["epoch"] == 1
@@ -199,6 +208,7 @@ def test_skip_trains_on_the_readable_ones(messy, tmp_path):
     assert ckpt["classes"] == ["blue", "green", "red"]
 
 
+@pytest.mark.slow
 def test_paths_with_spaces_and_chinese(tmp_path, capsys):
     root = make_colour_folder(tmp_path / "我的 数据", n_train=4, n_val=2)
     (root / "train" / "red").rename(root / "train" / "红色 red")

@@ -47,6 +47,7 @@ def cjk_font_installed() -> bool:
 
 
 # ---------------------------------------------------------------- Chinese class names
+@pytest.mark.slow
 def test_chinese_labels_are_drawn_with_a_cjk_font_and_line_up_in_the_console(trained, colour_data, tmp_path,
                                                                              monkeypatch, capsys):
     if not cjk_font_installed():
@@ -159,6 +160,7 @@ def test_calibrating_a_model_that_a_running_train_py_writes_is_refused(trained, 
     assert code != 0 and "a train.py run is writing to" in err and (run / "best.pth").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_best_and_last_are_two_files_and_every_hint_is_a_command_that_works(colour_data, tmp_path, capsys):
     out = tmp_path / "run"
     run_train(train_args(colour_data, out, "--epochs", "1"))
@@ -195,6 +197,7 @@ def test_a_phone_photo_over_the_pixel_limit_is_read_at_a_reduced_scale(trained, 
     assert page.open(str(tmp_path / "huge.jpg"), "huge.jpg").size == (600, 450)
 
 
+@pytest.mark.slow
 def test_spreadsheet_formulas_are_escaped_in_every_csv(trained, colour_data, tmp_path, capsys):
     """OWASP's rule: a cell starting with = + - @ gets a leading quote; the files start with a
     byte-order mark (Excel reads them as UTF-8), and predict.py reads its own rows back."""
@@ -230,6 +233,7 @@ def test_spreadsheet_formulas_are_escaped_in_every_csv(trained, colour_data, tmp
         assert list(csv.reader(f))[1][:3] == ["'-x.jpg", "'=HYPERLINK(\"x\")", "'+1"]
 
 
+@pytest.mark.slow
 def test_a_legal_252_character_output_name_is_written_and_a_longer_one_is_one_line(trained, colour_data, tmp_path,
                                                                                   capsys):
     out, _ = trained
@@ -272,6 +276,7 @@ def test_an_opset_that_cannot_be_honoured_is_refused(opset, trained, tmp_path, c
     assert code == 2 and f"--opset {opset}: must be in 18.." in one_error_line(err) and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_display_whose_x_server_is_gone_gets_the_no_display_hint(trained, colour_data):
     out, _ = trained
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"} | {"DISPLAY": ":93"}  # no X server there
@@ -281,6 +286,7 @@ def test_a_display_whose_x_server_is_gone_gets_the_no_display_hint(trained, colo
     assert r.returncode == 0 and figures.NO_DISPLAY in r.stdout and "non-interactive" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_the_page_honours_the_stored_threshold_and_names_no_server_path(trained, colour_data, tmp_path, capsys):
     out, _ = trained
     weights = with_classes(out / "best.pth", ["blue", "green", "red"], tmp_path / "sure.pth", min_confidence=0.999)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from alexnet import data
+from alexnet import decoding, transforms
+from alexnet.errors import DataError
 from alexnet import images
 from alexnet import folders
 import predict
@@ -68,6 +69,7 @@ def test_every_numeric_option_is_checked_before_any_work(argv, message, colour_d
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("device", ["cuda", "cuda:3", "mps", "gpu", "CPU"])
 def test_a_device_that_is_not_here_says_what_is(device, trained, colour_data, tmp_path, capsys):
@@ -125,6 +127,7 @@ def test_evaluate_export_and_app_options_are_checked(script, argv, message, trai
     assert one_error_line(capsys.readouterr().err).startswith(f"error: {message}")
 
 
+@pytest.mark.slow
 def test_file_and_folder_names_that_are_not_utf8(tmp_path, capsys):
     root = make_colour_folder(tmp_path / "d", n_train=3, n_val=1)
     odd_class = os.fsdecode(b"r\xf6d")
@@ -226,30 +229,30 @@ def test_exif_orientation_is_applied_alike_on_every_path(orientation, tmp_path):
     path = tmp_path / f"phone_{orientation}.png"
     img.save(path, exif=exif)
     upright = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-    expected = data.pil_to_tensor(upright)
+    expected = decoding.pil_to_tensor(upright)
     assert tuple(expected.shape[1:]) == ((20, 12) if orientation >= 5 else (12, 20))
-    assert torch.equal(data.decode_rgb(str(path)), expected)  # train.py and evaluate.py
-    assert torch.equal(data.open_rgb(str(path)), expected)  # predict.py
+    assert torch.equal(decoding.decode_rgb(str(path)), expected)  # train.py and evaluate.py
+    assert torch.equal(decoding.decode_pillow(str(path)), expected)  # predict.py
     with Image.open(path) as opened:  # app.py's uploads
-        assert torch.equal(data.rgb_from_pil(opened, "upload"), expected)
+        assert torch.equal(decoding.rgb_from_pil(opened, "upload"), expected)
 
 
 @pytest.mark.parametrize("size", [(3000, 2), (2, 3000), (60000, 1), (1, 1)])
 def test_memory_follows_the_real_pixel_count_whatever_the_shape(size, tmp_path):
     path = tmp_path / "odd.png"
     Image.new("RGB", size, (200, 30, 30)).save(path)
-    cached = data.ShortSide(146)(data.decode_rgb(str(path)))
+    cached = transforms.ShortSide(146)(decoding.decode_rgb(str(path)))
     assert min(cached.shape[1:]) == 146 and max(cached.shape[1:]) <= 146 * images.MAX_ASPECT
-    assert cached.numel() == data.ShortSide(146).cached_bytes(str(path))  # the budget sees what is stored
-    assert data.EvalTransform(128, 146)(data.open_rgb(str(path))).shape == (3, 128, 128)
-    assert data.EvalTransform(128, 0, tta=True)(data.open_rgb(str(path))).shape == (10, 3, 128, 128)
+    assert cached.numel() == transforms.ShortSide(146).cached_bytes(str(path))  # the budget sees what is stored
+    assert transforms.EvalTransform(128, 146)(decoding.decode_pillow(str(path))).shape == (3, 128, 128)
+    assert transforms.EvalTransform(128, 0, tta=True)(decoding.decode_pillow(str(path))).shape == (10, 3, 128, 128)
 
 
 def test_a_decompression_bomb_is_refused_on_every_path(tmp_path):
     path = tmp_path / "bomb.png"
     Image.new("1", (9500, 9500)).save(path)  # over Pillow's 89.5 Mpx limit
-    for decode in (data.decode_rgb, data.open_rgb):
-        with pytest.raises(data.DataError, match="bomb.png: 90,250,000 pixels, over the 89,478,485 an image may have"):
+    for decode in (decoding.decode_rgb, decoding.decode_pillow):
+        with pytest.raises(DataError, match="bomb.png: 90,250,000 pixels, over the 89,478,485 an image may have"):
             decode(str(path))
-    with Image.open(path) as opened, pytest.raises(data.DataError, match="upload: 90,250,000 pixels, over the"):
-        data.rgb_from_pil(opened, "upload")
+    with Image.open(path) as opened, pytest.raises(DataError, match="upload: 90,250,000 pixels, over the"):
+        decoding.rgb_from_pil(opened, "upload")

@@ -77,6 +77,7 @@ def test_paper_variant_has_lrn_and_paper_init():
     assert abs(convs[2].weight.std().item() - 0.01) < 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["tutorial", "torchvision", "paper"])
 def test_any_input_of_63_px_or_more(arch):
     net = AlexNet(num_classes=3, arch=arch).eval()

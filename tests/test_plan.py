@@ -1,11 +1,12 @@
 """--budget: the planner with injected costs, and tiny budgeted runs (no timing is asserted
 beyond what the plan itself promises)."""
 import csv
+import re
 
 import pytest
 import torch
 
-from alexnet import budget
+from alexnet import budget, lr_finder
 from alexnet import settings
 import train
 from alexnet.machine import Machine
@@ -61,6 +62,7 @@ def test_the_learning_rate_reaches_the_end_of_its_cosine_at_the_budget():
     assert lrs[chosen.total_steps] == pytest.approx(0.0, abs=1e-12) and lrs[-2] < 0.01 * cfg.lr
 
 
+@pytest.mark.slow
 def test_a_budget_shorter_than_one_epoch_is_none_here_and_one_line_in_train(colour_data, tmp_path, capsys):
     assert budget.fit_budget(2.0, LINEAR, 87, COSTS) is None
     assert train.cli(budget_args(colour_data, tmp_path / "o", "1s")) == 2
@@ -95,15 +97,38 @@ def test_budget_uses_its_recipe_unless_told_otherwise():
     assert (cfg.recipe, cfg.img_size_start, cfg.train_size_end) == ("fast", 0, 224)
 
 
-def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_data, tmp_path, capsys):
-    summary = run_train(budget_args(colour_data, tmp_path, "30s"))  # room for a slow machine's set-up
+@pytest.mark.slow
+def test_a_tiny_budgeted_run_with_lr_auto_ends_its_schedule_and_runs_train_py_own_step(colour_data, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """--lr auto --budget 30s: the range test, the budget's timing of a step and the training
+    all call train.train_step (counted here: on the run's first model, a throwaway copy, and the
+    model trained with the suggestion); the run ends its cosine at the plan's last step, in time."""
+    real_step, models = train.train_step, []
+
+    def counted(cfg, machine, trainer, images, targets):
+        models.append(id(trainer.model))
+        return real_step(cfg, machine, trainer, images, targets)
+
+    monkeypatch.setattr(train, "train_step", counted)
+    args = budget_args(colour_data, tmp_path, "30s")  # room for a slow machine's set-up
+    args[args.index("--lr") + 1] = "auto"
+    capsys.readouterr()
+    summary = run_train(args)
+    out = capsys.readouterr().out
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     chosen = budget.Plan(**ckpt["plan"])
     assert ckpt["epoch"] == chosen.epochs == len(summary["history"])  # the stored plan is what ran
+    tested = int(re.search(r"--lr auto: (\d+) steps from", out).group(1))
+    order = list(dict.fromkeys(models))  # each model in the order it first stepped
+    timed = lr_finder.TIMING_STEPS  # under a budget, the range test first times a step or two
+    assert len(order) == 3 and ckpt["config"]["lr_mode"] == "auto"
+    assert [models.count(m) for m in order] == [timed + tested, len(models) - timed - tested - chosen.total_steps,
+                                                chosen.total_steps]
+    assert models.count(order[1]) >= 2  # the budget timed steps on its throwaway copy
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     elapsed = [float(r["elapsed_s"]) for r in rows]
     assert elapsed == sorted(elapsed) and elapsed[-1] <= 30
-    if "the run ends now" in capsys.readouterr().out:
+    if "the run ends now" in out:
         # a machine so slow or busy that, after some epoch, not one more step fitted: it stopped
         # at that epoch instead of overrunning (the schedule's cut is tested with injected costs below)
         return
@@ -111,9 +136,10 @@ def test_a_tiny_budgeted_run_ends_its_schedule_and_writes_elapsed_time(colour_da
     cfg = settings.Config(**ckpt["config"])
     assert float(rows[-1]["lr"]) == pytest.approx(train.lr_at(cfg, chosen, chosen.total_steps - 1))
     assert train.lr_at(cfg, chosen, chosen.total_steps) == pytest.approx(0.0, abs=1e-12)  # the cosine's end
-    assert [int(r["train_size"]) for r in rows][0] == 64 and int(rows[-1]["train_size"]) == 80
+    assert [int(r["crop_size"]) for r in rows][0] == 64 and int(rows[-1]["crop_size"]) == 80
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_resumes_its_own_plan(colour_data, tmp_path, monkeypatch):
     finish = train.finish_epoch
 
@@ -148,7 +174,7 @@ def test_after_each_epoch_the_plan_is_refitted_to_what_the_epoch_really_took(slo
     first = budget.fit_budget(700, cfg.resizing, 87, COSTS)
     state = train.RunState(first, started, COSTS, epoch=1)
     train_s = slower * 87 * COSTS.step_at(first.sizes[0])
-    row = {"train_size": first.sizes[0], "train_seconds": train_s, "seconds": train_s + 3.0}
+    row = {"crop_size": first.sizes[0], "train_seconds": train_s, "seconds": train_s + 3.0}
     clock = started + 5.0 + row["seconds"] + 1.5  # set-up, the epoch, its saving
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(budget.time, "monotonic", lambda: clock)

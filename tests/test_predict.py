@@ -138,3 +138,18 @@ def test_unusable_weights_are_one_line_errors(case, trained, photos, tmp_path, c
     assert expected in err
     assert not marker.exists()  # the pickle's payload never ran
 
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_the_step_by_step_prediction_is_the_batched_one(trained, photos, tta):
+    """predict.py's own steps for a few photos (open, transform, batch, eval, softmax) give
+    the probabilities of the classifier's batched path, which big folders and ONNX take."""
+    from alexnet.classifier import load_classifier, predict_files
+
+    out, _ = trained
+    classifier = load_classifier(str(out / "best.pth"), tta=tta)
+    files = sorted(str(p) for p in photos.iterdir())
+    batched = {path: probs for path, probs, _ in predict_files(classifier, files, batch_size=4)}
+    for path in files:
+        torch.testing.assert_close(predict.predict_image(classifier, path), batched[path], rtol=0, atol=1e-6)
+    assert [path for path, _, err in predict.each_prediction(classifier, files, 16) if err is None] == files

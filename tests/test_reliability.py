@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 import bench
-from alexnet import data
+from alexnet import decoding
+from alexnet.errors import DataError
 import evaluate
 import export
 from alexnet import folders
@@ -53,6 +54,7 @@ def specials(tmp_path):
 
 @pytest.mark.parametrize("case", ["weights pipe", "weights /dev/zero", "image pipe", "class-indices pipe",
                                   "resume pipe"])
+@pytest.mark.slow
 def test_a_named_pipe_or_a_device_is_refused_before_it_is_read(case, specials, trained, tmp_path):
     out, _ = trained
     image = tmp_path / "pipe.jpg"
@@ -93,6 +95,7 @@ def test_a_file_over_the_size_limit_is_not_read(kind, trained, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- outputs never replace inputs
+@pytest.mark.slow
 def test_no_output_replaces_an_input_or_a_file_of_another_kind(trained, colour_data, tmp_path, capsys):
     out, _ = trained
     run = tmp_path / "run"
@@ -128,6 +131,7 @@ def test_no_output_replaces_an_input_or_a_file_of_another_kind(trained, colour_d
     assert outputs.written_by_matplotlib(figure)
 
 
+@pytest.mark.slow
 def test_overwrite_leaves_no_file_of_the_older_run(trained, tmp_path, capsys):
     out, _ = trained
     old = tmp_path / "old"
@@ -148,10 +152,11 @@ def test_overwrite_leaves_no_file_of_the_older_run(trained, tmp_path, capsys):
     assert done.endswith(f"weights in {old / 'best.pth'} and {old / 'last.pth'}")
 
 
+@pytest.mark.slow
 def test_a_run_whose_top1_stays_zero_still_saves_its_best_and_names_only_real_files(colour_data, tmp_path, monkeypatch,
                                                                                     capsys):
-    validate = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: {**validate(*args, **kwargs), "val_top1": 0.0})
+    validate = train.validate
+    monkeypatch.setattr(train, "validate", lambda *args, **kwargs: {**validate(*args, **kwargs), "val_top1": 0.0})
     out = tmp_path / "zero"
     summary = run_train(train_args(colour_data, out, "--epochs", "2"))
     assert summary["best_epoch"] == 1 and summary["best_acc"] == 0.0
@@ -187,11 +192,11 @@ def test_every_bit_depth_reaches_the_model_as_8_bit_rgb_on_every_path(depth, tmp
         Image.fromarray(GREY > 127).save(path)
         expected = np.repeat(np.where(GREY > 127, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
     want = torch.from_numpy(expected).permute(2, 0, 1)
-    assert torch.equal(data.decode_rgb(str(path)), want)  # train.py and evaluate.py
-    assert torch.equal(data.open_rgb(str(path)), want)  # predict.py
+    assert torch.equal(decoding.decode_rgb(str(path)), want)  # train.py and evaluate.py
+    assert torch.equal(decoding.decode_pillow(str(path)), want)  # predict.py
     assert np.array_equal(np.asarray(images.open_rgb(str(path))), expected)  # the ONNX path (no torch)
     with Image.open(path) as opened:  # app.py's uploads
-        assert torch.equal(data.rgb_from_pil(opened, "upload"), want)
+        assert torch.equal(decoding.rgb_from_pil(opened, "upload"), want)
 
 
 # ---------------------------------------------------------------- precision
@@ -246,6 +251,7 @@ def test_bf16_training_is_recorded_and_kept_on_resume(colour_data, tmp_path, cap
     assert torch.load(out / "last.pth", weights_only=True)["precision"] == "fp32"  # unless told otherwise
 
 
+@pytest.mark.slow
 def test_an_fp32_run_resumes_in_fp32_whatever_auto_would_pick(colour_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "fp32"
     run_train(train_args(colour_data, out, "--epochs", "1"))
@@ -282,6 +288,7 @@ def test_non_finite_weights_are_an_error_naming_the_tensor(tool, broken, colour_
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.onnx").exists() and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_an_onnx_model_with_nan_weights_never_answers(trained, tmp_path, capsys):
     import onnx
     from onnx import numpy_helper
@@ -305,6 +312,7 @@ def test_an_onnx_model_with_nan_weights_never_answers(trained, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- a full disk, a vanished image
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_stops_in_one_line_and_keeps_the_last(colour_data, tmp_path):
     out = tmp_path / "run"
     run_train(train_args(colour_data, out, "--epochs", "1"))
@@ -321,6 +329,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_in_one_line_and_keeps_the_las
     assert (out / "last.pth").read_bytes() == before and not list(out.glob("*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_an_image_that_vanishes_mid_run_names_it_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     root = make_colour_folder(tmp_path / "d", n_train=8, n_val=1)  # 24 images: three whole batches, none dropped
     victim = root / "train" / "green" / "green_2.jpg"
@@ -353,6 +362,7 @@ def test_an_image_that_vanishes_mid_run_names_it_and_says_how_to_resume(tmp_path
     ("best_acc", 5.0, "field 'best_acc' must be a number in [0, 1]"),
     ("model", {"features.0.weight": [1, 2]}, "field 'model' is not a state_dict"),
 ])
+@pytest.mark.slow
 def test_every_checkpoint_field_is_one_line_naming_file_and_field(field, value, message, trained, tmp_path, capsys):
     out, _ = trained
     ckpt = torch.load(out / "best.pth", weights_only=True)
@@ -380,6 +390,7 @@ def test_resume_checks_its_own_fields(trained, tmp_path, capsys):
     ("empty", "not a PyTorch checkpoint at all: it is an empty file"),
     ("code", "refused for safety: it holds pickled objects that could run code"),
 ])
+@pytest.mark.slow
 def test_not_a_checkpoint_is_told_apart_from_refused_for_safety(kind, message, trained, colour_data, tmp_path, capsys):
     out, _ = trained
     path = tmp_path / "given.pth"
@@ -424,6 +435,7 @@ def onnx_with(path, tmp_path, metadata: str | None = None, foreign: bool = False
     ("foreign", "not an image classifier export"),
     ("eval size 224", "(metadata): field 'eval.size' is 224, but the graph takes 64 x 64 images"),
 ])
+@pytest.mark.slow
 def test_onnx_metadata_and_signature_are_checked(case, message, trained, tmp_path, capsys):
     out, _ = trained
     good = tmp_path / "good.onnx"
@@ -449,10 +461,11 @@ def test_hidden_class_folders_and_linked_classes_are_named(tmp_path, capsys):
     assert folders.find_classes(str(root / "train"), log.append) == ["blue", "green", "red"]
     assert log == [f"{root / 'train'}: left out 1 hidden folder(s), never classes: .extra"]
     (root / "train" / "crimson").symlink_to(root / "train" / "red")
-    with pytest.raises(data.DataError, match="holds the same image files as .*crimson"):
+    with pytest.raises(DataError, match="holds the same image files as .*crimson"):
         folders.class_samples(str(root / "train"), ["blue", "crimson", "green", "red"])
 
 
+@pytest.mark.slow
 def test_resuming_an_earlier_copy_never_discards_later_epochs(colour_data, tmp_path, capsys):
     out = tmp_path / "run"
     run_train(train_args(colour_data, out, "--epochs", "1"))
@@ -508,6 +521,7 @@ def test_bench_and_app_name_the_option_at_fault(tmp_path, capsys):
             app.check_listen(host, 7861)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_during_start_up_is_one_line(sig, colour_data, tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(colour_data, tmp_path / "o")],

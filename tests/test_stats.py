@@ -29,14 +29,24 @@ import split_data  # noqa: E402
 
 
 # ---------------------------------------------------------------- the statistics
-def test_wilson_covers_p_about_95_percent_of_the_time_and_matches_a_closed_form():
+def closed_form_wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson interval as stats.wilson computed it before it became scipy's binomtest."""
+    p = successes / n
+    denom = 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / denom, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@pytest.mark.slow
+def test_wilson_covers_p_about_95_percent_of_the_time_and_matches_the_closed_form():
     gen = torch.Generator().manual_seed(0)
     n, p = 309, 0.75
     successes = (torch.rand(2000, n, generator=gen) < p).sum(1).tolist()
     covered = sum(lo <= p <= hi for lo, hi in (stats.wilson(s, n) for s in successes)) / 2000
     assert 0.93 <= covered <= 0.97
-    z2 = stats.Z95 ** 2
-    assert stats.wilson(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))  # no successes: upper end z²/(n + z²)
+    for s, n in [(0, 10), (1, 10), (10, 10), (231, 309), (5, 7), (999, 1000), (0, 1), (12, 25)]:
+        assert stats.wilson(s, n) == pytest.approx(closed_form_wilson(s, n), abs=1e-12), (s, n)
+    assert stats.wilson(0, 0) == (0.0, 1.0)
     lo, hi = stats.wilson(231, 309)
     assert lo < 231 / 309 < hi and hi - lo == pytest.approx(0.0963, abs=0.001)  # about ±4.8 points at n = 309
 
@@ -130,6 +140,7 @@ def test_test_fractions_that_leave_a_class_without_training_images_are_one_line(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_test_split_with_intervals(three_way, capsys):
     report = three_way / "report"
     # 1: the unreadable test image (which train.py never read: it trained without a word)
@@ -158,6 +169,7 @@ def test_evaluate_on_the_split_that_chose_the_model_says_so(trained, capsys, tmp
 
 
 # ---------------------------------------------------------------- two models
+@pytest.mark.slow
 def test_compare_a_model_with_itself_and_with_its_onnx_export(three_way, capsys):
     weights = three_way / "run" / "best.pth"
     onnx_file = three_way / "compare.onnx"
@@ -181,6 +193,7 @@ def test_compare_states_a_detectable_difference_as_one_sentence():
     assert result["p_value"] == pytest.approx(2 * 0.5 ** 60) and (result["only_a"], result["only_b"]) == (0, 60)
 
 
+@pytest.mark.slow
 def test_compare_refuses_other_classes_or_another_eval_size_and_writes_nothing(three_way, tmp_path, capsys):
     weights = three_way / "run" / "best.pth"
     ckpt = load_checkpoint(str(weights))
@@ -207,6 +220,7 @@ def test_compare_refuses_other_classes_or_another_eval_size_and_writes_nothing(t
 
 
 # ---------------------------------------------------------------- calibration
+@pytest.mark.slow
 def test_calibrate_stores_a_temperature_every_path_applies_and_no_prediction_changes(three_way, tmp_path, capsys):
     weights = tmp_path / "best.pth"
     shutil.copy(three_way / "run" / "best.pth", weights)
@@ -237,6 +251,7 @@ def test_calibrate_stores_a_temperature_every_path_applies_and_no_prediction_cha
 
 
 # ---------------------------------------------------------------- seeds
+@pytest.mark.slow
 def test_seeds_trains_each_seed_resumes_an_unfinished_one_and_reports(three_way, tmp_path, capsys):
     out = tmp_path / "seeds"
     argv = ["--out", str(out), "--seeds", "0", "1", "--", "--data", str(three_way / "data"), "--img-size", "64",
@@ -257,14 +272,19 @@ def test_seeds_trains_each_seed_resumes_an_unfinished_one_and_reports(three_way,
     assert "mean ± std" in (out / "seeds.md").read_text()
 
 
-def test_auroc_is_sklearns_with_ties_and_the_threshold_rejects_the_target_share():
-    from sklearn.metrics import roc_auc_score
+def mann_whitney_auroc(known: torch.Tensor, unknown: torch.Tensor) -> float:
+    """The AUROC as stats.auroc computed it before it became scikit-learn's: the Mann-Whitney count."""
+    scores = torch.cat([known, unknown]).double()
+    _, inverse, counts = scores.unique(sorted=True, return_inverse=True, return_counts=True)
+    ranks = ((counts.cumsum(0) - counts).double() + (counts.double() + 1) / 2)[inverse]
+    return float((ranks[:len(known)].sum() - len(known) * (len(known) + 1) / 2) / (len(known) * len(unknown)))
 
+
+def test_auroc_is_the_mann_whitney_count_with_ties_and_the_threshold_rejects_the_target_share():
     gen = torch.Generator().manual_seed(0)
     known = torch.randint(0, 12, (57,), generator=gen).float() / 12  # many ties
     unknown = torch.randint(0, 9, (43,), generator=gen).float() / 12
-    expected = roc_auc_score([1] * 57 + [0] * 43, torch.cat([known, unknown]).numpy())
-    assert stats.auroc(known, unknown) == pytest.approx(expected, abs=1e-12)
+    assert stats.auroc(known, unknown) == pytest.approx(mann_whitney_auroc(known, unknown), abs=1e-12)
     assert stats.auroc(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2])) == 1.0
     scores = torch.rand(1000, generator=gen)
     for share in (0.01, 0.05, 0.2):

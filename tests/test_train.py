@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from alexnet import data, figures, trainer
+from alexnet import decoding, figures, trainer, transforms
 from alexnet import images
 from alexnet import budget
 from alexnet import settings
@@ -56,6 +56,7 @@ def test_settings_are_frozen():
         cfg.lr = 1.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_loss_curve(colour_data, tmp_path):
     runs = [run_train(train_args(colour_data, tmp_path / name, "--epochs", "2", "--seed", "3"))
             for name in ("a", "b")]
@@ -63,12 +64,13 @@ def test_same_seed_same_loss_curve(colour_data, tmp_path):
     assert [r["val_loss"] for r in runs[0]["history"]] == [r["val_loss"] for r in runs[1]["history"]]
 
 
+@pytest.mark.slow
 def test_progressive_resizing_grows_the_crops_to_the_full_size(colour_data, tmp_path, capsys):
     import predict
 
     result = run_train(train_args(colour_data, tmp_path, "--img-size", "96", "--img-size-start", "64", "--epochs", "4",
                                   "--workers", "1", "--val-resize", "112"))
-    assert [r["train_size"] for r in result["history"]] == [64, 80, 96, 96]  # as the loader worker cropped them
+    assert [r["crop_size"] for r in result["history"]] == [64, 80, 96, 96]  # as the loader worker cropped them
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     assert ckpt["eval"] == {"size": 96, "resize": 112}  # validation and predict.py use the full size
     assert ckpt["plan"] == {"epochs": 4, "sizes": (64, 80, 96, 96), "steps_per_epoch": 3, "last_epoch_steps": 3}
@@ -79,6 +81,7 @@ def test_progressive_resizing_grows_the_crops_to_the_full_size(colour_data, tmp_
     assert max(r["val_top1"] for r in result["history"]) > 0.5
 
 
+@pytest.mark.slow
 def test_mixup_and_cutmix_give_soft_labels_and_still_learn(colour_data, tmp_path):
     mix = trainer.batch_mixing(resolved("--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"), 3)
     x, y = mix(torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2]))
@@ -89,6 +92,7 @@ def test_mixup_and_cutmix_give_soft_labels_and_still_learn(colour_data, tmp_path
     assert max(r["val_top1"] for r in result["history"]) > 0.5
 
 
+@pytest.mark.slow
 def test_ema_validates_the_average_leaves_training_alone_and_resumes(colour_data, tmp_path, capsys):
     import predict
 
@@ -178,6 +182,7 @@ def test_loss_curve_labels_say_how_each_loss_is_measured():
     assert "smoothing" not in figures.loss_labels(resolved("--recipe", "tutorial"))[0]
 
 
+@pytest.mark.slow
 def test_no_progress_bars_when_output_is_not_a_terminal(colour_data, tmp_path, capsys):
     argv = [a for a in train_args(colour_data, tmp_path, "--epochs", "1") if a != "--quiet"]
     run_train(argv)
@@ -242,7 +247,7 @@ def test_demo_data_is_a_five_class_image_folder(tmp_path):
     root = shapes.make_shapes(tmp_path / "shapes", train_per_class=3, val_per_class=2, size=64)
     assert folders.find_classes(f"{root}/train") == sorted(shapes.SHAPES)
     assert len(list((tmp_path / "shapes" / "val").rglob("*.jpg"))) == 10
-    assert data.decode_rgb(str(next((tmp_path / "shapes" / "train" / "star").iterdir()))).shape == (3, 64, 64)
+    assert decoding.decode_rgb(str(next((tmp_path / "shapes" / "train" / "star").iterdir()))).shape == (3, 64, 64)
 
 
 def test_demo_flag_sets_the_demo_settings():
@@ -252,6 +257,7 @@ def test_demo_flag_sets_the_demo_settings():
     assert resolved("--demo", "--epochs", "1").epochs == 1
 
 
+@pytest.mark.slow
 def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path):
     import torchvision
 
@@ -270,6 +276,7 @@ def test_weights_load_torchvision_state_dict_and_replace_only_the_head(tmp_path)
     assert all(p.requires_grad for p in model.classifier.parameters())
 
 
+@pytest.mark.slow
 def test_fine_tuning_end_to_end_keeps_frozen_features(colour_data, tmp_path):
     from model import AlexNet
 
@@ -287,3 +294,23 @@ def test_weights_that_do_not_fit_are_refused(colour_data, tmp_path):
     torch.save({"features.0.weight": torch.zeros(48, 3, 11, 11)}, tmp_path / "odd.pth")
     with pytest.raises(Exception, match="odd.pth: "):
         run_train(train_args(colour_data, tmp_path / "out", "--weights", str(tmp_path / "odd.pth")))
+
+
+def test_train_py_builds_two_torchvision_image_folders(colour_data, tmp_path):
+    """What train.py trains and validates on are torchvision DatasetFolders (ImageFolder's
+    interface), listing what ImageFolder lists; the transforms are torchvision's own ops."""
+    from torchvision import datasets
+
+    cfg = resolved(*train_args(colour_data, tmp_path))
+    built = train.load_data(cfg, Machine(torch.device("cpu"), "fp32", quiet=True))
+    for split, loader in (("train", built.train), ("val", built.val)):
+        ours, theirs = loader.dataset, datasets.ImageFolder(str(colour_data / split))
+        assert isinstance(ours, datasets.DatasetFolder)
+        assert (ours.classes, ours.class_to_idx) == (theirs.classes, theirs.class_to_idx)
+        assert ours.samples == theirs.samples and ours.targets == theirs.targets
+        assert ours.root == str(colour_data / split) and ours.cached
+    assert isinstance(built.train.dataset.transform, transforms.TrainAugment)
+    assert built.val.dataset.transform is None and built.val.dataset.pre_transform == cfg.eval_transform
+    images, targets = next(iter(built.train))
+    assert images.shape == (8, 3, 64, 64) and images.dtype == torch.uint8 and targets.tolist()[0] in (0, 1, 2)
+

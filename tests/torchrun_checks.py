@@ -19,7 +19,6 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alexnet import preemption, settings, trainer  # noqa: E402
-from alexnet.loaders import build_loaders  # noqa: E402
 import train  # noqa: E402
 from alexnet.machine import Machine, dist_info  # noqa: E402
 
@@ -34,7 +33,7 @@ def main(data_dir: str, same_dir: str, out: str, result: str) -> int:
         ["--data", same_dir, "--output-dir", f"{out}-same-{rank}", "--img-size", "64", "--batch-size", "4",
          "--workers", "0", "--device", "cpu", "--quiet", "--cache-mem", "0"]))
     machine = Machine(torch.device("cpu"), "fp32", rank, world, quiet=True)
-    loaders = build_loaders(cfg, machine)  # the DistributedSampler needs no process group
+    loaders = train.load_data(cfg, machine)  # the DistributedSampler needs no process group
     preemption.start_epoch(cfg, loaders, 0, rank, 64)
     images, _ = next(iter(loaders.train))
     report = {"first_batch": checksum(images), "dropout_mask": checksum(torch.nn.functional.dropout(torch.ones(64), 0.5)),

@@ -6,7 +6,7 @@
 Prints images/s, medians over --rounds (the variants alternate within each round):
   making batches of --batch-size from the cached training images: torchvision's per-image
     transforms (RandomResizedCrop + flip, each image under fork_rng with its own seed, as
-    train.py drew its crops before commit f7fb8ce) against data.TrainAugment's one draw a batch;
+    train.py drew its crops before commit f7fb8ce) against transforms.TrainAugment's one draw a batch;
   training steps (bench.train_step: train.py's step with the default recipe) on batches built
     in the main thread between steps (what train.py does), built ahead by a background thread
     (possible since the draws no longer touch the global generator), and on one fixed batch
@@ -25,20 +25,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project fold
 import torch  # noqa: E402
 
 import bench  # noqa: E402
-from alexnet import data  # noqa: E402
+from alexnet import transforms  # noqa: E402
+from alexnet.datasets import CachedImageFolder  # noqa: E402
 from alexnet import machine  # noqa: E402
 from alexnet.errors import OneLineParser, require_counts, run_main  # noqa: E402
 from model import AlexNet  # noqa: E402
 
 
-def torchvision_per_image(dataset: data.CachedImages, size: int, scale: tuple[float, float]):
+def torchvision_per_image(dataset: CachedImageFolder, size: int, scale: tuple[float, float]):
     from torchvision.transforms import v2
 
     transform = v2.Compose([v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()])
-    return lambda keys: torch.stack([data.seeded(transform, dataset.images[i], seed) for i, seed in keys])
+    return lambda keys: torch.stack([transforms.seeded(transform, dataset.images[i], seed) for i, seed in keys])
 
 
-def per_batch(dataset: data.CachedImages):
+def per_batch(dataset: CachedImageFolder):
     return lambda keys: torch.stack([img for img, _ in dataset.__getitems__(keys)])
 
 
@@ -79,7 +80,7 @@ def measure(args) -> int:
                             device, precision)
 
     def ready(keys):
-        return data.normalize(build(keys), cfg.mean, cfg.std), torch.tensor([dataset.targets[i] for i, _ in keys])
+        return transforms.normalize(build(keys), cfg.mean, cfg.std), torch.tensor([dataset.targets[i] for i, _ in keys])
 
     def inline():
         for keys in batches:

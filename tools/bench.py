@@ -47,13 +47,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import train  # noqa: E402
-from alexnet import data, folders, settings, shapes  # noqa: E402
+from alexnet import datasets, decoding, folders, settings, shapes, transforms  # noqa: E402
 from alexnet.classifier import decoded, load_classifier  # noqa: E402
 from alexnet.errors import ArgumentError, OneLineParser, run_main  # noqa: E402
 from alexnet.loaders import train_cache_side  # noqa: E402
-from alexnet.machine import (AMP_DTYPES, cpu_has_bf16, cpu_summary, keep_freed_memory, pick_device,  # noqa: E402
+from alexnet.machine import (Machine, cpu_has_bf16, cpu_summary, keep_freed_memory, pick_device,  # noqa: E402
                              pick_precision)
-from alexnet.trainer import Trainer, build_optimizer, optimizer_step  # noqa: E402
+from alexnet.trainer import Trainer, build_optimizer  # noqa: E402
 from model import AlexNet  # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]  # the project folder, where the scripts are
@@ -184,12 +184,12 @@ def default_config() -> settings.Config:
     return settings.resolve_config(train.get_args_parser().parse_args([]))[0]
 
 
-def cached_training_images(root: Path, cfg: settings.Config) -> data.CachedImages:
+def cached_training_images(root: Path, cfg: settings.Config) -> datasets.CachedImageFolder:
     """root/train decoded into memory as train.py caches it, with its training augmentation."""
-    augment = data.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug)
-    return data.build_split(str(root / "train"), data.folders.find_classes(str(root / "train")),
-                            data.ShortSide(train_cache_side(cfg)), augment,
-                            data.CachePolicy(None, 2**40, "skip", quiet=True), lambda line: None).dataset
+    augment = transforms.train_augment(cfg.img_size, cfg.crop_scale, cfg.aug)
+    return datasets.CachedImageFolder(str(root / "train"), datasets.CachePolicy(None, 2**40, "skip", quiet=True),
+                                      pre_transform=transforms.ShortSide(train_cache_side(cfg)), transform=augment,
+                                      log=lambda line: None)
 
 
 def batch_building_rates(root: Path, batch_size: int, device: torch.device, batches: int) -> dict[str, float]:
@@ -221,24 +221,24 @@ def decode_rates(root: Path, repeats: int, count: int = 300) -> dict[str, float]
     """Images/s of decoding up to ``count`` training JPEGs to uint8 RGB, one image at a time,
     interleaved, medians over ``repeats`` passes: Pillow (predict.py's path and the fallback,
     with its checks), torchvision.io's decoder (deprecated in torchvision 0.29), TorchCodec's,
-    and train.py's data.decode_rgb (Pillow reads the header, TorchCodec decodes)."""
+    and train.py's decoding.decode_rgb (Pillow reads the header, TorchCodec decodes)."""
     import warnings
 
-    from alexnet import data
+
 
     files = [f for f in folders.list_images(str(root / "train")).files if f.lower().endswith((".jpg", ".jpeg"))]
     files = files[::max(1, len(files) // count)][:count]
-    decoders = {"pillow": data.open_rgb}
+    decoders = {"pillow": decoding.decode_pillow}
     try:
         from torchvision.io import ImageReadMode, decode_image, read_file
         decoders["torchvision.io"] = lambda p: decode_image(read_file(p), mode=ImageReadMode.RGB,
                                                             apply_exif_orientation=True)
     except ImportError:
         pass
-    codec = data.codec_decoders().get("JPEG")
+    codec = decoding.codec_decoders().get("JPEG")
     if codec:
         decoders["torchcodec"] = lambda p: codec(Path(p).read_bytes(), mode="RGB")
-    decoders["train.py decode_rgb"] = data.decode_rgb
+    decoders["train.py decode_rgb"] = decoding.decode_rgb
     times: dict[str, list[float]] = {name: [] for name in decoders}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io's, measured on purpose
@@ -253,22 +253,19 @@ def decode_rates(root: Path, repeats: int, count: int = 300) -> dict[str, float]
 
 # ---------------------------------------------------------------- 3. the machine
 def train_step(net: nn.Module, device: torch.device, precision: str, compile: bool = False) -> Callable:
-    """train.py's training step on (images, targets) for ``net`` (channels_last), with the default
-    recipe's settings: its fused AdamW, label smoothing and trainer.optimizer_step's gradient
-    clipping, under its precision's autocast."""
+    """train.py's own training step (train.train_step) on (uint8 images, targets) for ``net``
+    (channels_last), with the default recipe's settings: its fused AdamW, label smoothing and
+    gradient clipping, under its precision's autocast."""
     cfg = default_config()
     trainer = Trainer(model=net, step_model=torch.compile(net) if compile else net,
                       optimizer=build_optimizer(cfg, net),
                       scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
                       criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), plateau=None,
-                      ema=None, lighting_basis=None, mix=None)
-    dtype = AMP_DTYPES.get(precision)
+                      ema=None, lighting_basis=None, lighting=None, mix=None)
+    machine = Machine(device, precision)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = trainer.criterion(trainer.step_model(x), y)
-        loss.item()
-        optimizer_step(cfg, trainer, loss)
+        train.train_step(cfg, machine, trainer, x, y)[2].item()
 
     return step
 
@@ -281,8 +278,8 @@ def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.d
     net = AlexNet(num_classes=5, init_weights=True).to(device)
     x = torch.randn(batch_size, 3, 224, 224, device=device)
     y = torch.randint(0, 5, (batch_size,), device=device)
-    if ours:
-        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if ours:  # train.py's step normalises the uint8 pixels its loader gives, on the device
+        net, x = net.to(memory_format=torch.channels_last), torch.randint(0, 256, x.shape, dtype=torch.uint8, device=device)
         step = train_step(net, device, precision, compile)
     else:
         optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
@@ -456,7 +453,7 @@ def format_table(weights: Path, root: Path, batch_size: int, repeats: int, predi
         export.export(classifier, fp32, None)
         export.quantize(fp32, int8, folders.spread(calibration, 300))
         views = [v for _, v, err in decoded(classifier, files, 64) if err is None]
-        x = data.normalize(torch.stack(views), classifier.mean, classifier.std).contiguous()
+        x = transforms.normalize(torch.stack(views), classifier.mean, classifier.std).contiguous()
         batches = list(x.split(batch_size))[:-1] or [x]  # full batches only: the rate at this batch size
         model = classifier.model.eval()
 

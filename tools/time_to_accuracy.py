@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    figures.save_figure(fig, args.output)
+    figures.save_with_font_hint(fig, args.output)
     return 0
 
 
