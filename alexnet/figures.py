@@ -116,7 +116,9 @@ def plot_curves(cfg: Config, history: list[dict], path: Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    # fixed margins that fit these labels: tight_layout measured every text first, and took more
+    # than the drawing itself on every epoch (0.35 s a plot on a 2-core EPYC)
+    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.125, top=0.92, wspace=0.2)
     save_with_font_hint(fig, path)
 
 
