@@ -44,10 +44,13 @@ def pytest_configure(config) -> None:
         config.option.basetemp = str(SCRATCH_IN_MEMORY / f"alexnet-pytest-{os.getuid()}")
 
 
+LONGEST_FIRST = "test_distributed.py"  # torchrun with two processes: a minute each, and it keeps both cores busy
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """The slow tests first: spread over the workers from the start, with the quick ones left
-    to fill the gaps at the end, rather than one long test running alone while the rest wait."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest tests first, then the other slow ones, the quick ones last to fill the gaps
+    at the end: no worker then waits alone on one long test while the others are done."""
+    items.sort(key=lambda item: (item.path.name != LONGEST_FIRST, item.get_closest_marker("slow") is None))
 
 
 def make_colour_folder(root: Path, n_train: int = 10, n_val: int = 4, size: int = 72, seed: int = 0) -> Path:
