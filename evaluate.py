@@ -244,7 +244,8 @@ def print_report(names: list[str], probs: torch.Tensor, targets: torch.Tensor, k
 
 
 # ---------------------------------------------------------------- files
-def write_tables(out: Path, names: list[str], split: CachedImageFolder, probs: torch.Tensor, k: int, summary: dict) -> None:
+def write_tables(out: Path, names: list[str], split: CachedImageFolder, probs: torch.Tensor, k: int,
+                 summary: dict) -> None:
     """summary.json, per_class.csv and predictions.csv."""
     table = summary.pop("table")
     recall_ci = summary["ci"]["recall"]
@@ -385,7 +386,8 @@ def ood_scores(classifier, files: list[str], temperature: float, batch_size: int
 
 
 def threshold_probabilities(args, classifier, split_root: str, which: str, machine: Machine,
-                            transform: transforms.EvalTransform, cache: str | None, batch_size: int) -> torch.Tensor | None:
+                            transform: transforms.EvalTransform, cache: str | None,
+                            batch_size: int) -> torch.Tensor | None:
     """The val/ images' raw probabilities, which choose the threshold; None where there is no
     val/ beside the split or in the training data (then the split scored chooses it)."""
     try:

@@ -46,7 +46,8 @@ def describe_classes(classes: list[str], counts: list[int], balance: str) -> lis
     when the largest class has IMBALANCE_WARNING times the images of the smallest, saying what
     --balance (as resolved) does about it."""
     if len(classes) <= 12:
-        lines = ["training images per class: " + ", ".join(f"{folders.printable(c)} {n}" for c, n in zip(classes, counts))]
+        lines = ["training images per class: "
+                 + ", ".join(f"{folders.printable(c)} {n}" for c, n in zip(classes, counts))]
     else:
         ordered = sorted(counts)
         lines = [f"training images per class: {len(classes)} classes, {ordered[0]}-{ordered[-1]} each "

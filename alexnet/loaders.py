@@ -18,6 +18,7 @@ from alexnet.machine import Machine, cache_budget, device_cache_budget, eval_bat
 if TYPE_CHECKING:  # settings imports budget, which builds on this module
     from alexnet.settings import Config
 
+
 @dataclass(frozen=True)
 class Loaders:
     train: torch.utils.data.DataLoader

@@ -75,9 +75,9 @@ class RangeTest:
 
 def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, step: TrainStep,
                seconds: float = 0.0) -> RangeTest:
-    """Train with ``step`` (train.py's training step), the learning rate of step i at START_LR * (END_LR / START_LR) ** (i / (steps
-    - 1)); ``seconds`` > 0: as many steps as fit (at least MIN_STEPS). Under torchrun every
-    rank sees the mean loss of all, so all stop together."""
+    """Train with ``step`` (train.py's training step), the learning rate of step i at
+    START_LR * (END_LR / START_LR) ** (i / (steps - 1)); ``seconds`` > 0: as many steps as fit
+    (at least MIN_STEPS). Under torchrun every rank sees the mean loss of all, so all stop together."""
     trainer.model.train()
     size = cfg.img_size_start or cfg.train_size_end  # what the first epochs train at
     steps, smoothed, lowest = STEPS, 0.0, math.inf

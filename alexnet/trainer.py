@@ -64,7 +64,8 @@ def build_trainer(cfg: Config, machine: Machine, loaders: Loaders, resume: dict 
                    criterion=nn.CrossEntropyLoss(weight=class_weights(loaders.balance, loaders.counts, machine.device),
                                                  label_smoothing=cfg.label_smoothing),
                    plateau=plateau_schedule(cfg, optimizer), ema=weight_average(cfg, model),
-                   lighting_basis=basis, lighting=transforms.Lighting(*basis, std=cfg.lighting) if cfg.lighting else None,
+                   lighting_basis=basis,
+                   lighting=transforms.Lighting(*basis, std=cfg.lighting) if cfg.lighting else None,
                    mix=batch_mixing(cfg, len(loaders.classes)))
 
 

@@ -113,6 +113,7 @@ def test_without_gradio_one_line_says_what_to_install(monkeypatch, capsys):
 def test_other_hosts_are_warned_about_and_the_trio_never_imports_gradio(capsys):
     app.check_args(app.get_args_parser().parse_args(["--host", "0.0.0.0"]))
     assert "open to every machine" in capsys.readouterr().err
-    code = "import sys, train, predict, evaluate, export, model, alexnet.datasets; print(sorted(m for m in sys.modules if 'gradio' in m))"
+    code = ("import sys, train, predict, evaluate, export, model, alexnet.datasets; "
+            "print(sorted(m for m in sys.modules if 'gradio' in m))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.stdout.strip() == "[]", r.stderr

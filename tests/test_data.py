@@ -131,10 +131,11 @@ def test_hand_written_transforms_match_torchvision(seed):
     img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
     size = int(torch.randint(16, min(h, w) + 1, (1,), generator=gen))
     short = int(torch.randint(size, 2 * size + 1, (1,), generator=gen))
-    torch.testing.assert_close(transforms.resize(img, (size, size + 3)), TF.resize(img, [size, size + 3], antialias=True),
-                               atol=1, rtol=0)
+    torch.testing.assert_close(transforms.resize(img, (size, size + 3)),
+                               TF.resize(img, [size, size + 3], antialias=True), atol=1, rtol=0)
     if max(h, w) <= images.MAX_ASPECT * min(h, w):  # no end is cut off
-        torch.testing.assert_close(transforms.resize_short(img, short), v2.Resize(short, antialias=True)(img), atol=1, rtol=0)
+        torch.testing.assert_close(transforms.resize_short(img, short), v2.Resize(short, antialias=True)(img),
+                                   atol=1, rtol=0)
     assert torch.equal(transforms.center_crop(img, size), v2.CenterCrop(size)(img))
     assert torch.equal(transforms.ten_crop(img, size), torch.stack(v2.TenCrop(size)(img)))
 
@@ -152,7 +153,8 @@ def test_ten_crop_gives_ten_views_and_evaluate_averages_them():
     assert views.shape == (10, 3, 6, 6)
     assert torch.equal(views[0], img[:, :6, :6]) and torch.equal(views[3], img[:, 2:, 4:])
     assert torch.equal(views[5], img.flip(-1)[:, :6, :6]) and torch.equal(views[6], views[0].flip(-1))
-    assert transforms.EvalTransform(64, 73, tta=True)(torch.zeros(3, 80, 100, dtype=torch.uint8)).shape == (10, 3, 64, 64)
+    ten = transforms.EvalTransform(64, 73, tta=True)(torch.zeros(3, 80, 100, dtype=torch.uint8))
+    assert ten.shape == (10, 3, 64, 64)
     from model import probabilities
 
     class Fixed(torch.nn.Module):  # logits that differ per view
@@ -183,7 +185,8 @@ def test_pca_lighting_zero_std_is_identity_and_otherwise_shifts_colour():
     shifted = transforms.Lighting(eigval, eigvec, std=0.1)(x)
     assert shifted.shape == x.shape and shifted.dtype == x.dtype
     delta = shifted - x
-    torch.testing.assert_close(delta, delta[..., :1, :1].expand_as(delta), atol=1e-6, rtol=0)  # one shift per image, channel
+    # one shift per image and channel
+    torch.testing.assert_close(delta, delta[..., :1, :1].expand_as(delta), atol=1e-6, rtol=0)
     assert delta.abs().max() > 0
 
 
@@ -266,4 +269,5 @@ def test_avif_photos_join_and_heic_ones_are_skipped_with_the_reason(tmp_path):
     assert "1 .HEIC (HEIC photos: no decoder here reads them; convert them to JPEG)" in said and "1 .txt" in said
     if features.check("avif"):
         avif = str(folder / "b.avif")
-        assert decoding.decode_rgb(avif).shape == (3, 30, 40) and torch.equal(decoding.decode_rgb(avif), decoding.decode_pillow(avif))
+        assert decoding.decode_rgb(avif).shape == (3, 30, 40)
+        assert torch.equal(decoding.decode_rgb(avif), decoding.decode_pillow(avif))

@@ -89,7 +89,8 @@ def backward_calls() -> list[tuple[str, str]]:
 def test_a_training_step_calls_backward_in_one_function_in_train_py():
     """One training step in the project: train.py's, which --budget times and --lr find runs
     (tests/test_train.py counts its calls). The temperature fit is no training step."""
-    assert sorted(backward_calls()) == [("stats.py", "closure"), ("train.py", "train_step")]  # closure: fit_temperature's
+    # stats.py's closure: fit_temperature's L-BFGS step
+    assert sorted(backward_calls()) == [("stats.py", "closure"), ("train.py", "train_step")]
     source = (ROOT / "train.py").read_text(encoding="utf-8")
     step = source[source.index("def train_step("):source.index("def lr_at(")]
     for call in ("zero_grad(", ".backward()", "clip_grad_norm_(", ".step(", "update_parameters("):

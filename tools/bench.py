@@ -279,7 +279,8 @@ def model_step_rate(batch_size: int, precision: str, ours: bool, device: torch.d
     x = torch.randn(batch_size, 3, 224, 224, device=device)
     y = torch.randint(0, 5, (batch_size,), device=device)
     if ours:  # train.py's step normalises the uint8 pixels its loader gives, on the device
-        net, x = net.to(memory_format=torch.channels_last), torch.randint(0, 256, x.shape, dtype=torch.uint8, device=device)
+        net = net.to(memory_format=torch.channels_last)
+        x = torch.randint(0, 256, x.shape, dtype=torch.uint8, device=device)
         step = train_step(net, device, precision, compile)
     else:
         optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
