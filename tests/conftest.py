@@ -35,13 +35,16 @@ SCRATCH_ROOM = 8 * 2**30  # free bytes the tmpfs needs: a test's folders are rem
 def pytest_configure(config) -> None:
     """Scratch folders (tmp_path) in memory where the machine has a tmpfs with room: every
     training run writes checkpoints of ~175 MB, and on a disk their writes, fsyncs, renames and
-    deletions took a third of the suite's time. The same calls, the same checks, in RAM; a
-    --basetemp given on the command line wins, and elsewhere the system's temporary folder is used."""
-    if config.option.basetemp or not SCRATCH_IN_MEMORY.is_dir() or not os.access(SCRATCH_IN_MEMORY, os.W_OK):
+    deletions took a third of the suite's time. The same calls, the same checks, in RAM. Only the
+    root moves (pytest's own numbered, locked folders beneath it, so two suites at once keep apart);
+    a --basetemp given wins, and elsewhere the system's temporary folder is used."""
+    if config.option.basetemp or os.environ.get("PYTEST_DEBUG_TEMPROOT"):
+        return
+    if not SCRATCH_IN_MEMORY.is_dir() or not os.access(SCRATCH_IN_MEMORY, os.W_OK):
         return
     room = os.statvfs(SCRATCH_IN_MEMORY)
     if room.f_bavail * room.f_frsize >= SCRATCH_ROOM:
-        config.option.basetemp = str(SCRATCH_IN_MEMORY / f"alexnet-pytest-{os.getuid()}")
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(SCRATCH_IN_MEMORY)  # read by pytest's tmp_path_factory
 
 
 LONGEST_FIRST = "test_distributed.py"  # torchrun with two processes: a minute each, and it keeps both cores busy
