@@ -8,16 +8,15 @@
     python train.py --resume auto                   # continue runs/last.pth if there is one, else start
     torchrun --nproc_per_node=4 train.py            # several GPUs (DistributedDataParallel)
 
-How it reads, top to bottom, in the tutorial's order: ``load_data`` builds the two
-ImageFolder datasets with their transforms and wraps them in loaders; ``train_step`` is one
-optimizer step (forward, loss, zero_grad, backward, step); ``train_one_epoch`` runs it over
-the training batches; ``validate`` scores the validation images; ``finish_epoch`` saves
-best.pth on improvement and last.pth every epoch. ``fit`` puts them together, after the
-settings were resolved once into a frozen Config (alexnet/settings.py) and the model and
-optimizer built (alexnet/trainer.py). The production parts are single calls: the plan of a
---budget run (alexnet/budget.py), the range test of --lr find (alexnet/lr_finder.py), a stop
-(Ctrl-C, SIGTERM) that saves the step it reached so that --resume goes on as if never
-stopped (alexnet/preemption.py), and the diagnosis at the end (alexnet/diagnosis.py).
+How it reads, top to bottom, in the tutorial's order: ``load_data`` builds the two ImageFolder datasets with
+their transforms and wraps them in loaders; ``train_step`` is one optimizer step (forward, loss, zero_grad,
+backward, step); ``train_one_epoch`` runs it over the training batches; ``validate`` scores the validation
+images; ``finish_epoch`` saves best.pth on improvement and last.pth every epoch. ``fit`` puts them together,
+after the settings were resolved once into a frozen Config (alexnet/settings.py) and the model and optimizer
+built (alexnet/trainer.py). The production parts are single calls: the plan of a --budget run
+(alexnet/budget.py), the range test of --lr find (alexnet/lr_finder.py), a stop (Ctrl-C, SIGTERM) that saves the
+step it reached so that --resume goes on as if never stopped (alexnet/preemption.py), and the diagnosis at the
+end (alexnet/diagnosis.py).
 """
 from alexnet.startup import STARTED  # first: --budget counts from here, before torch takes seconds to load
 
@@ -29,7 +28,7 @@ import os
 import random
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from alexnet.datasets import CachedImageFolder
 from alexnet.errors import ArgumentError, CheckpointError, DataError, OutputError, run_main
 from alexnet.loaders import Loaders, cache_policy, data_ready, make_loaders, train_cache_side
 from alexnet.machine import Machine, dist_info, predict_batches, progress, setup_machine, teardown
-from alexnet.preemption import Stop, TrainingStopped, one_line, rng_states, skip_to, start_epoch
+from alexnet.preemption import Stop, TrainingStopped, how_to_go_on, one_line, rng_states, skip_to, start_epoch
 from alexnet.settings import Config, command_line, get_args_parser, resolve_config
 from alexnet.trainer import Trainer, build_trainer
 
@@ -65,6 +64,8 @@ class RunState:
     # a mid-epoch checkpoint's place, used by the next epoch: its steps done, their sums, each rank's random state
     position: dict | None = None
     board: Board | None = None  # --tensorboard, on rank 0
+    drawn_epochs: int = 0  # the epochs curves.png shows
+    drawn_at: float = field(default_factory=time.monotonic)  # and when it was drawn (or the state made)
 
 
 # ---------------------------------------------------------------- the data: two ImageFolders
@@ -240,10 +241,18 @@ def finish_epoch(cfg: Config, machine: Machine, trainer: Trainer, state: RunStat
         return
     save_checkpoints(cfg, machine, trainer, state, classes)
     outputs.write_metrics(Path(cfg.output_dir) / "metrics.csv", state.history)
-    figures.plot_curves(cfg, state.history, Path(cfg.output_dir) / "curves.png")
+    if time.monotonic() - state.drawn_at >= figures.REDRAW_S:
+        draw_curves(cfg, state)
     if state.board:
         state.board.epoch(row)
         state.board.confusion(row["epoch"], row["epoch"] == state.plan.epochs, state.confusion, classes)
+
+
+def draw_curves(cfg: Config, state: RunState) -> None:
+    """curves.png, unless it shows every epoch already (rank 0)."""
+    if state.drawn_epochs != state.epoch:
+        figures.plot_curves(cfg, state.history, Path(cfg.output_dir) / "curves.png")
+        state.drawn_epochs, state.drawn_at = state.epoch, time.monotonic()
 
 
 def save_checkpoints(cfg: Config, machine: Machine, trainer: Trainer, state: RunState, classes: list[str]) -> None:
@@ -299,7 +308,7 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
                 machine.log(f"--overwrite: removed the older run's {', '.join(removed)}")
         announce(cfg, machine, loaders, state)
         train_epochs(cfg, machine, trainer, loaders, state)
-        diagnose_run(cfg, machine, loaders, state)
+        diagnosis.report_run(cfg, machine, loaders, state.history)
         return summarize(cfg, machine, state)
     finally:
         teardown(machine)
@@ -336,13 +345,7 @@ def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Load
     state = RunState(kept, started, epoch=resume["epoch"], history=list(resume["metrics"]),
                      best_acc=resume["best_acc"], best_epoch=resume["best_epoch"], saved_epoch=resume["epoch"])
     state.started -= state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0
-    trainer.optimizer.load_state_dict(resume["optimizer"])
-    trainer.scaler.load_state_dict(resume["scaler"])
-    if trainer.ema is not None:
-        trainer.ema.module.load_state_dict(resume["model"])
-        trainer.ema.n_averaged += 1  # it has averaged before: the next update blends instead of copying
-    if trainer.plateau is not None:  # over a fresh schedule's state: a format-1 checkpoint saved only its progress
-        trainer.plateau.load_state_dict(trainer.plateau.state_dict() | resume["plateau"])
+    trainer.load_state(resume)
     # each epoch reseeds from (--seed, epoch) anyway; this covers anything drawn before it
     torch.set_rng_state(resume["rng"]["torch"])
     random.setstate(resume["rng"]["python"])
@@ -372,53 +375,26 @@ def train_epochs(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loade
                     budget.replan(cfg, machine, state, row, time.monotonic() - epoch_start)
                     if state.epoch == state.plan.epochs and machine.is_main:  # cut short: the files say so
                         save_checkpoints(cfg, machine, trainer, state, loaders.classes)
+            if machine.is_main:
+                draw_curves(cfg, state)
         except (TrainingStopped, OutputError, DataError) as e:
+            if machine.is_main:
+                with suppress(OutputError):  # a full disk: the line below says so
+                    draw_curves(cfg, state)
             code = e.code if isinstance(e, TrainingStopped) else 1
             if isinstance(e, TrainingStopped) and e.position:
                 save_position(cfg, machine, trainer, state, loaders.classes, e.position)
             diverged = isinstance(e, TrainingStopped) and e.diverged
             if diverged:
-                diagnose_run(cfg, machine, loaders, state, one_line(e))
-            raise TrainingStopped(f"{one_line(e)}; {how_to_go_on(cfg, state, diverged)}", code) from None
+                diagnosis.report_run(cfg, machine, loaders, state.history, one_line(e))
+            go_on = how_to_go_on(cfg, state.saved_epoch, state.saved_steps, state.best_epoch, diverged)
+            raise TrainingStopped(f"{one_line(e)}; {go_on}", code) from None
         finally:
             if state.board:
                 state.board.close(cfg, state.best_acc, state.best_epoch)
 
 
-def diagnose_run(cfg: Config, machine: Machine, loaders: Loaders, state: RunState, diverged: str = "") -> None:
-    """What went wrong, if anything (alexnet/diagnosis.py): printed, and OUTPUT_DIR/diagnosis.json."""
-    if not machine.is_main:
-        return
-    evidence = diagnosis.Evidence(history=state.history, num_classes=len(loaders.classes), counts=loaders.counts,
-                                  val_counts=loaders.val_counts, copies=loaders.copies, data=cfg.data, lr=cfg.lr,
-                                  recipe=cfg.recipe, aug=cfg.aug, fine_tuned=bool(cfg.weights), diverged=diverged)
-    findings = diagnosis.diagnose(evidence, lambda **changes: command_line(cfg, **changes))
-    for line in diagnosis.report(findings):
-        machine.log(line)
-    diagnosis.write(findings, evidence, Path(cfg.output_dir) / "diagnosis.json")
-
-
-def how_to_go_on(cfg: Config, state: RunState, diverged: bool = False) -> str:
-    last = Path(cfg.output_dir) / "last.pth"
-    if diverged:  # the same settings diverge again: resuming or rerunning cannot help
-        if not state.saved_epoch:
-            return f"no checkpoint was written; run again with a lower learning rate: the same command with " \
-                   f"--lr {cfg.lr / 10:g}"
-        return (f"best.pth and last.pth keep epoch {state.best_epoch} and {state.saved_epoch}, from before; run again "
-                f"with a lower learning rate: the same command with --lr {cfg.lr / 10:g} --overwrite")
-    if not state.saved_epoch and not state.saved_steps:
-        return "no checkpoint was written: run the same command again"
-    held = (f"epoch {state.saved_epoch} and {state.saved_steps} steps of epoch {state.saved_epoch + 1}"
-            if state.saved_steps else f"epoch {state.saved_epoch}")
-    return f"last.pth holds {held}: resume with  python train.py --resume {last}"
-
-
 def announce(cfg: Config, machine: Machine, loaders: Loaders, state: RunState) -> None:
-    kept = (cfg.img_size / cfg.val_resize) ** 2 if cfg.val_resize else 1.0
-    if kept < 0.5:
-        machine.log(f"warning: validation keeps the centre {cfg.img_size} px of images resized to {cfg.val_resize} px, "
-                    f"{kept:.0%} of their area, while training crops cover {cfg.crop_scale[0]:.0%}-"
-                    f"{cfg.crop_scale[1]:.0%}; lower --val-resize")
     machine.log(f"{machine.device} {machine.precision}, arch {cfg.arch}, recipe {cfg.recipe}, {len(loaders.classes)} "
                 f"classes, {len(loaders.train.dataset)} train / {len(loaders.val.dataset) * machine.world} val images, "
                 f"{state.plan.epochs} epochs of batch {cfg.batch_size}{f' x {machine.world}' if machine.world > 1 else ''}")

@@ -15,7 +15,12 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+from pathlib import Path
+
 from alexnet import outputs
+from alexnet.loaders import Loaders
+from alexnet.machine import Machine
+from alexnet.settings import Config, command_line
 
 LEARNED = 0.1  # validation top-1 this far above the largest class's share: the run learned something
 MEMORISING = 0.2  # training top-1 this far above the largest class's share while validation is not: it memorises
@@ -196,3 +201,16 @@ def write(findings: list[Finding], ev: Evidence, path) -> None:
     evidence = {k: v for k, v in asdict(ev).items() if k != "history"}
     outputs.write_text(path, json.dumps({"findings": [asdict(f) for f in findings], "evidence": evidence},
                                         indent=2, ensure_ascii=False) + "\n")
+
+
+def report_run(cfg: Config, machine: Machine, loaders: Loaders, history: list[dict], diverged: str = "") -> None:
+    """train.py's end of run: the findings printed, and OUTPUT_DIR/diagnosis.json (rank 0)."""
+    if not machine.is_main:
+        return
+    evidence = Evidence(history=history, num_classes=len(loaders.classes), counts=loaders.counts,
+                        val_counts=loaders.val_counts, copies=loaders.copies, data=cfg.data, lr=cfg.lr,
+                        recipe=cfg.recipe, aug=cfg.aug, fine_tuned=bool(cfg.weights), diverged=diverged)
+    findings = diagnose(evidence, lambda **changes: command_line(cfg, **changes))
+    for line in report(findings):
+        machine.log(line)
+    write(findings, evidence, Path(cfg.output_dir) / "diagnosis.json")

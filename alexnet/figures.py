@@ -99,6 +99,11 @@ def loss_labels(cfg: Config) -> tuple[str, str]:
     return train, "val (plain cross-entropy)"
 
 
+# train.py redraws curves.png after an epoch once this many seconds passed, and when the run ends:
+# drawing it (0.2-0.3 s) took longer than an epoch of a small run
+REDRAW_S = 10.0
+
+
 def plot_curves(cfg: Config, history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch; the Agg canvas needs no display and no pyplot."""
     fig = new_figure(10, 4)

@@ -73,7 +73,7 @@ def make_loaders(cfg: Config, machine: Machine, train_set: CachedImageFolder, va
     notes, copies = [], 0  # rank 0 only: the other ranks need not read the files again
     if machine.is_main:
         copies, copy_notes = lookalike.copies_across(train_set.samples, val_set.samples)
-        notes = class_balance.describe_classes(classes, counts, balance) + copy_notes
+        notes = eval_crop_warning(cfg) + class_balance.describe_classes(classes, counts, balance) + copy_notes
     shard = range(machine.rank, len(train_set), machine.world)  # with torchrun, each rank's own images
     val_batch = cfg.val_batch_size or eval_batch_size(machine.device)
     val_ds = val_set
@@ -109,6 +109,16 @@ def make_loaders(cfg: Config, machine: Machine, train_set: CachedImageFolder, va
                                         generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = torch.utils.data.DataLoader(val_ds, val_batch, shuffle=False, **common)
     return Loaders(train, val, classes, generator, counts, balance, notes, val_counts, copies)
+
+
+def eval_crop_warning(cfg: Config) -> list[str]:
+    """A validation centre crop that keeps less than half of the image, while training crops see more."""
+    kept = (cfg.img_size / cfg.val_resize) ** 2 if cfg.val_resize else 1.0
+    if kept >= 0.5:
+        return []
+    return [f"warning: validation keeps the centre {cfg.img_size} px of images resized to {cfg.val_resize} px, "
+            f"{kept:.0%} of their area, while training crops cover {cfg.crop_scale[0]:.0%}-"
+            f"{cfg.crop_scale[1]:.0%}; lower --val-resize"]
 
 
 def class_counts(targets: list[int], num_classes: int) -> list[int]:

@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import sys
+from pathlib import Path
 
 import torch
 
@@ -97,6 +98,21 @@ def rng_states(machine: Machine) -> list[dict]:
     gathered: list = [None] * machine.world
     torch.distributed.all_gather_object(gathered, mine)
     return gathered
+
+
+def how_to_go_on(cfg: Config, saved_epoch: int, saved_steps: int, best_epoch: int, diverged: bool) -> str:
+    """The end of a stopped run's line: what last.pth holds and the command that goes on."""
+    last = Path(cfg.output_dir) / "last.pth"
+    if diverged:  # the same settings diverge again: resuming or rerunning cannot help
+        if not saved_epoch:
+            return f"no checkpoint was written; run again with a lower learning rate: the same command with " \
+                   f"--lr {cfg.lr / 10:g}"
+        return (f"best.pth and last.pth keep epoch {best_epoch} and {saved_epoch}, from before; run again "
+                f"with a lower learning rate: the same command with --lr {cfg.lr / 10:g} --overwrite")
+    if not saved_epoch and not saved_steps:
+        return "no checkpoint was written: run the same command again"
+    held = f"epoch {saved_epoch}" + (f" and {saved_steps} steps of epoch {saved_epoch + 1}" if saved_steps else "")
+    return f"last.pth holds {held}: resume with  python train.py --resume {last}"
 
 
 def one_line(e: Exception) -> str:

@@ -42,6 +42,17 @@ class Trainer:
         """What validation, best.pth and predict.py use: the weight average with --ema."""
         return self.model if self.ema is None else self.ema.module
 
+    def load_state(self, resume: dict) -> None:
+        """Go on from a checkpoint: its optimizer, GradScaler, weight average and plateau
+        schedule (its weights were loaded into the model by init_model)."""
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scaler.load_state_dict(resume["scaler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(resume["model"])
+            self.ema.n_averaged += 1  # it has averaged before: the next update blends instead of copying
+        if self.plateau is not None:  # over a fresh schedule's state: a format-1 checkpoint saved only its progress
+            self.plateau.load_state_dict(self.plateau.state_dict() | resume["plateau"])
+
 
 # train.py's train_step(cfg, machine, trainer, images, targets) -> (logits, targets trained on, loss)
 TrainStep = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

@@ -184,7 +184,7 @@ def test_label_issue_finder_flags_planted_flips(tmp_path, capsys):
         src.rename(dest)
         planted.append(str(dest))
     out = tmp_path / "issues"
-    assert label_issues.cli([str(root), "--folds", "3", "--epochs", "6", "--output-dir", str(out),
+    assert label_issues.cli([str(root), "--folds", "3", "--epochs", "4", "--output-dir", str(out),
                               "--train-args", "--img-size 64 --batch-size 8 --workers 0 --precision fp32"]) == 0
     with open(out / "label_issues.csv", newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))

@@ -48,6 +48,7 @@ def test_interrupt_keeps_last_epoch_and_says_how_to_resume(sig, colour_data, tmp
     assert "resume with  python train.py --resume" in stderr and "Traceback" not in stderr
     last = torch.load(out / "last.pth", weights_only=True)
     assert 1 <= last["epoch"] < 50 and len(last["metrics"]) == last["epoch"]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"  # drawn as the run stopped
     assert not list(out.glob("*.tmp-*"))
 
 

@@ -254,15 +254,16 @@ def test_calibrate_stores_a_temperature_every_path_applies_and_no_prediction_cha
 @pytest.mark.slow
 def test_seeds_trains_each_seed_resumes_an_unfinished_one_and_reports(three_way, tmp_path, capsys):
     out = tmp_path / "seeds"
-    argv = ["--out", str(out), "--seeds", "0", "1", "--", "--data", str(three_way / "data"), "--img-size", "64",
-            "--epochs", "2", "--batch-size", "8", "--workers", "0", "--precision", "fp32"]
-    assert seeds.cli(argv) == 0
+    train_args = ["--", "--data", str(three_way / "data"), "--img-size", "64", "--epochs", "2", "--batch-size", "8",
+                  "--workers", "0", "--precision", "fp32"]
+    assert seeds.cli(["--out", str(out), "--seeds", "0", *train_args]) == 0
+    first = capsys.readouterr().out
+    assert "seed 0: python train.py --data" in first and f"--seed 0 --output-dir {out / 'seed-0'}" in first
+    shutil.copytree(out / "seed-0", out / "seed-1", ignore=shutil.ignore_patterns("eval"))
     last = out / "seed-1" / "last.pth"
-    ckpt = torch.load(last, weights_only=True)  # as if stopped after its first epoch
+    ckpt = torch.load(last, weights_only=True)  # as if seed 1 stopped after its first epoch
     torch.save(ckpt | {"epoch": 1, "metrics": ckpt["metrics"][:1]}, last)
-    shutil.rmtree(out / "seed-1" / "eval")
-    capsys.readouterr()
-    assert seeds.cli(argv) == 0
+    assert seeds.cli(["--out", str(out), "--seeds", "0", "1", *train_args]) == 0
     printed = capsys.readouterr().out
     assert "seed 0: " in printed and "is finished" in printed and f"--resume {last}" in printed
     report = json.loads((out / "seeds.json").read_text())

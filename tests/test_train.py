@@ -57,9 +57,17 @@ def test_settings_are_frozen():
 
 
 @pytest.mark.slow
-def test_same_seed_same_loss_curve(colour_data, tmp_path):
-    runs = [run_train(train_args(colour_data, tmp_path / name, "--epochs", "2", "--seed", "3"))
-            for name in ("a", "b")]
+def test_same_seed_same_loss_curve_and_curves_png_redrawn_as_often_as_asked(colour_data, tmp_path, monkeypatch):
+    drawn = []  # the epochs each drawing of curves.png showed
+    plot = figures.plot_curves
+    monkeypatch.setattr(figures, "plot_curves", lambda cfg, history, path: drawn.append(len(history)) or
+                        plot(cfg, history, path))
+    runs = []
+    for name, redraw_s in (("a", 0.0), ("b", 3600.0)):
+        monkeypatch.setattr(figures, "REDRAW_S", redraw_s)
+        runs.append(run_train(train_args(colour_data, tmp_path / name, "--epochs", "2", "--seed", "3")))
+        assert (tmp_path / name / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert drawn == [1, 2, 2]  # every epoch when due; else once, when the run ends, with every epoch
     assert [r["train_loss"] for r in runs[0]["history"]] == [r["train_loss"] for r in runs[1]["history"]]
     assert [r["val_loss"] for r in runs[0]["history"]] == [r["val_loss"] for r in runs[1]["history"]]
 
