@@ -59,6 +59,13 @@ def require_gradio():
     return gradio
 
 
+def markdown_text(name: str) -> str:
+    """A name from the user's files as literal text inside a line of gradio's Markdown: each
+    character that Markdown, HTML or its LaTeX could read as syntax there (a backtick, ``<img``,
+    ``*``, ``$``) as its numeric character reference."""
+    return "".join(f"&#{ord(c)};" if c in "\\`*_[]<>&!~|$" else c for c in folders.printable(name))
+
+
 class Page:
     """What the page does with an image, apart from gradio: the tests call it directly too."""
 
@@ -105,18 +112,18 @@ class Page:
         acc = f"{c['best_acc']:.3f} validation top-1 (epoch {c['epoch']})" if c.get("best_acc") is not None \
             else "no validation score recorded"
         # names, not paths: with --host 0.0.0.0 a path would show every visitor the server's folders
-        data = f", trained on `{folders.printable(os.path.basename(os.path.normpath(str(c['data']))))}`" \
+        data = f", trained on <code>{markdown_text(os.path.basename(os.path.normpath(str(c['data']))))}</code>" \
             if c.get("data") else ""
-        names = ", ".join(html.escape(folders.printable(n)) for n in self.classifier.names)
+        names = ", ".join(markdown_text(n) for n in self.classifier.names)
         int8 = (f" int8: top-1 {c['int8']['int8']:.3f} against fp32's {c['int8']['fp32']:.3f} on val/."
                 if c.get("int8") else "")
         calibrated = (f" Probabilities calibrated (temperature {c['temperature']:.2f})."
                       if c["temperature"] != 1.0 else "")
         threshold = "" if self.min_confidence is None else \
             f" Answers '{UNKNOWN}' below a top probability of {self.min_confidence:.3f}."
-        return (f"### AlexNet ({html.escape(str(c.get('arch') or 'unknown'))}): {acc}{data}\n"
+        return (f"### AlexNet ({markdown_text(str(c.get('arch') or 'unknown'))}): {acc}{data}\n"
                 f"{len(self.classifier.names)} classes: {names}. "
-                f"Model file: `{folders.printable(os.path.basename(str(c['weights'])))}`"
+                f"Model file: <code>{markdown_text(os.path.basename(str(c['weights'])))}</code>"
                 + ("" if isinstance(self.classifier, TorchClassifier) else
                    " (ONNX: no Grad-CAM; run the .pth for it)") + f".{int8}{calibrated}{threshold}")
 

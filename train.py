@@ -42,7 +42,7 @@ from alexnet.errors import ArgumentError, CheckpointError, DataError, OutputErro
 from alexnet.loaders import Loaders, cache_policy, data_ready, make_loaders, train_cache_side
 from alexnet.machine import Machine, dist_info, predict_batches, progress, setup_machine, teardown
 from alexnet.preemption import Stop, TrainingStopped, how_to_go_on, one_line, rng_states, skip_to, start_epoch
-from alexnet.settings import Config, command_line, get_args_parser, resolve_config
+from alexnet.settings import Config, get_args_parser, resolve_config
 from alexnet.trainer import Trainer, build_trainer
 
 EXPLODED = 100  # a training loss this many times ln(classes) has diverged: no model that learns gets near it
@@ -295,7 +295,7 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
                                   f"but {cfg.data} has {loaders.classes}")
         trainer = build_trainer(cfg, machine, loaders, resume)
         if cfg.lr_mode and resume is None:
-            suggestion = find_lr(cfg, machine, trainer, loaders)
+            suggestion = lr_finder.find(cfg, machine, trainer, loaders, train_step)
             if cfg.lr_mode == "find":
                 return {"lr_suggestion": suggestion, "output_dir": cfg.output_dir}
             cfg = dataclasses.replace(cfg, lr=suggestion)  # recorded in the checkpoint; --resume keeps it
@@ -312,24 +312,6 @@ def fit(cfg: Config, resume: dict | None, started: float) -> dict:
         return summarize(cfg, machine, state)
     finally:
         teardown(machine)
-
-
-def find_lr(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders) -> float:
-    """--lr find / auto: the range test (alexnet/lr_finder.py) on the run's own model,
-    optimizer and data, its plot, and the learning rate it suggests. Under --budget it takes
-    at most lr_finder.BUDGET_SHARE of it, and the plan is made from what is left."""
-    seconds = lr_finder.BUDGET_SHARE * cfg.budget if cfg.budget else 0.0
-    t0 = time.monotonic()
-    found = lr_finder.range_test(cfg, machine, trainer, loaders, train_step, seconds)
-    plot = Path(cfg.output_dir) / lr_finder.PLOT
-    if machine.is_main:
-        lr_finder.plot(found, plot)
-    machine.log(f"--lr {cfg.lr_mode}: {len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g} in "
-                f"{time.monotonic() - t0:.0f} s; {found.describe()}: suggested --lr "
-                f"{found.suggestion:g} (plot: {plot})")
-    if cfg.lr_mode == "find":
-        machine.log(f"train with it: {command_line(cfg, lr=found.suggestion)}")
-    return found.suggestion
 
 
 def restore_state(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, started: float,

@@ -8,6 +8,7 @@ The field checks (``check_fields``) also read an ONNX export's metadata, so this
 imports torch only inside the functions that need it: predict.py's ONNX path stays torch-free.
 """
 import dataclasses
+import hashlib
 import math
 import os
 import random
@@ -232,6 +233,12 @@ def imagenet_file() -> str:
 
     weights = AlexNet_Weights.IMAGENET1K_V1
     dest = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # TORCH_HOME or XDG_CACHE_HOME is a file, or cannot be made
+        raise CheckpointError(f"--weights {IMAGENET}: torch's hub cache {dest.parent} cannot be a folder "
+                              f"({e.strerror or e}); point TORCH_HOME at a folder you can write, e.g. "
+                              f"TORCH_HOME={Path.home() / '.cache' / 'torch'}") from None
     if not dest.is_file():
         try:
             weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
@@ -239,7 +246,28 @@ def imagenet_file() -> str:
             why = getattr(e, "reason", None) or (str(e).splitlines() or [type(e).__name__])[0]
             raise CheckpointError(f"--weights {IMAGENET}: cannot download {weights.url} ({why}); fetch it on a "
                                   f"machine that can and put it at {dest}") from None
+    check_sha256(dest, hub_hash_prefix(dest.name))
     return str(dest)
+
+
+def hub_hash_prefix(name: str) -> str:
+    """The SHA-256 prefix a torch hub file name carries (alexnet-owt-7be5be79.pth: 7be5be79)."""
+    import torch
+
+    return torch.hub.HASH_REGEX.search(name).group(1)
+
+
+def check_sha256(path: Path, prefix: str) -> None:
+    """torch.hub checks a file's hash only as it downloads it; one placed in its cache by hand,
+    or cut short, is checked here, as the README promises."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(prefix):
+        raise CheckpointError(f"{path}: its SHA-256 starts {digest.hexdigest()[:len(prefix)]}, not {prefix} as its "
+                              f"name says: a different or damaged file. Remove it, and run again to download it "
+                              f"(or fetch it again by hand)")
 
 
 def load_weights(source: str, mmap: bool = False) -> dict:

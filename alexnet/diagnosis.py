@@ -33,6 +33,10 @@ OVERFIT_RISE = 0.1  # validation loss this share above its lowest, at the end: i
 OVERFIT_EPOCHS = 2  # ... for at least this many epochs after its lowest
 OVERFIT_FLOOR = 0.05  # ... and by at least this share of ln(classes): a rise from 0.0001 to 0.0002 is none
 FEW_IMAGES = 100  # fewer training photos than this in a class: too few to train AlexNet from scratch
+# a run that did not learn but took fewer optimizer steps than this, or has fewer photos than this in a class,
+# says nothing about its learning rate: its loss barely moves at any rate (200 classes of 2 photos for 2 epochs
+# was "too low" at 1e-3 and "too high" at 1e-2), and the range test itself takes up to 100 steps
+LR_EVIDENCE_STEPS, LR_EVIDENCE_PHOTOS = 50, 5
 GOOD_TOP1 = 0.9  # a run this good has no problem worth naming for its few photos
 COPIED = 0.05  # this share of validation photos copies training photos: validation measures memory
 MIRROR_TOP1, MIRROR_MIN_VAL = 0.98, 50  # top-1 this high after one epoch, on at least this many photos
@@ -40,7 +44,8 @@ MIRROR_TOP1, MIRROR_MIN_VAL = 0.98, 50  # top-1 this high after one epoch, on at
 
 @dataclass(frozen=True)
 class Finding:
-    cause: str  # diverged, lr_too_high, lr_too_low, labels, not_learning, few_images, overfitting, mirror
+    # diverged, lr_too_high, lr_too_low, lr_or_labels, labels, too_small, not_learning, few_images, overfitting, mirror
+    cause: str
     text: str  # what was seen and what it means, with the numbers
     command: str  # the one thing to run next
 
@@ -59,6 +64,9 @@ class Evidence:
     aug: str  # --aug: the overfitting advice tries what the run has not
     fine_tuned: bool  # started from --weights
     diverged: str = ""  # the stop message of a run whose loss exploded
+    steps: int = 0  # optimizer steps the run took (0: not known)
+    lr_mode: str = ""  # "auto": the rate came from the range test (--lr auto)
+    budget: float = 0.0  # --budget's seconds, or 0
 
 
 def diagnose(ev: Evidence, command) -> list[Finding]:
@@ -120,20 +128,40 @@ def not_learning(ev: Evidence, command) -> Finding | None:
                        f"{how}: the model memorises the training photos and nothing carries over. Look for "
                        f"mislabelled photos", f"python data_set/label_issues.py {ev.data}")
     peak = max(r.get("step_loss_max", 0.0) for r in rows)
+    if (0 < ev.steps < LR_EVIDENCE_STEPS) or min(ev.counts) < LR_EVIDENCE_PHOTOS:
+        return Finding("too_small", f"not learning, and the run is too small to tell why: {seen}, in {ev.steps} "
+                       f"steps on {min(ev.counts)} photo(s) in its smallest class. So few steps or photos move the "
+                       f"loss little at any learning rate, so the rate is not the question: more photos are "
+                       f"(or fine-tuning), then a longer run", f"python data_set/check.py {ev.data}")
+    if ev.lr_mode == "auto":  # the range test chose this rate: its loss fell there, so calling it too low or
+        # too high contradicts the test the run just did
+        return Finding("not_learning", f"not learning at the rate the range test chose (--lr auto, {ev.lr:g}): "
+                       f"{seen}. The test's loss fell at that rate: train longer, and check the data "
+                       f"(python data_set/check.py {ev.data})", longer(ev, command))
     if peak > HIGH_PEAK * blind:
         return Finding("lr_too_high", f"not learning, the learning rate {ev.lr:g} is too high: {seen}; a step loss "
                        f"jumped to {peak:.3g}, {peak / blind:.1f}x a blind guess's",
                        command(lr=ev.lr / 10, overwrite=True))
     still = len(rows) >= 2 and abs(rows[0]["train_loss"] - rows[-1]["train_loss"]) < STILL * blind
-    if still and peak > WOBBLE * blind:
-        return Finding("lr_too_high", f"not learning, the learning rate {ev.lr:g} is too high: {seen}; the loss sits "
-                       f"at a blind guess's after a step loss of {peak:.3g}: the network collapsed to one answer",
-                       command(lr=ev.lr / 10, overwrite=True))
+    if still and peak > WOBBLE * blind:  # a collapse, or labels with no signal: a healthy run's first steps
+        # also reach 5-10% over a blind guess's loss, so the two cannot be told apart from the curves
+        return Finding("lr_or_labels", f"not learning: {seen}; the loss sits at a blind guess's after a step loss "
+                       f"of {peak:.3g} ({peak / blind:.2f}x it). Either the learning rate {ev.lr:g} is too high and "
+                       f"the network collapsed to one answer, or the labels carry no signal. The range test tells "
+                       f"them apart: a loss that falls at some rate means the labels carry signal, and its "
+                       f"suggestion is the rate to use", command(lr="find", overwrite=None))
     if still:
         return Finding("lr_too_low", f"not learning, the learning rate {ev.lr:g} is too low: {seen}; the loss barely "
                        f"moved (less than {STILL:.0%} of a blind guess's)", command(lr=ev.lr * 10, overwrite=True))
     return Finding("not_learning", f"not learning: {seen}. Try a range of learning rates (--lr find) and check the "
                    f"data (python data_set/check.py {ev.data})", command(lr="find", overwrite=None))
+
+
+def longer(ev: Evidence, command) -> str:
+    """The run's command with four times its length: its budget, or its epochs."""
+    if ev.budget:
+        return command(budget=f"{4 * ev.budget:g}s", overwrite=True)
+    return command(epochs=4 * len(ev.history), overwrite=True)
 
 
 def too_few(ev: Evidence, command) -> Finding | None:
@@ -209,7 +237,8 @@ def report_run(cfg: Config, machine: Machine, loaders: Loaders, history: list[di
         return
     evidence = Evidence(history=history, num_classes=len(loaders.classes), counts=loaders.counts,
                         val_counts=loaders.val_counts, copies=loaders.copies, data=cfg.data, lr=cfg.lr,
-                        recipe=cfg.recipe, aug=cfg.aug, fine_tuned=bool(cfg.weights), diverged=diverged)
+                        recipe=cfg.recipe, aug=cfg.aug, fine_tuned=bool(cfg.weights), diverged=diverged,
+                        steps=len(history) * len(loaders.train), lr_mode=cfg.lr_mode or "", budget=cfg.budget or 0.0)
     findings = diagnose(evidence, lambda **changes: command_line(cfg, **changes))
     for line in report(findings):
         machine.log(line)

@@ -106,7 +106,13 @@ codecs.register_error("escape-bytes", _escape_bytes)
 
 
 def printable_console() -> None:
-    """Let print() show file names that are not UTF-8 (escaped) instead of raising UnicodeEncodeError."""
+    """Let print() show file names that are not UTF-8 (escaped) instead of raising UnicodeEncodeError.
+    A stream the shell closed (``2>&-``) is None in Python: it becomes os.devnull, so that the
+    run still writes its files rather than failing on its first progress bar."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="escape-bytes")

@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 from alexnet.errors import DataError, UserError  # also registers the 'escape-bytes' error handler printable() uses
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, and AVIF (Pillow 11.2 on reads it; an older one reports
-# each such file as unreadable, by name)
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".avif")
+# each such file as unreadable, by name); .jfif and .jpe (what Windows browsers save JPEGs as), GIF and
+# ICO (their first frame, the largest icon), HEIC/HEIF (pillow-heif): every tool lists the same files
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
+                  ".avif", ".gif", ".ico", ".heic", ".heif")
 # photo formats no decoder here reads: the listing says so, not just "skipped"
-NO_DECODER = {".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL", ".cr2": "raw", ".nef": "raw", ".dng": "raw"}
+NO_DECODER = {".jxl": "JPEG XL", ".cr2": "camera raw", ".nef": "camera raw", ".dng": "camera raw",
+              ".arw": "camera raw", ".svg": "SVG (vector)"}
 
 
 def is_hidden(name: str) -> bool:
@@ -44,11 +47,13 @@ class Listing:
     skipped: Counter = field(default_factory=Counter)  # extension (as written) -> count
     duplicates: int = 0  # links to a file already listed
     first_duplicate_of: str = ""  # the folder the first such file was listed under
+    examples: dict = field(default_factory=dict)  # NO_DECODER extension -> the first such file
 
     def add(self, other: "Listing") -> None:
         self.files += other.files
         self.skipped += other.skipped
         self.duplicates += other.duplicates
+        self.examples = other.examples | self.examples
 
 
 def list_images(folder: str, seen: dict | None = None) -> Listing:
@@ -121,7 +126,10 @@ def _walk(path: str, top: str, visited: set, found: list[tuple[str, list[str]]],
         elif is_file and e.name.lower().endswith(IMG_EXTENSIONS):
             names.append(e.name)
         elif is_file:
-            listing.skipped[os.path.splitext(e.name)[1] or "(no extension)"] += 1
+            ext = os.path.splitext(e.name)[1]
+            listing.skipped[ext or "(no extension)"] += 1
+            if ext.lower() in NO_DECODER:
+                listing.examples.setdefault(ext.lower(), e.path)
         elif _exists(e.path):  # a named pipe, a socket or a device: reading one can block or never end
             listing.skipped["(not a regular file)"] += 1
         elif e.is_symlink():
@@ -142,11 +150,16 @@ def _is_ancestor(folder: str, of: str) -> bool:
 
 
 def describe_skipped(listing: Listing) -> str:
-    """'skipped 11 files: 9 .HEIC (HEIC photos: no decoder here reads them; convert them to JPEG),
-    2 .txt', or '' when nothing was skipped."""
-    parts = [f"{n} {ext}" + (f" ({NO_DECODER[ext.lower()]} photos: no decoder here reads them; convert them to JPEG)"
-                             if ext.lower() in NO_DECODER else "")
-             for ext, n in sorted(listing.skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
+    """'skipped 11 files: 9 .jxl (JPEG XL images no decoder here reads, such as a/b.jxl: convert
+    them to JPEG or PNG), 2 .txt', or '' when nothing was skipped."""
+    def note(ext: str) -> str:
+        if ext.lower() not in NO_DECODER:
+            return ""
+        example = listing.examples.get(ext.lower())
+        return (f" ({NO_DECODER[ext.lower()]} images no decoder here reads"
+                + (f", such as {printable(example)}" if example else "") + ": convert them to JPEG or PNG)")
+
+    parts = [f"{n} {ext}{note(ext)}" for ext, n in sorted(listing.skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
     if listing.duplicates:
         parts.append(f"{listing.duplicates} second name(s) of an image already listed (given twice, or a link)")
     total = sum(listing.skipped.values()) + listing.duplicates
@@ -176,6 +189,7 @@ def find_classes(root: str, log=None) -> list[str]:
     check_class_level(root, [e for e in entries if not _is_dir(e) and not is_hidden(e.name)], log)
     for name in classes:
         check_decodable(os.path.join(root, name))
+    check_lookalike_names(root, classes)
     if not classes:
         raise DataError(f"{root}: no class folders inside (expected {root}/<class>/<image>.jpg)")
     return classes
@@ -202,6 +216,40 @@ def check_class_level(root: str, others: list[os.DirEntry], log) -> None:
     if others and log is not None:  # a dangling link among them was an error above
         log(f"{root}: left out {len(others)} file(s) that are no class folders: "
             f"{printable(', '.join(sorted(e.name for e in others)))}")
+
+
+def name_key(name: str) -> str:
+    """What a reader sees of a name: Unicode compatibility form (NFC and NFD alike), no
+    invisible format characters (zero-width spaces and joiners), case folded."""
+    return "".join(c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf").casefold()
+
+
+def check_lookalike_names(root: str, classes: list[str]) -> None:
+    """Two class folders whose names look the same would train as two classes that no one can
+    tell apart, and be split apart by split_data.py: one line names both."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        other = seen.setdefault(name_key(name), name)
+        if other != name:
+            raise DataError(f"{printable(os.path.join(root, other))} and {printable(os.path.join(root, name))}: two "
+                            f"class folders whose names look the same ({ascii(other)} and {ascii(name)}: they differ "
+                            f"only in case, Unicode form or an invisible character); merge them or rename one")
+
+
+def separate_splits(data: str, splits: tuple[str, ...] = ("train", "val", "test")) -> None:
+    """Splits that are one folder (a link, or the same folder named twice), or that share a class
+    folder, would score the training photos as if unseen; one line says so and how to split."""
+    present = [os.path.join(data, s) for s in splits if os.path.isdir(os.path.join(data, s))]
+    for i, first in enumerate(present):
+        for second in present[i + 1:]:
+            shared = [second] if os.path.samefile(first, second) else \
+                [os.path.join(second, c.name) for c in os.scandir(second) if _is_dir(c) and
+                 os.path.isdir(os.path.join(first, c.name)) and os.path.samefile(c.path, os.path.join(first, c.name))]
+            if shared:
+                raise DataError(f"{printable(shared[0])}: is the same folder as {printable(first)}"
+                                f"{shared[0][len(second):]} (a link, or one folder named twice), so it would score "
+                                f"photos the model trained on. Make a split into a new folder: python "
+                                f"data_set/split_data.py {printable(first)} --dest NEW_FOLDER")
 
 
 def check_decodable(path: str) -> None:
@@ -243,8 +291,11 @@ def class_samples(root: str, classes: list[str]) -> tuple[list[tuple[str, int]],
 
 def printable(name: str) -> str:
     """A file name that may hold bytes that are not UTF-8 (Linux allows any), with those
-    bytes as \\x escapes, so it can be printed, drawn in a figure or written to a CSV."""
-    return name.encode("utf-8", "escape-bytes").decode("utf-8")
+    bytes as \\x escapes, and control characters (a newline in a folder name) as \\n, \\t or
+    \\x1b, so it can be printed on one line, drawn in a figure or written to a CSV."""
+    text = name.encode("utf-8", "escape-bytes").decode("utf-8")
+    return text if text.isprintable() else "".join(c if c.isprintable() or unicodedata.category(c) != "Cc"
+                                                  else ascii(c)[1:-1] for c in text)
 
 
 def width(text: str) -> int:

@@ -10,6 +10,7 @@ where to crop) is defined here once; ``transforms.EvalTransform`` applies it to 
 imports torch (tests/test_export.py holds the two to the same pixels, within rounding).
 """
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ def open_image(path: str) -> Image.Image:
         img = Image.open(path)
     except Image.DecompressionBombError as e:  # over twice Pillow's limit: only a JPEG can be read smaller
         img = open_big_jpeg(path, e)
+    except Image.UnidentifiedImageError:
+        img = open_unidentified(path)
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({reason(e)})") from None
     try:
@@ -90,6 +93,32 @@ def open_image(path: str) -> Image.Image:
         img.close()
         raise
     return img
+
+
+# the ISO base media file's brands of HEIC/HEIF photos (an iPhone's default), whatever their name
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def open_unidentified(path: str) -> Image.Image:
+    """What Pillow alone cannot identify: a HEIC/HEIF photo (whatever its name), through
+    pillow-heif's plugin, registered on the first such file so that no other path imports it;
+    else a DataError that names a known format no decoder here reads, as the folder listings do."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[4:8] != b"ftyp" or head[8:12] not in HEIF_BRANDS:
+        kind = folders.NO_DECODER.get(os.path.splitext(path)[1].lower())
+        raise DataError(f"{path}: " + (f"a {kind} image, which no decoder here reads: convert it to JPEG or PNG"
+                                       if kind else "not a readable image (not an image file)"))
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        raise DataError(f"{path}: a HEIC/HEIF photo (the iPhone's format); reading it needs pillow-heif: "
+                        f"python -m pip install pillow-heif, or convert it to JPEG") from None
+    register_heif_opener()
+    try:
+        return Image.open(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({reason(e)})") from None
 
 
 def open_big_jpeg(path: str, refused: Image.DecompressionBombError) -> Image.Image:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from alexnet import class_balance, datasets, device_data, lookalike
+from alexnet import class_balance, datasets, device_data, folders, lookalike
 from alexnet.datasets import CachedImageFolder
 from alexnet.errors import DataError
 from alexnet.machine import Machine, cache_budget, device_cache_budget, eval_batch_size
@@ -41,7 +41,9 @@ def cache_policy(cfg: Config) -> datasets.CachePolicy:
 def data_ready(cfg: Config, machine: Machine):
     """Around building the datasets: --demo draws its pictures first; with torchrun, rank 0
     decodes first and the others then read its cache; a data folder that is missing gets the
-    commands that make one."""
+    commands that make one; splits that are one folder are refused on every rank."""
+    if os.path.isdir(cfg.data):
+        folders.separate_splits(cfg.data, ("train", "val"))
     if cfg.demo and machine.is_main:
         from alexnet import shapes  # only the demo draws pictures (ImageDraw stays out of predict.py)
 

@@ -20,6 +20,7 @@ from alexnet import figures
 from alexnet.loaders import Loaders
 from alexnet.machine import Machine, broadcast, synchronize
 from alexnet.preemption import start_epoch
+from alexnet.settings import Config, command_line
 from alexnet.trainer import Trainer, TrainStep
 
 START_LR, END_LR = 1e-7, 10.0
@@ -73,7 +74,30 @@ class RangeTest:
         return f"the loss did not fall before it rose at {self.flat_until:.2g}"
 
 
-def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, step: TrainStep,
+def find(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, step: TrainStep) -> float:
+    """train.py's --lr find / auto: the range test on the run's own model, optimizer, data
+    and training step, the learning rate it suggests, and its plot. Under --budget it takes
+    at most BUDGET_SHARE of it, and the plan is made from what is left."""
+    seconds = BUDGET_SHARE * cfg.budget if cfg.budget else 0.0
+    t0 = time.monotonic()
+    found = range_test(cfg, machine, trainer, loaders, step, seconds)
+    out = Path(cfg.output_dir)
+    machine.log(f"--lr {cfg.lr_mode}: {len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g} in "
+                f"{time.monotonic() - t0:.0f} s; {found.describe()}: suggested --lr {found.suggestion:g}")
+    if cfg.opt == "sgd" and cfg.clip_grad:
+        machine.log(f"warning: with SGD and gradient clipping (--clip-grad {cfg.clip_grad:g}) the loss blows up only "
+                    f"at rates of 2-4, so this suggestion is likely far too high: on the flowers 0.23-0.39 trained "
+                    f"worse than 1e-3 (docs/diagnosis.md). The paper's SGD rate is 0.01 (--recipe paper)")
+    if cfg.lr_mode == "find":  # a folder that holds a model needs --overwrite to train in it
+        held = cfg.overwrite or any((out / name).exists() for name in ("best.pth", "last.pth"))
+        machine.log(f"train with it: {command_line(cfg, lr=found.suggestion, overwrite=held or None)}")
+    if machine.is_main:  # after the suggestion: a disk too full for the plot loses only the plot
+        plot(found, out / PLOT)
+        machine.log(f"the loss against the learning rate: {out / PLOT}")
+    return found.suggestion
+
+
+def range_test(cfg: Config, machine: Machine, trainer: Trainer, loaders: Loaders, step: TrainStep,
                seconds: float = 0.0) -> RangeTest:
     """Train with ``step`` (train.py's training step), the learning rate of step i at
     START_LR * (END_LR / START_LR) ** (i / (steps - 1)); ``seconds`` > 0: as many steps as fit
@@ -105,7 +129,7 @@ def range_test(cfg, machine: Machine, trainer: Trainer, loaders: Loaders, step: 
     return RangeTest(lrs, losses)
 
 
-def _batches(cfg, machine: Machine, loaders: Loaders, size: int):
+def _batches(cfg: Config, machine: Machine, loaders: Loaders, size: int):
     """Training batches at crop ``size``, epoch after epoch, each epoch seeded as training seeds it."""
     epoch = 0
     while True:
@@ -114,7 +138,7 @@ def _batches(cfg, machine: Machine, loaders: Loaders, size: int):
         epoch += 1
 
 
-def _step(cfg, machine: Machine, trainer: Trainer, step: TrainStep, batch, lr: float) -> float:
+def _step(cfg: Config, machine: Machine, trainer: Trainer, step: TrainStep, batch, lr: float) -> float:
     """One training step at ``lr``; the loss before it (the mean over ranks)."""
     for group in trainer.optimizer.param_groups:
         group["lr"] = lr

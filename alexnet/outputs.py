@@ -319,7 +319,8 @@ def class_indices_json(classes: list[str]) -> str:
 def output_lock(out: Path, fresh: bool):
     """Refuse a second train.py in the same folder (the OS drops the lock if we die), and
     a fresh run over a folder that holds a trained model, unless --overwrite. A folder this
-    run created is removed again if the run ends before writing a checkpoint (or --lr find's plot)."""
+    run created is removed again if the run ends before writing a checkpoint (or --lr find's plot, or the
+    diagnosis of a run that diverged at once)."""
     from filelock import FileLock, Timeout
 
     check_writable_folder(out, "--output-dir")
@@ -343,5 +344,5 @@ def output_lock(out: Path, fresh: bool):
         yield
     finally:
         lock.release()
-        if created and not any((out / name).exists() for name in ("last.pth", "lr_find.png")):
+        if created and not any((out / name).exists() for name in ("last.pth", "lr_find.png", "diagnosis.json")):
             shutil.rmtree(out, ignore_errors=True)

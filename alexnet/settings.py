@@ -434,6 +434,7 @@ def command_line(cfg: Config, **changes) -> str:
         values["recipe"] = cfg.recipe
     if cfg.demo:
         values = {"demo": True} | values
+    values.pop("budget", None)  # an old checkpoint's 0.0 means none: "--budget 0.0" would be refused
     if cfg.budget:
         values["budget"] = f"{cfg.budget:g}s"
     values |= changes

@@ -111,6 +111,7 @@ def find_splits(data: Path) -> dict[str, list[str]]:
     if "train" not in present:
         raise DataError(f"{data}: no train/ folder; give the folder split_data.py wrote (train/, val/ and test/ "
                         f"class folders), e.g. python data_set/split_data.py {data} --dest DATA --test 0.1")
+    folders.separate_splits(str(data))
     splits = {s: folders.find_classes(str(data / s)) for s in present}
     if len(splits["train"]) < 2:
         raise DataError(f"{data / 'train'}: only one class folder ({splits['train'][0]}); a classifier needs at "

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny generated image folders and a trained checkpoint, all on CPU."""
+import hashlib
 import os
 import struct
 import sys
@@ -16,6 +17,7 @@ sys.path.insert(0, str(ROOT / "data_set"))  # check.py, label_issues.py, split_d
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import train  # noqa: E402
+from alexnet import checkpoint  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # pytest-xdist (pytest.ini): the cores shared out among the workers, and the processes a test
@@ -54,6 +56,30 @@ def pytest_collection_modifyitems(config, items) -> None:
     """The longest tests first, then the other slow ones, the quick ones last to fill the gaps
     at the end: no worker then waits alone on one long test while the others are done."""
     items.sort(key=lambda item: (item.path.name != LONGEST_FIRST, item.get_closest_marker("slow") is None))
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory):
+    """torch's hub cache holding torchvision's ImageNet AlexNet file, as a download leaves it:
+    its state_dict keys and shapes, all views of one zero storage (144 MiB, not 233)."""
+    import torchvision
+
+    home = tmp_path_factory.mktemp("torch_home")
+    shapes = {k: v.shape for k, v in torchvision.models.alexnet().state_dict().items()}
+    storage = torch.zeros(max(s.numel() for s in shapes.values()))
+    dest = home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    dest.parent.mkdir(parents=True)
+    torch.save({k: storage[:s.numel()].view(s) for k, s in shapes.items()}, dest)
+    return home
+
+
+def use_hub_cache(home: Path, monkeypatch) -> None:
+    """TORCH_HOME at ``hub_cache``, whose stand-in file passes the hash check (the name carries the
+    real file's SHA-256 prefix; the check is tested against it in test_diagnosis.py)."""
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    file = home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    real_prefix = hashlib.sha256(file.read_bytes()).hexdigest()[:8]
+    monkeypatch.setattr(checkpoint, "hub_hash_prefix", lambda name: real_prefix)
 
 
 def make_colour_folder(root: Path, n_train: int = 10, n_val: int = 4, size: int = 72, seed: int = 0) -> Path:

@@ -253,20 +253,21 @@ def test_training_decodes_with_torchcodec_and_falls_back_to_pillow(tmp_path, mon
         assert torch.equal(decoded, decoding.decode_pillow(str(tmp_path / name)))
 
 
-def test_avif_photos_join_and_heic_ones_are_skipped_with_the_reason(tmp_path):
+def test_avif_photos_join_and_jpeg_xl_ones_are_skipped_naming_a_file_and_what_to_do(tmp_path):
     from PIL import features
 
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.effect_noise((40, 30), 60).convert("RGB").save(folder / "a.jpg")
-    (folder / "phone.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (folder / "photo.JXL").write_bytes(b"\xff\x0a")
     (folder / "notes.txt").write_text("x")
     if features.check("avif"):
         Image.effect_noise((40, 30), 60).convert("RGB").save(folder / "b.avif")
     listing = folders.list_images(str(folder))
     assert [os.path.basename(f) for f in listing.files] == ["a.jpg"] + (["b.avif"] if features.check("avif") else [])
     said = folders.describe_skipped(listing)
-    assert "1 .HEIC (HEIC photos: no decoder here reads them; convert them to JPEG)" in said and "1 .txt" in said
+    assert f"1 .JXL (JPEG XL images no decoder here reads, such as {folder / 'photo.JXL'}: convert them to JPEG or " \
+        f"PNG)" in said and "1 .txt" in said
     if features.check("avif"):
         avif = str(folder / "b.avif")
         assert decoding.decode_rgb(avif).shape == (3, 30, 40)

@@ -12,7 +12,7 @@ from alexnet import diagnosis, lr_finder
 from alexnet.images import IMAGENET_MEAN
 from alexnet.preemption import TrainingStopped
 import train
-from conftest import make_colour_folder, run_train, train_args
+from conftest import make_colour_folder, one_error_line, run_train, train_args, use_hub_cache
 
 COMMAND = lambda **changes: "python train.py " + " ".join(f"--{k} {v}" for k, v in changes.items())  # noqa: E731
 
@@ -31,7 +31,7 @@ def test_a_healthy_run_gets_no_finding(trained):
 @pytest.mark.slow
 def test_a_learning_rate_too_low_is_named_with_a_working_command(colour_data, tmp_path, capsys):
     out = tmp_path / "run"
-    run_train(train_args(colour_data, out, "--lr", "1e-6"))
+    run_train(train_args(colour_data, out, "--lr", "1e-6", "--epochs", "4", "--batch-size", "2"))  # 60 steps
     said = capsys.readouterr().out
     assert [f["cause"] for f in findings(out)][0] == "lr_too_low"
     advice = next(line for line in said.splitlines() if line.startswith("  next: ") and "--lr 1e-05" in line)
@@ -43,6 +43,7 @@ def test_a_loss_that_explodes_stops_the_run_with_its_diagnosis(colour_data, tmp_
         run_train(train_args(colour_data, tmp_path / "run", "--lr", "10", "--recipe", "tutorial"))
     said = capsys.readouterr().out
     assert "diagnosis (diverged): the loss exploded" in said and "--lr 1 " in said
+    assert [f["cause"] for f in findings(tmp_path / "run")] == ["diverged"]  # the folder keeps it
 
 
 @pytest.mark.slow
@@ -144,12 +145,34 @@ def test_a_loss_that_jumps_without_learning_is_a_learning_rate_too_high():
     assert [f.cause for f in found] == ["lr_too_high"] and "--lr 0.0001" in found[0].command
 
 
-def test_a_loss_that_sits_at_a_blind_guess_crept_at_a_rate_too_low_or_collapsed_at_one_too_high():
+def test_a_loss_that_sits_at_a_blind_guess_crept_at_a_rate_too_low_or_after_a_jump_names_rate_and_labels():
     crept = rows((1.611, 0.2, 1.61, 0.2, 1.62), (1.609, 0.2, 1.61, 0.2, 1.62), (1.601, 0.2, 1.61, 0.2, 1.63))
     assert [f.cause for f in diagnosis.diagnose(evidence(crept, lr=1e-6), COMMAND)] == ["lr_too_low"]
+    # a step loss 1.24x a blind guess's, then back at it: a collapse, or labels without signal
     collapsed = rows((1.628, 0.2, 1.61, 0.2, 2.0), (1.611, 0.2, 1.61, 0.2, 1.63), (1.612, 0.2, 1.61, 0.2, 1.68))
     found = diagnosis.diagnose(evidence(collapsed, lr=3e-3), COMMAND)
-    assert [f.cause for f in found] == ["lr_too_high"] and "--lr 0.0003" in found[0].command
+    assert [f.cause for f in found] == ["lr_or_labels"] and found[0].command.startswith("python train.py --lr find")
+    assert "the learning rate 0.003 is too high" in found[0].text and "the labels carry no signal" in found[0].text
+
+
+def test_no_verdict_on_the_learning_rate_of_a_run_too_small_to_tell_or_after_the_range_test():
+    """200 classes of 2 photos for 2 epochs: once "too low" at 1e-3 and "too high" at 1e-2."""
+    crept = rows((5.30, 0.005, 5.30, 0.005, 5.35), (5.29, 0.01, 5.30, 0.005, 5.33))
+    jumped = rows((5.9, 0.005, 5.30, 0.005, 14.0), (5.31, 0.005, 5.30, 0.005, 5.5))
+    tiny = dict(num_classes=200, counts=[2] * 200, val_counts=[1] * 200, steps=26)
+    for history, lr in ((crept, 1e-3), (jumped, 1e-2)):
+        found = diagnosis.diagnose(evidence(history, lr=lr, **tiny), COMMAND)
+        assert [f.cause for f in found] == ["too_small", "few_images"]
+        assert "too small to tell why" in found[0].text and found[0].command == "python data_set/check.py photos"
+    many_steps = dict(tiny, counts=[500] * 200, steps=49)  # enough photos, too few steps
+    assert [f.cause for f in diagnosis.diagnose(evidence(crept, **many_steps), COMMAND)] == ["too_small"]
+    assert [f.cause for f in diagnosis.diagnose(evidence(crept, **many_steps | {"steps": 50}), COMMAND)] == \
+        ["lr_too_low"]
+    # --lr auto: the range test chose the rate, its loss fell there; train longer, never "too low"
+    found = diagnosis.diagnose(evidence(crept, lr=1.6e-4, lr_mode="auto", budget=16.0), COMMAND)
+    assert [f.cause for f in found] == ["not_learning"] and "--lr find" not in found[0].command
+    assert found[0].command == "python train.py --budget 64s --overwrite True"
+    assert "the rate the range test chose (--lr auto, 0.00016)" in found[0].text
 
 
 def test_overfitting_says_from_which_epoch_and_what_best_pth_holds():
@@ -173,30 +196,32 @@ def test_a_fine_tuned_run_on_few_photos_is_not_told_to_fine_tune():
 
 
 # ---------------------------------------------------------------- --weights imagenet
-@pytest.fixture(scope="module")
-def hub_cache(tmp_path_factory):
-    """torch's hub cache holding torchvision's ImageNet AlexNet file, as a download leaves it:
-    its state_dict keys and shapes, all views of one zero storage (144 MiB, not 233)."""
-    import torchvision
-
-    home = tmp_path_factory.mktemp("torch_home")
-    shapes = {k: v.shape for k, v in torchvision.models.alexnet().state_dict().items()}
-    storage = torch.zeros(max(s.numel() for s in shapes.values()))
-    dest = home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    dest.parent.mkdir(parents=True)
-    torch.save({k: storage[:s.numel()].view(s) for k, s in shapes.items()}, dest)
-    return home
-
-
 @pytest.mark.slow
 def test_weights_imagenet_fine_tunes_torchvisions_file_from_the_hub_cache(colour_data, hub_cache, tmp_path,
                                                                           monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(hub_cache))
+    use_hub_cache(hub_cache, monkeypatch)
     out = tmp_path / "run"
     run_train(train_args(colour_data, out, "--weights", "imagenet", "--epochs", "1"))
     ckpt = torch.load(out / "best.pth", weights_only=True)
     assert ckpt["arch"] == "torchvision" and ckpt["config"]["weights"] == "imagenet"
     assert tuple(ckpt["mean"]) == IMAGENET_MEAN
+
+
+def test_weights_imagenet_checks_the_hash_of_a_file_placed_by_hand_and_names_a_usable_cache(
+        colour_data, hub_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(hub_cache))  # the stand-in's SHA-256 is not 7be5be79...
+    file = hub_cache / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    code = train.cli(train_args(colour_data, tmp_path / "run", "--weights", "imagenet"))
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and line.startswith(f"error: {file}: its SHA-256 starts ") and "not 7be5be79" in line
+    assert not (tmp_path / "run").exists()
+    not_a_folder = tmp_path / "torch_home_file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("TORCH_HOME", str(not_a_folder))
+    code = train.cli(train_args(colour_data, tmp_path / "run", "--weights", "imagenet"))
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and f"torch's hub cache {not_a_folder / 'hub' / 'checkpoints'} cannot be a folder" in line
+    assert "point TORCH_HOME at a folder you can write" in line
 
 
 def test_weights_imagenet_offline_says_which_file_to_fetch_and_where(colour_data, tmp_path, monkeypatch, capsys):
@@ -228,7 +253,8 @@ def test_lr_find_plots_suggests_and_leaves_no_model(colour_data, trained, tmp_pa
     assert lr_finder.START_LR < suggested < lr_finder.END_LR
     assert f"suggested --lr {suggested:g}" in said
     advice = next(line for line in said.splitlines() if line.startswith("train with it: python train.py "))
-    assert advice.endswith(f"--lr {suggested:.2g}") and f"--data {colour_data}" in advice
+    # the folder holds a model: training there needs --overwrite (tests/test_advice.py runs such a command)
+    assert advice.endswith(f"--lr {suggested:.2g} --overwrite") and f"--data {colour_data}" in advice
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert written == ["best.pth", "last.pth", "lr_find.png"]
     assert before == {name: (out / name).read_bytes() for name in ("best.pth", "last.pth")}

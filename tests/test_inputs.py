@@ -168,14 +168,15 @@ def test_nested_class_folders_are_read_alike_by_the_split_tool_and_train(tmp_pat
     (root / "red" / "2023" / "summer").mkdir(parents=True)
     shutil.move(root / "red" / "red_1.jpg", root / "red" / "2023" / "summer" / "red_1.jpg")
     shutil.move(root / "red" / "red_2.jpg", root / "red" / "2023" / "red_2.jpg")
-    (root / "blue" / "IMG_0001.HEIC").write_bytes(b"\0")
+    (root / "blue" / "IMG_0001.JXL").write_bytes(b"\0")
     (root / "blue" / "notes.txt").write_text("x")
     trained_on, listing = folders.class_samples(str(root), ["blue", "green", "red"])
     plan, skipped = splitting.plan_split(root, 0.25, seed=0)
     assert sorted(os.path.relpath(p, root) for p, _ in trained_on) == \
         sorted(os.path.join(c, f) for c, parts in plan.items() for files in parts.values() for f in files)
     assert folders.describe_skipped(skipped) == folders.describe_skipped(listing) == \
-        "skipped 2 files: 1 .HEIC (HEIC photos: no decoder here reads them; convert them to JPEG), 1 .txt"
+        f"skipped 2 files: 1 .JXL (JPEG XL images no decoder here reads, such as {root / 'blue' / 'IMG_0001.JXL'}: " \
+        f"convert them to JPEG or PNG), 1 .txt"
     split_data.split(root, tmp_path / "split", 0.25, quiet=True)
     assert len(list((tmp_path / "split").rglob("*.jpg"))) == 12
 

@@ -1,7 +1,8 @@
 """Plant the failures people ask about on real photos and record what train.py's diagnosis
 says about each (docs/diagnosis.md): shuffled labels, 5 photos per class, --lr 1e-6, a finite
 explosion, a validation split copied from training, a long run on 20 photos per class, and
-three healthy runs (the tutorial, default and budget recipes).
+three healthy runs (the tutorial, default and budget recipes), and healthy runs of several sizes
+(2-60 photos a class, 1-40 epochs, 64-224 px), on which no learning-rate finding is true.
 
     python data_set/split_data.py ../shared/data/flower_photos_224 --dest /tmp/flowers3 --test 0.1 --link
     python tools/plant_failures.py --data /tmp/flowers3 --out runs/planted          # about 25 minutes on 2 cores
@@ -30,6 +31,9 @@ sys.path.insert(0, str(ROOT / "tools"))
 from seeds import stamp  # noqa: E402
 
 SIZE = ["--img-size", "112"]
+# healthy runs of several sizes (photos a class; epochs and px): none of them has a learning rate that is wrong
+HEALTHY_SIZES = (2, 10, 60)
+HEALTHY_LENGTHS = ((1, 64), (10, 112), (40, 64))
 
 
 def subset(src: Path, dest: Path, per_class: int, seed: int = 0, shuffle: bool = False) -> None:
@@ -71,7 +75,10 @@ def planted_data(data: Path, out: Path) -> dict[str, Path]:
                         ("twenty", lambda d: (subset(data / "train", d / "train", 20),
                                               link_split(data / "val", d / "val"))),
                         ("copied", lambda d: (link_split(data / "train", d / "train"),
-                                              copies(data / "train", d / "val", 60)))):
+                                              copies(data / "train", d / "val", 60))),
+                        *((f"per_class_{n}", lambda d, n=n: (subset(data / "train", d / "train", n),
+                                                             link_split(data / "val", d / "val")))
+                          for n in HEALTHY_SIZES)):
         folder = out / "data" / name
         if not (folder / "val").is_dir():
             build(folder)
@@ -96,6 +103,14 @@ def cases(data: Path, planted: dict[str, Path]) -> list[tuple[str, str, list[str
          ["--data", str(planted["copied"]), *SIZE, "--epochs", "1"]),
         ("twenty_long", "a long run on 20 photos per class",
          ["--data", str(planted["twenty"]), *SIZE, "--recipe", "long"]),
+        ("lr_auto_short", "none: --lr auto on 20 photos per class, 16 s",
+         ["--data", str(planted["twenty"]), *SIZE, "--lr", "auto", "--budget", "16s"]),
+        *((f"healthy_{n}_{epochs}ep_{px}px", f"none: {n} photos a class, {epochs} epoch(s) at {px} px",
+           ["--data", str(planted[f"per_class_{n}"]), "--img-size", str(px), "--epochs", str(epochs)])
+          for n in HEALTHY_SIZES for epochs, px in HEALTHY_LENGTHS),
+        ("healthy_all_1ep_224px", "none: all photos, 1 epoch at 224 px", ["--data", d, "--epochs", "1"]),
+        ("healthy_60_5ep_224px", "none: 60 photos a class, 5 epochs at 224 px",
+         ["--data", str(planted["per_class_60"]), "--epochs", "5"]),
     ]
 
 

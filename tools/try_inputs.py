@@ -5,6 +5,7 @@ memory. The table in docs/failure-modes.md is this script's output.
     python tools/try_inputs.py                  # Markdown table on stdout (about 3 minutes)
     python tools/try_inputs.py --only predict   # the cases whose command starts with predict
     python tools/try_inputs.py --first 85       # from case 85 on (issue #33's round three)
+    python tools/try_inputs.py --first 160      # from case 160 on (issue #42's round four)
 
 Everything happens in a temporary folder: tiny generated images, a model trained for one
 tiny epoch, crafted checkpoints and ONNX files, named pipes, a link to /dev/zero. The
@@ -36,12 +37,14 @@ TIMEOUT_S = 60
 
 def run(argv: list[str], cwd: Path, signal_after: float | None = None, sig: int = signal.SIGINT,
         limit_fsize: int | None = None, action=None, look: str | None = None, tmpdir: Path | None = None,
-        timeout: float = TIMEOUT_S, env: dict | None = None, hold: Path | None = None) -> dict:
+        timeout: float = TIMEOUT_S, env: dict | None = None, hold: Path | None = None,
+        close_stderr: bool = False) -> dict:
     """One process: exit code, first line of stderr (else stdout; or the first line holding
     ``look``), seconds, its own peak RSS in MiB (this driver imports no torch, so a child's
     peak is its own, not the copy of the parent it began as). ``env`` changes its environment
     (a value None removes the variable); ``hold`` is a file this driver keeps locked meanwhile,
-    as another run of a tool would."""
+    as another run of a tool would; ``close_stderr`` starts it with file descriptor 2 closed, as
+    ``2>&-`` does."""
     changes = env or {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
     env.pop("DISPLAY", None)
@@ -49,7 +52,8 @@ def run(argv: list[str], cwd: Path, signal_after: float | None = None, sig: int 
     if hold:
         with open(hold, "a+b") as held:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return run(argv, cwd, signal_after, sig, limit_fsize, action, look, tmpdir, timeout, changes)
+            return run(argv, cwd, signal_after, sig, limit_fsize, action, look, tmpdir, timeout, changes,
+                       close_stderr=close_stderr)
     if tmpdir:
         tmpdir.mkdir(exist_ok=True)
         env["TMPDIR"] = str(tmpdir)
@@ -57,6 +61,8 @@ def run(argv: list[str], cwd: Path, signal_after: float | None = None, sig: int 
     def limits():
         if limit_fsize:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, limit_fsize))
+        if close_stderr:
+            os.close(2)
 
     with tempfile.TemporaryFile("w+", errors="replace") as out, tempfile.TemporaryFile("w+", errors="replace") as err:
         started = time.monotonic()
@@ -251,6 +257,7 @@ def prepare(work: Path) -> dict:
     small = Path("/tmp/alexnet-small-disk")
     f["small"] = small if os.path.ismount(small) else None
     prepare_round_three(f, work, ckpt, crafted)
+    prepare_round_four(f, work, ckpt, crafted)
     return f
 
 
@@ -433,6 +440,7 @@ def cases(f: dict, work: Path) -> list[tuple[str, list[str], dict]]:
         ("bench --data without val/", ["tools/bench.py", "--data", str(f["raw_fifo"])], {}),
     ]
     c += round_three(f, work, p, t)
+    c += round_four(f, work, p, t)
     if f["small"]:
         c.append(("train: a full disk at a checkpoint write", t(f["data"], f["small"] / "run", "--epochs", "2",
                                                                 "--cache-dir", str(work / "cache_small")), {}))
@@ -576,6 +584,222 @@ def round_three(f: dict, work: Path, p, t) -> list[tuple[str, list[str], dict]]:
         ("a stored --min-confidence 0.999: predict auto", p(img, "--weights", f["sure_pth"], "--min-confidence",
                                                             "auto"), {}),
     ]
+
+
+WEB_FORMATS = ("a.jfif", "b.gif", "c.ico")  # what browsers on Windows save, animations, icons
+LOOKALIKE = {"case": ("rose", "Rose"), "nfc-nfd": ("caf\u00e9", "cafe\u0301"), "zero-width": ("tulip", "tu\u200blip")}
+
+
+def prepare_round_four(f: dict, work: Path, ckpt: dict, crafted) -> None:
+    """Round four (issue #42): HEIC photos, the formats browsers save, a val/ that is train/,
+    class names that look the same or hold a newline, a hub cache with a wrong file, data too
+    small for the learning rate to matter, labels that carry no signal, old checkpoints, and
+    names that reach the web page's Markdown."""
+    import numpy as np
+    import pillow_heif
+    import torch
+    from PIL import Image
+
+    from checkpoint_fixtures import fixtures, inflate
+    from conftest import make_colour_folder
+
+    noise = Image.effect_noise((80, 60), 40).convert("RGB")
+    f["heic"], f["heic_jpg"] = work / "IMG_0001.HEIC", work / "IMG_0002.jpg"
+    pillow_heif.from_pillow(noise).save(f["heic"], quality=90)
+    shutil.copy(f["heic"], f["heic_jpg"])
+    f["heic_dir"] = work / "phone"
+    f["heic_dir"].mkdir()
+    shutil.copy(f["heic"], f["heic_dir"])
+    shutil.copy(f["img"], f["heic_dir"])
+    f["heic_data"] = make_colour_folder(work / "heic_data", n_train=4, n_val=2)
+    for split in ("train", "val"):
+        shutil.copy(f["heic"], f["heic_data"] / split / "red")
+    f["web"] = work / "saved"
+    f["web"].mkdir()
+    for name in WEB_FORMATS:
+        noise.save(f["web"] / name, format="JPEG" if name.endswith(".jfif") else None)
+    (f["web"] / "d.jxl").write_bytes(b"\xff\x0a")
+    f["web_data"] = make_colour_folder(work / "web_data", n_train=4, n_val=2)
+    for name in (*WEB_FORMATS, "d.jxl"):
+        shutil.copy(f["web"] / name, f["web_data"] / "train" / "red")
+    f["val_is_train"] = work / "val_is_train"
+    shutil.copytree(f["data"] / "train", f["val_is_train"] / "train")
+    (f["val_is_train"] / "val").symlink_to(f["val_is_train"] / "train")
+    f["val_red_link"] = work / "val_red_link"
+    shutil.copytree(f["data"], f["val_red_link"])
+    shutil.rmtree(f["val_red_link"] / "val" / "red")
+    (f["val_red_link"] / "val" / "red").symlink_to(f["val_red_link"] / "train" / "red")
+    for kind, (first, second) in LOOKALIKE.items():
+        root = f[f"look_{kind}"] = make_colour_folder(work / f"look_{kind}", n_train=4, n_val=2)
+        for split in ("train", "val"):
+            (root / split / "red").rename(root / split / first)
+            (root / split / "green").rename(root / split / second)
+    f["newline_data"] = make_colour_folder(work / "newline_data", n_train=4, n_val=2)
+    for split in ("train", "val"):
+        (f["newline_data"] / split / "red").rename(f["newline_data"] / split / "red\nrose")
+    f["newline_pth"] = crafted("newline", classes=["blue", "green", "red\nrose"])
+    # torch's hub cache holding a file of the right name and the wrong contents, and homes that cannot be one
+    f["hub_bad"] = work / "hub_bad"
+    (f["hub_bad"] / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(ckpt["model"], f["hub_bad"] / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    f["a_file"] = work / "a_file"
+    f["a_file"].write_text("")
+    # a folder that holds a trained model, for --lr find
+    f["model_run"] = work / "model_run"
+    shutil.copytree(f["run"], f["model_run"], ignore=shutil.ignore_patterns(".cache"))
+    # 200 classes of 2 training photos and 1 validation photo: too small to judge a learning rate by
+    rng = np.random.default_rng(2)
+    f["many_small"] = work / "many_small"
+    for k in range(200):
+        for split, n in (("train", 2), ("val", 1)):
+            folder = f["many_small"] / split / f"c{k:03d}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    # labels that carry no signal: noise pictures in 5 classes
+    f["noise_labels"] = work / "noise_labels"
+    for split, n in (("train", 40), ("val", 10)):
+        for i in range(n):
+            folder = f["noise_labels"] / split / f"c{i % 5}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    for fixture in fixtures():
+        f[f"old_{fixture.stem}"] = work / f"{fixture.stem}.pth"
+        torch.save(inflate(torch.load(fixture, weights_only=True)), f[f"old_{fixture.stem}"])
+    hostile = work / "my`model<img src=x onerror=alert(1)>.pth"
+    torch.save({**ckpt, "config": {**ckpt["config"], "data": "/photos/data`<b>bold</b>$x$"},
+                "classes": ["*a*", "b_c_", "[d](http://e)"]}, hostile)
+    f["hostile_card"] = hostile
+
+
+PASTE_ADVICE = """
+import re, shlex, subprocess, sys
+said = subprocess.run([sys.executable, *sys.argv[1:]], capture_output=True, text=True).stdout
+advice = next(line for line in said.splitlines() if line.startswith("train with it: "))[15:]
+print("pasted:", advice[:60], "...", advice[-40:])
+words = shlex.split(advice)
+r = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True)
+print("exit", r.returncode, [line for line in r.stdout.splitlines() if line.startswith("done:")][:1] or r.stderr[-200:])
+"""
+OLD_ADVICE = """
+import shlex, sys
+sys.path[:0] = ["."]
+import train
+from alexnet import settings
+cfg = settings.resolve_config(train.get_args_parser().parse_args(["--resume", sys.argv[1], "--data", sys.argv[2]]))[0]
+advice = settings.command_line(cfg, lr=cfg.lr / 10, overwrite=True)
+settings.resolve_config(train.get_args_parser().parse_args(shlex.split(advice)[2:]))
+print("accepted:", advice)
+"""
+
+
+def round_four(f: dict, work: Path, p, t) -> list[tuple[str, list[str], dict]]:
+    """Issue #42's cases, in order: some read what an earlier one left."""
+    img, pth, onnx_ = str(f["img"]), str(f["pth"]), str(f["onnx"])
+    ev = lambda *a: ["evaluate.py", "--weights", pth, *map(str, a), "--quiet", "--neighbours", "0"]  # noqa: E731
+    chk = lambda data, name: ["data_set/check.py", str(data), "--output-dir", str(work / f"c4_{name}")]  # noqa
+    split = lambda src, name: ["data_set/split_data.py", str(src), "--dest", str(work / f"s4_{name}")]  # noqa
+    show = lambda *code: ["-c", "import sys, os, pathlib; " + "; ".join(code)]  # noqa: E731
+    no_heif = show("sys.modules['pillow_heif'] = None", "sys.path.insert(0, '.')", "import predict",
+                   "sys.exit(predict.cli(sys.argv[1:]))")
+    hub = lambda home, *a: t(f["data"], work / f"o4_hub_{home}", "--epochs", "1", "--weights", "imagenet",  # noqa
+                             *a)
+    c = [
+        ("HEIC photo: predict", p(f["heic"], "--weights", pth), {}),
+        ("HEIC photo named .jpg: predict", p(f["heic_jpg"], "--weights", pth), {}),
+        ("HEIC photo: predict through ONNX", p(f["heic"], "--weights", onnx_), {}),
+        ("HEIC photo: predict --tta", p(f["heic"], "--weights", pth, "--tta"), {}),
+        ("a folder holding a HEIC photo: predict", p(f["heic_dir"], "--weights", pth), {}),
+        ("  ... --output .csv", p(f["heic_dir"], "--weights", pth, "--output", work / "heic.csv"), {}),
+        ("HEIC photos in train/ and val/: train", t(f["heic_data"], work / "o4_heic", "--epochs", "1"),
+         {"look": "done:"}),
+        ("  ... evaluate that val/", ev("--data", f["heic_data"] / "val", "--output-dir", work / "e4_heic"),
+         {"look": "top-1"}),
+        ("  ... check.py", chk(f["heic_data"], "heic"), {"look": "report"}),
+        ("  ... split_data.py", split(f["heic_data"] / "train", "heic"), {}),
+        ("HEIC photo: the web page's reader", show("sys.path.insert(0, '.')", "import app, predict",
+                                                   "page = app.Page(predict.load_classifier(sys.argv[1]), 20)",
+                                                   "print('read', page.open(sys.argv[2], 'IMG.HEIC').size)") +
+         [pth, str(f["heic"])], {}),
+        ("HEIC photo without pillow-heif", no_heif + [str(f["heic"]), "--weights", pth, "--no-show"], {}),
+        (".jfif (a browser's JPEG): predict", p(f["web"] / "a.jfif", "--weights", pth), {}),
+        (".gif: predict", p(f["web"] / "b.gif", "--weights", pth), {}),
+        (".ico: predict", p(f["web"] / "c.ico", "--weights", pth), {}),
+        (".jxl (JPEG XL): predict", p(f["web"] / "d.jxl", "--weights", pth), {}),
+        ("those four in a folder: predict", p(f["web"], "--weights", pth), {"look": "skipped"}),
+        ("those four in train/red: train", t(f["web_data"], work / "o4_web", "--epochs", "1"),
+         {"look": "skipped"}),
+        ("  ... check.py", chk(f["web_data"], "web"), {"look": "images"}),
+        ("  ... split_data.py", split(f["web_data"] / "train", "web"), {"look": "skipped"}),
+        ("  ... evaluate train/ as a split", ev("--data", f["web_data"] / "train", "--output-dir", work / "e4_web"),
+         {"look": "top-1"}),
+        ("val/ a link to train/: train", t(f["val_is_train"], work / "o4_vit", "--epochs", "1"), {}),
+        ("  ... check.py", chk(f["val_is_train"], "vit"), {}),
+        ("val/red a link to train/red: train", t(f["val_red_link"], work / "o4_vrl", "--epochs", "1"), {}),
+        ("  ... check.py", chk(f["val_red_link"], "vrl"), {}),
+        ("  ... label_issues.py", ["data_set/label_issues.py", str(f["val_red_link"]), "--output-dir",
+                                   str(work / "l4_vrl")], {}),
+    ]
+    for kind in LOOKALIKE:
+        c += [(f"classes that look the same ({kind}): train", t(f[f"look_{kind}"], work / f"o4_{kind}", "--epochs",
+                                                                "1"), {}),
+              ("  ... split_data.py", split(f[f"look_{kind}"] / "train", kind), {}),
+              ("  ... check.py", chk(f[f"look_{kind}"], kind), {})]
+    c += [
+        ("a class name with a newline: train", t(f["newline_data"], work / "o4_nl", "--epochs", "1"),
+         {"look": "training images per class"}),
+        ("  ... split_data.py", split(f["newline_data"] / "train", "nl"), {"look": "red"}),
+        ("  ... check.py", chk(f["newline_data"], "nl"), {"look": "report"}),
+        ("  ... predict with those classes", p(img, "--weights", f["newline_pth"], "--topk", "3"), {"look": "red"}),
+        ("  ... evaluate", ["evaluate.py", "--weights", str(work / "o4_nl" / "best.pth"), "--data",
+                            str(f["newline_data"] / "val"), "--output-dir", str(work / "e4_nl"), "--quiet",
+                            "--neighbours", "0"], {"look": "red"}),
+        ("stderr closed (2>&-): train", t(f["data"], work / "o4_noerr", "--epochs", "1"),
+         {"close_stderr": True, "look": "done:"}),
+        ("stderr closed: predict", p(img, "--weights", pth), {"close_stderr": True}),
+        ("stderr closed: evaluate", ev("--data", f["data"] / "val", "--output-dir", work / "e4_noerr"),
+         {"close_stderr": True, "look": "top-1"}),
+        ("stderr closed: export", ["export.py", pth, "-o", str(work / "noerr.onnx")], {"close_stderr": True}),
+        ("stderr closed: a bad photo", p(work / "nope.jpg", "--weights", pth), {"close_stderr": True}),
+        ("--weights imagenet: the hub cache holds another file", hub("bad"),
+         {"env": {"TORCH_HOME": str(f["hub_bad"])}}),
+        ("--weights imagenet: TORCH_HOME is a file", hub("file"), {"env": {"TORCH_HOME": str(f["a_file"])}}),
+        ("--weights imagenet: XDG_CACHE_HOME is a file", hub("xdg"), {"env": {"TORCH_HOME": None,
+                                                                             "XDG_CACHE_HOME": str(f["a_file"])}}),
+        ("--weights imagenet: TORCH_HOME inside a file", hub("inside"),
+         {"env": {"TORCH_HOME": str(f["a_file"] / "torch")}}),
+        ("--lr find in a folder that holds a model", t(f["data"], f["model_run"], "--lr", "find"),
+         {"look": "train with it"}),
+        ("  ... its command, pasted", ["-c", PASTE_ADVICE, *t(f["data"], f["model_run"], "--lr", "find", "--epochs",
+                                                             "1")], {}),
+        ("--lr find --overwrite in a new folder", t(f["data"], work / "o4_find_new", "--lr", "find", "--overwrite"),
+         {"look": "train with it"}),
+        ("--lr find --opt sgd (clipping on)", t(f["data"], work / "o4_find_sgd", "--lr", "find", "--opt", "sgd"),
+         {"look": "warning"}),
+        ("--lr find: the plot over the file-size limit", t(f["data"], work / "o4_find_full", "--lr", "find",
+                                                          "--cache-mem", "0"),
+         {"limit_fsize": 20000, "look": "suggested"}),
+        ("  ... the error line", t(f["data"], work / "o4_find_full2", "--lr", "find", "--cache-mem", "0"),
+         {"limit_fsize": 20000}),
+        ("200 classes of 2 photos, 2 epochs, --lr 0.001", t(f["many_small"], work / "o4_small3", "--epochs", "2",
+                                                           "--lr", "0.001"), {"look": "diagnosis"}),
+        ("  ... the same at --lr 0.01", t(f["many_small"], work / "o4_small2", "--epochs", "2", "--lr", "0.01"),
+         {"look": "diagnosis"}),
+        ("--lr auto --budget 16s on 200 classes of 2 photos", t(f["many_small"], work / "o4_auto", "--lr", "auto",
+                                                               "--budget", "16s"), {"look": "diagnosis"}),
+        ("labels that carry no signal, 3 epochs", t(f["noise_labels"], work / "o4_noise", "--epochs", "3"),
+         {"look": "diagnosis"}),
+        ("a loss that explodes at once (--lr 10, Adam)", t(f["data"], work / "o4_boom", "--epochs", "2", "--lr", "10",
+                                                           "--recipe", "tutorial"), {"look": "diagnosis"}),
+        ("  ... its folder", show("print(sorted(os.listdir(sys.argv[1])))") + [str(work / "o4_boom")], {}),
+    ]
+    c += [(f"the advice after resuming {name}", ["-c", OLD_ADVICE, str(f[f"old_{name}"]), str(f["data"])], {})
+          for name in sorted(k[4:] for k in f if k.startswith("old_format"))]
+    c += [("the web page's card: hostile data and file names", show(
+        "sys.path.insert(0, '.')", "import app, predict", "card = app.Page(predict.load_classifier(sys.argv[1]), "
+        "20).card()", "print('raw markup left:', [s for s in ('`', '<img', '<b>', '$x$', '*a*') if s in card])") +
+        [str(f["hostile_card"])], {})]
+    return c
 
 
 def vanish(image: Path, out: Path):
