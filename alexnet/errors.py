@@ -107,12 +107,13 @@ codecs.register_error("escape-bytes", _escape_bytes)
 
 def printable_console() -> None:
     """Let print() show file names that are not UTF-8 (escaped) instead of raising UnicodeEncodeError.
-    A stream the shell closed (``2>&-``) is None in Python: it becomes os.devnull, so that the
-    run still writes its files rather than failing on its first progress bar."""
+    A stream the shell closed (``2>&-``) is None in Python: errors then go to stdout (or nowhere,
+    if it is closed too), so that the run still writes its files and says what went wrong rather
+    than failing on its first progress bar."""
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w")
     if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w")
+        sys.stderr = sys.stdout
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="escape-bytes")

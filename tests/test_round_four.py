@@ -135,6 +135,10 @@ def test_train_with_stderr_closed_trains_and_writes_its_files(colour_data, tmp_p
     r = subprocess.run(" ".join(map(str, command)) + " 2>&-", shell=True, cwd=ROOT, capture_output=False,
                        stdout=subprocess.PIPE, text=True, timeout=300)
     assert r.returncode == 0 and (out / "best.pth").is_file() and (out / "metrics.csv").is_file()
+    missing = tmp_path / "nope.jpg"  # and an error is not lost: it goes to stdout
+    r = subprocess.run(f"{sys.executable} predict.py {missing} --weights {out / 'best.pth'} --no-show 2>&-",
+                       shell=True, cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 1 and f"{missing}: " in r.stdout
 
 
 # ---------------------------------------------------------------- the web page

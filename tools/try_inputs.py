@@ -656,9 +656,9 @@ def prepare_round_four(f: dict, work: Path, ckpt: dict, crafted) -> None:
             folder.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    # labels that carry no signal: noise pictures in 5 classes
+    # labels that carry no signal: noise pictures in 5 classes, 60 a class (enough to judge a rate by)
     f["noise_labels"] = work / "noise_labels"
-    for split, n in (("train", 40), ("val", 10)):
+    for split, n in (("train", 300), ("val", 50)):
         for i in range(n):
             folder = f["noise_labels"] / split / f"c{i % 5}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -672,25 +672,17 @@ def prepare_round_four(f: dict, work: Path, ckpt: dict, crafted) -> None:
     f["hostile_card"] = hostile
 
 
-PASTE_ADVICE = """
-import re, shlex, subprocess, sys
-said = subprocess.run([sys.executable, *sys.argv[1:]], capture_output=True, text=True).stdout
-advice = next(line for line in said.splitlines() if line.startswith("train with it: "))[15:]
-print("pasted:", advice[:60], "...", advice[-40:])
-words = shlex.split(advice)
-r = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True)
-print("exit", r.returncode, [line for line in r.stdout.splitlines() if line.startswith("done:")][:1] or r.stderr[-200:])
-"""
-OLD_ADVICE = """
-import shlex, sys
-sys.path[:0] = ["."]
-import train
-from alexnet import settings
-cfg = settings.resolve_config(train.get_args_parser().parse_args(["--resume", sys.argv[1], "--data", sys.argv[2]]))[0]
-advice = settings.command_line(cfg, lr=cfg.lr / 10, overwrite=True)
-settings.resolve_config(train.get_args_parser().parse_args(shlex.split(advice)[2:]))
-print("accepted:", advice)
-"""
+PASTE_ADVICE = ("import shlex, subprocess, sys; "
+                "said = subprocess.run([sys.executable, *sys.argv[1:]], capture_output=True, text=True).stdout; "
+                "advice = next(x for x in said.splitlines() if x.startswith('train with it: '))[15:]; "
+                "r = subprocess.run([sys.executable, *shlex.split(advice)[1:]], capture_output=True, text=True); "
+                "print('the advice, run: exit', r.returncode, [x for x in r.stdout.splitlines() "
+                "if x.startswith('done:')][:1] or r.stderr[-200:])")
+OLD_ADVICE = ("import shlex, sys; sys.path[:0] = ['.']; import train; from alexnet import settings; "
+              "parse = train.get_args_parser().parse_args; "
+              "cfg = settings.resolve_config(parse(['--resume', sys.argv[1], '--data', sys.argv[2], '--epochs', '2']))[0]; "
+              "advice = settings.command_line(cfg, lr=cfg.lr / 10, overwrite=True); "
+              "settings.resolve_config(parse(shlex.split(advice)[2:])); print('accepted:', advice)")
 
 
 def round_four(f: dict, work: Path, p, t) -> list[tuple[str, list[str], dict]]:
@@ -737,8 +729,9 @@ def round_four(f: dict, work: Path, p, t) -> list[tuple[str, list[str], dict]]:
         ("  ... check.py", chk(f["val_is_train"], "vit"), {}),
         ("val/red a link to train/red: train", t(f["val_red_link"], work / "o4_vrl", "--epochs", "1"), {}),
         ("  ... check.py", chk(f["val_red_link"], "vrl"), {}),
-        ("  ... label_issues.py", ["data_set/label_issues.py", str(f["val_red_link"]), "--output-dir",
-                                   str(work / "l4_vrl")], {}),
+        ("  ... label_issues.py (it reads train/ only)", ["data_set/label_issues.py", str(f["val_red_link"]),
+                                                          "--output-dir", str(work / "l4_vrl"), "--folds", "2",
+                                                          "--epochs", "1"], {"look": "flagged"}),
     ]
     for kind in LOOKALIKE:
         c += [(f"classes that look the same ({kind}): train", t(f[f"look_{kind}"], work / f"o4_{kind}", "--epochs",
@@ -771,7 +764,7 @@ def round_four(f: dict, work: Path, p, t) -> list[tuple[str, list[str], dict]]:
         ("--lr find in a folder that holds a model", t(f["data"], f["model_run"], "--lr", "find"),
          {"look": "train with it"}),
         ("  ... its command, pasted", ["-c", PASTE_ADVICE, *t(f["data"], f["model_run"], "--lr", "find", "--epochs",
-                                                             "1")], {}),
+                                                             "1")], {"look": "the advice, run"}),
         ("--lr find --overwrite in a new folder", t(f["data"], work / "o4_find_new", "--lr", "find", "--overwrite"),
          {"look": "train with it"}),
         ("--lr find --opt sgd (clipping on)", t(f["data"], work / "o4_find_sgd", "--lr", "find", "--opt", "sgd"),
@@ -785,9 +778,9 @@ def round_four(f: dict, work: Path, p, t) -> list[tuple[str, list[str], dict]]:
                                                            "--lr", "0.001"), {"look": "diagnosis"}),
         ("  ... the same at --lr 0.01", t(f["many_small"], work / "o4_small2", "--epochs", "2", "--lr", "0.01"),
          {"look": "diagnosis"}),
-        ("--lr auto --budget 16s on 200 classes of 2 photos", t(f["many_small"], work / "o4_auto", "--lr", "auto",
-                                                               "--budget", "16s"), {"look": "diagnosis"}),
-        ("labels that carry no signal, 3 epochs", t(f["noise_labels"], work / "o4_noise", "--epochs", "3"),
+        ("labels that carry no signal (60 noise pictures a class), 2 epochs",
+         t(f["noise_labels"], work / "o4_noise", "--epochs", "2"), {"look": "diagnosis"}),
+        ("  ... --lr auto --budget 30s", t(f["noise_labels"], work / "o4_auto", "--lr", "auto", "--budget", "30s"),
          {"look": "diagnosis"}),
         ("a loss that explodes at once (--lr 10, Adam)", t(f["data"], work / "o4_boom", "--epochs", "2", "--lr", "10",
                                                            "--recipe", "tutorial"), {"look": "diagnosis"}),
