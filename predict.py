@@ -196,9 +196,10 @@ def main(args) -> int:
             print(f"error: {err}", file=sys.stderr)
             continue
         top, unknown = answer(probs, names, k, threshold)
-        label = UNKNOWN if unknown else top[0][0]
-        below = f" (top {top[0][0]} {top[0][1]:.3f} < {threshold:g})" if unknown else f" {top[0][1]:.3f}"
-        print(f"{path}: {label}{below}")
+        label = UNKNOWN if unknown else folders.printable(top[0][0])  # a newline in a class name stays "\n"
+        below = f" (top {folders.printable(top[0][0])} {top[0][1]:.3f} < {threshold:g})" if unknown else \
+            f" {top[0][1]:.3f}"
+        print(f"{folders.printable(path)}: {label}{below}")
         width = max(16, *(folders.width(name) for name, _ in top))
         for name, p in top:
             print(f"    {folders.column(name, width)} {p:.3f}")

@@ -126,6 +126,10 @@ def test_a_class_name_with_a_newline_stays_on_one_log_line(colour_data, tmp_path
     printed = capsys.readouterr().out
     assert "red\\nrose 10" in printed and not any(line.startswith("rose") for line in printed.splitlines())
     assert torch.load(tmp_path / "run" / "best.pth", weights_only=True)["classes"][2] == "red\nrose"  # kept as is
+    photo = data / "val" / "red\nrose" / "red_0.jpg"
+    assert predict.cli([str(photo), "--weights", str(tmp_path / "run" / "best.pth"), "--topk", "3", "--no-show"]) == 0
+    printed = capsys.readouterr().out
+    assert "red\\nrose" in printed and not any(line.startswith("rose") for line in printed.splitlines())
 
 
 @pytest.mark.slow
