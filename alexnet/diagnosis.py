@@ -34,8 +34,9 @@ OVERFIT_EPOCHS = 2  # ... for at least this many epochs after its lowest
 OVERFIT_FLOOR = 0.05  # ... and by at least this share of ln(classes): a rise from 0.0001 to 0.0002 is none
 FEW_IMAGES = 100  # fewer training photos than this in a class: too few to train AlexNet from scratch
 # a run that did not learn but took fewer optimizer steps than this, or has fewer photos than this in a class,
-# says nothing about its learning rate: its loss barely moves at any rate (200 classes of 2 photos for 2 epochs
-# was "too low" at 1e-3 and "too high" at 1e-2), and the range test itself takes up to 100 steps
+# says nothing about its learning rate or its labels: its loss barely moves at any rate (200 classes of 2 photos
+# for 2 epochs was "too low" at 1e-3 and "too high" at 1e-2), the range test itself takes up to 100 steps, and
+# 2 flower photos a class were memorised as if mislabelled (docs/diagnosis.md)
 LR_EVIDENCE_STEPS, LR_EVIDENCE_PHOTOS = 50, 5
 GOOD_TOP1 = 0.9  # a run this good has no problem worth naming for its few photos
 COPIED = 0.05  # this share of validation photos copies training photos: validation measures memory
@@ -110,6 +111,12 @@ def not_learning(ev: Evidence, command) -> Finding | None:
     seen = (f"validation top-1 at best {best_val:.3f} (the largest class is {majority:.3f} of it), training loss "
             f"{rows[0]['train_loss']:.3f} -> {rows[-1]['train_loss']:.3f} over {len(rows)} epoch(s) "
             f"(ln {ev.num_classes} classes = {blind:.3f}, a blind guess)")
+    if (0 < ev.steps < LR_EVIDENCE_STEPS) or min(ev.counts) < LR_EVIDENCE_PHOTOS:
+        return Finding("too_small", f"not learning, and the run is too small to tell why: {seen}, in {ev.steps} "
+                       f"steps on {min(ev.counts)} photo(s) in its smallest class. So few steps move the loss little "
+                       f"at any learning rate, and so few photos are memorised whatever their labels: neither the "
+                       f"rate nor the labels are the question, the photos are (more of them, or fine-tuning), then "
+                       f"a longer run", f"python data_set/check.py {ev.data}")
     # memorising: training top-1 far above chance (the rate was low enough to fit the training photos, whatever its
     # jumps), held in the two best epochs beyond two standard errors; or, slower, the training loss falling below a
     # blind guess's while the validation loss rises (shuffled labels on the flowers: docs/diagnosis.md)
@@ -128,11 +135,6 @@ def not_learning(ev: Evidence, command) -> Finding | None:
                        f"{how}: the model memorises the training photos and nothing carries over. Look for "
                        f"mislabelled photos", f"python data_set/label_issues.py {ev.data}")
     peak = max(r.get("step_loss_max", 0.0) for r in rows)
-    if (0 < ev.steps < LR_EVIDENCE_STEPS) or min(ev.counts) < LR_EVIDENCE_PHOTOS:
-        return Finding("too_small", f"not learning, and the run is too small to tell why: {seen}, in {ev.steps} "
-                       f"steps on {min(ev.counts)} photo(s) in its smallest class. So few steps or photos move the "
-                       f"loss little at any learning rate, so the rate is not the question: more photos are "
-                       f"(or fine-tuning), then a longer run", f"python data_set/check.py {ev.data}")
     if ev.lr_mode == "auto":  # the range test chose this rate: its loss fell there, so calling it too low or
         # too high contradicts the test the run just did
         return Finding("not_learning", f"not learning at the rate the range test chose (--lr auto, {ev.lr:g}): "

@@ -164,6 +164,11 @@ def test_no_verdict_on_the_learning_rate_of_a_run_too_small_to_tell_or_after_the
         found = diagnosis.diagnose(evidence(history, lr=lr, **tiny), COMMAND)
         assert [f.cause for f in found] == ["too_small", "few_images"]
         assert "too small to tell why" in found[0].text and found[0].command == "python data_set/check.py photos"
+    # 2 flower photos a class, 40 epochs: memorised, as any 10 photos are whatever their labels: not "labels"
+    memorised = rows((1.61, 0.2, 1.61, 0.2, 1.7), (1.2, 0.6, 1.7, 0.21, 1.5), (0.5, 1.0, 2.0, 0.2, 0.9))
+    assert [f.cause for f in diagnosis.diagnose(evidence(memorised, counts=[2] * 5, steps=40), COMMAND)] == \
+        ["too_small", "few_images"]
+    assert [f.cause for f in diagnosis.diagnose(evidence(memorised), COMMAND)] == ["labels"]  # 500 a class
     many_steps = dict(tiny, counts=[500] * 200, steps=49)  # enough photos, too few steps
     assert [f.cause for f in diagnosis.diagnose(evidence(crept, **many_steps), COMMAND)] == ["too_small"]
     assert [f.cause for f in diagnosis.diagnose(evidence(crept, **many_steps | {"steps": 50}), COMMAND)] == \
