@@ -8,6 +8,7 @@ The field checks (``check_fields``) also read an ONNX export's metadata, so this
 imports torch only inside the functions that need it: predict.py's ONNX path stays torch-free.
 """
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -260,14 +261,23 @@ def hub_hash_prefix(name: str) -> str:
 def check_sha256(path: Path, prefix: str) -> None:
     """torch.hub checks a file's hash only as it downloads it; one placed in its cache by hand,
     or cut short, is checked here, as the README promises."""
+    st = path.stat()
+    digest = sha256_of(str(path), st.st_size, st.st_mtime_ns)
+    if not digest.startswith(prefix):
+        raise CheckpointError(f"{path}: its SHA-256 starts {digest[:len(prefix)]}, not {prefix} as its "
+                              f"name says: a different or damaged file. Remove it, and run again to download it "
+                              f"(or fetch it again by hand)")
+
+
+@functools.lru_cache(maxsize=4)
+def sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """A file's SHA-256, read once per process while its size and time stay the same: a run
+    reads --weights twice (settings, then the model), and 233 MB take about 0.4 s to hash."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(2**20), b""):
             digest.update(block)
-    if not digest.hexdigest().startswith(prefix):
-        raise CheckpointError(f"{path}: its SHA-256 starts {digest.hexdigest()[:len(prefix)]}, not {prefix} as its "
-                              f"name says: a different or damaged file. Remove it, and run again to download it "
-                              f"(or fetch it again by hand)")
+    return digest.hexdigest()
 
 
 def load_weights(source: str, mmap: bool = False) -> dict:

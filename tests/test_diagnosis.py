@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import diagnosis, lr_finder
+from alexnet import checkpoint, diagnosis, lr_finder
 from alexnet.images import IMAGENET_MEAN
 from alexnet.preemption import TrainingStopped
 import train
@@ -206,7 +206,10 @@ def test_weights_imagenet_fine_tunes_torchvisions_file_from_the_hub_cache(colour
                                                                           monkeypatch):
     use_hub_cache(hub_cache, monkeypatch)
     out = tmp_path / "run"
+    checkpoint.sha256_of.cache_clear()
     run_train(train_args(colour_data, out, "--weights", "imagenet", "--epochs", "1"))
+    hashed = checkpoint.sha256_of.cache_info()
+    assert hashed.misses == 1 and hashed.hits >= 1  # read twice (settings, the model), hashed once
     ckpt = torch.load(out / "best.pth", weights_only=True)
     assert ckpt["arch"] == "torchvision" and ckpt["config"]["weights"] == "imagenet"
     assert tuple(ckpt["mean"]) == IMAGENET_MEAN
