@@ -102,10 +102,10 @@ def infer_arch(state_dict: dict, path: str) -> str:
     first = state_dict.get("features.0.weight")
     if first is None:
         raise CheckpointError(f"{path}: a state_dict, but not of an AlexNet (no features.0.weight)")
-    for name, ((c1, *_), _) in ARCHS.items():
-        if first.shape[0] == c1:
+    for name, arch in ARCHS.items():
+        if first.shape[0] == arch.widths[0]:
             return name
-    known = ", ".join(f"{c1} ({name})" for name, ((c1, *_), _) in ARCHS.items())
+    known = ", ".join(f"{arch.widths[0]} ({name})" for name, arch in ARCHS.items())
     raise CheckpointError(f"{path}: features.0.weight has {first.shape[0]} filters of shape {list(first.shape[1:])}; "
                           f"the AlexNet widths known here start with {known}")
 
@@ -158,6 +158,8 @@ def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt > CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: field 'format' is {fmt!r}: written by a newer version of this project "
                               f"(this one reads formats up to {CHECKPOINT_FORMAT}); update it to read this file")
+    from model import ARCHS, default_switches, variant_of
+
     ckpt = dict(ckpt)
     if fmt < 2 and isinstance(ckpt.get("config"), dict):
         config = {k: v for k, v in ckpt["config"].items() if v is not None}  # None: argparse's "not given"
@@ -177,6 +179,10 @@ def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
             ckpt["rng"] = rng | {"python": (python[0], tuple(python[1]), python[2])}
     if fmt < 3:  # the precision was not recorded: chosen afresh; the probabilities were never calibrated
         ckpt = {"precision": None, "device_type": None, "temperature": 1.0} | ckpt
+    if "net" not in ckpt and ckpt["arch"] in ARCHS:  # before the switches: every arch had one column (model.py)
+        ckpt["net"] = default_switches(ckpt["arch"]) | {"columns": 1}
+    if isinstance(ckpt.get("config"), dict) and isinstance(ckpt.get("net"), dict) and "variant" not in ckpt["config"]:
+        ckpt["config"] = ckpt["config"] | {"variant": variant_of(ckpt["arch"], ckpt["net"])}
     ckpt.setdefault("min_confidence", None)  # evaluate.py --ood --store-threshold; optional in format 3
     if isinstance(ckpt.get("metrics"), list):  # metrics rows before 'train_size' was named for what it holds
         ckpt["metrics"] = [{("crop_size" if k == "train_size" else k): v for k, v in row.items()}
@@ -190,7 +196,7 @@ def check_checkpoint(ckpt: dict, path: str) -> None:
     field rather than a traceback or a plausible wrong answer (NaN weights print ``nan``)."""
     import torch
 
-    from model import ARCHS
+    from model import ARCHS, check_switches
 
     for key in ("model", "raw_model"):
         if key not in ckpt:
@@ -205,19 +211,24 @@ def check_checkpoint(ckpt: dict, path: str) -> None:
                                   f"broken (saved from a diverged run?)")
     if ckpt["arch"] not in ARCHS:
         raise CheckpointError(f"{path}: field 'arch' is {ckpt['arch']!r}; known: {', '.join(ARCHS)}")
+    try:
+        check_switches(ckpt["net"] if isinstance(ckpt["net"], dict) else {})
+    except ValueError as e:
+        raise CheckpointError(f"{path}: field 'net': {e}") from None
     check_fields(ckpt, path)
 
 
 def from_checkpoint(ckpt: dict, path: str):
     """Rebuild the AlexNet a checkpoint describes and load its weights."""
-    from model import AlexNet
+    from model import AlexNet, default_switches
 
-    model = AlexNet(num_classes=int(ckpt["num_classes"]), arch=ckpt["arch"])
+    model = AlexNet(num_classes=int(ckpt["num_classes"]), arch=ckpt["arch"], **ckpt["net"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-        raise CheckpointError(f"{path}: weights do not fit AlexNet(arch={ckpt['arch']!r}, "
+        variant = "".join(f", {k}={v!r}" for k, v in ckpt["net"].items() if default_switches(ckpt["arch"])[k] != v)
+        raise CheckpointError(f"{path}: weights do not fit AlexNet(arch={ckpt['arch']!r}{variant}, "
                               f"num_classes={ckpt['num_classes']}): {detail[:200]}") from None
     return model
 
@@ -365,7 +376,7 @@ def build(cfg, machine, trainer, state, classes: list[str]) -> dict:
     weights = {"model": trainer.validated_model.state_dict()}
     if trainer.ema is not None:
         weights["raw_model"] = trainer.model.state_dict()
-    return {**weights, "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "num_classes": len(classes), "classes": list(classes),
+    return {**weights, "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "net": trainer.model.switches, "num_classes": len(classes), "classes": list(classes),
             "epoch": state.epoch, "best_acc": state.best_acc, "best_epoch": state.best_epoch,
             "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
             "plateau": trainer.plateau.state_dict() if trainer.plateau else None,

@@ -175,7 +175,7 @@ def too_few(ev: Evidence, command) -> Finding | None:
     return Finding("few_images", f"too few photos to train AlexNet from scratch: {fewest} in the smallest class "
                    f"({sum(ev.counts)} in all; ImageNet gave AlexNet 1300 per class for its millions of weights). "
                    f"Fine-tune torchvision's ImageNet weights instead, or let --recipe budget augment harder",
-                   command(weights="imagenet", arch="torchvision", lr=None, overwrite=True))
+                   command(weights="imagenet", arch="torchvision", variant=None, lr=None, overwrite=True))
 
 
 def overfitting(ev: Evidence, command) -> Finding | None:
@@ -193,12 +193,14 @@ def overfitting(ev: Evidence, command) -> Finding | None:
     best = max(rows, key=lambda r: r["val_top1"])
     when = "the best before it rose" if best["epoch"] <= rows[low]["epoch"] else \
         "chosen by top-1, which went on creeping up as the probabilities grew overconfident"
-    if ev.aug == "none":
+    if ev.aug == "off":
+        next_command = command(aug=None, overwrite=True)
+    elif ev.aug == "none":
         next_command = command(aug="trivialaugment", overwrite=True)
     elif ev.recipe != "long":
         next_command = command(recipe="long", overwrite=True)
     else:
-        next_command = command(weights="imagenet", arch="torchvision", lr=None, overwrite=True)
+        next_command = command(weights="imagenet", arch="torchvision", variant=None, lr=None, overwrite=True)
     return Finding("overfitting", f"overfitting from epoch {rows[low]['epoch'] + 1}: validation loss rose "
                    f"{rows[low]['val_loss']:.3f} -> {rows[-1]['val_loss']:.3f} while training loss fell "
                    f"{rows[low]['train_loss']:.3f} -> {rows[-1]['train_loss']:.3f}; best.pth holds epoch "

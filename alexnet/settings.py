@@ -27,7 +27,7 @@ from alexnet.checkpoint import (IMAGENET, MAX_IMG_SIZE, MIN_IMG_SIZE, PRECISIONS
 from alexnet.transforms import EvalTransform
 from alexnet.errors import ArgumentError, CheckpointError, OneLineParser
 from alexnet.images import IMAGENET_MEAN, IMAGENET_STD, TUTORIAL_MEAN, TUTORIAL_STD, eval_resize
-from model import ARCHS
+from model import ARCHS, VARIANTS, switches_of, variant_of
 
 FLOWERS = "data_set/flower_data"
 DEMO_DATA = "data_set/demo_shapes"
@@ -65,6 +65,14 @@ def setting(default, help: str, *, check: tuple | None = None, choices=None, on_
     allowed), the text formatted with ``c`` = the config; ``cli=False``: not an option."""
     return field(default=default, metadata=dict(help=help, check=check, choices=choices, on_resume=on_resume,
                                                 metavar=metavar, cli=cli))
+
+
+def valid_variant(names: tuple[str, ...]) -> bool:
+    try:
+        switches_of(names)
+    except ValueError:
+        return False
+    return True
 
 
 def within(lo, hi, note: str = "") -> tuple:
@@ -110,7 +118,9 @@ class Config:
     tta: bool = setting(False, "validate on 10 crops (corners, centre, mirrored) per image")
     crop_scale: tuple[float, float] = setting((0.25, 1.0), "RandomResizedCrop area range", metavar=("MIN", "MAX"),
                                               check=(lambda v, c: 0 < v[0] <= v[1] <= 1, "need 0 < MIN <= MAX <= 1"))
-    aug: str = setting("none", "extra augmentation after crop + flip", choices=["none", "trivialaugment", "colorjitter"])
+    aug: str = setting("none", "extra augmentation after crop + flip; off: not even those (the whole image squashed "
+                       "to size, never flipped: the paper's section 4.1 ablation)",
+                       choices=["none", "trivialaugment", "colorjitter", "off"])
     lighting: float = setting(0.0, "PCA colour augmentation std (paper: 0.1; 0 = off)",
                               check=(lambda v, c: 0 <= v <= 1, "must be in [0, 1] (the paper: 0.1)"))
     mixup_alpha: float = setting(0.0, "MixUp: blend pairs of images and labels, Beta(alpha, alpha) (0 = off)",
@@ -126,7 +136,14 @@ class Config:
     bad_images: str = setting("error", "unreadable images: refuse to start, or leave them out",
                               choices=["error", "skip"], on_resume=MAY_CHANGE)
     # model
-    arch: str = setting("tutorial", "network width: tutorial (half), torchvision, paper (+LRN)", choices=list(ARCHS))
+    arch: str = setting("tutorial", "network width: tutorial (half), torchvision, paper (+LRN, two columns)",
+                        choices=list(ARCHS))
+    variant: tuple[str, ...] = setting((), "undo or add the paper's design choices, e.g. --variant tanh pool2: the "
+                                       "activation (relu, tanh, sigmoid), response normalisation (lrn, no-lrn), the "
+                                       "pooling window (pool3 overlapping, pool2 not), the two-GPU layout (two-column, "
+                                       "one-column), a middle convolution left out (no-conv3, no-conv4); "
+                                       "tools/study.py measures each", choices=list(VARIANTS), metavar="SWITCH",
+                                       check=(lambda v, c: valid_variant(v), "sets one switch twice; keep one"))
     init: str = setting("arch", "arch: the tutorial's / paper's init; default: PyTorch's", choices=["arch", "default"])
     dropout: float = setting(0.5, "dropout before the two hidden FC layers", check=FRACTION)
     weights: str | None = setting(None, f"start from a checkpoint or a state_dict file, or `{IMAGENET}`: "
@@ -220,7 +237,7 @@ RECIPE_SET = {name for values in RECIPES.values() for name in values}  # what th
 HELP_GROUPS = (
     ("data", ("data", "demo", "img_size", "balance", "bad_images")),
     ("run length", ("recipe", "epochs", "budget", "resume", "seed")),
-    ("model", ("arch", "weights", "freeze_features", "dropout", "init")),
+    ("model", ("arch", "variant", "weights", "freeze_features", "dropout", "init")),
     ("optimisation", ("batch_size", "opt", "lr", "wd", "sched", "warmup_epochs", "momentum", "patience",
                       "label_smoothing", "clip_grad", "ema")),
     ("augmentation", ("crop_scale", "aug", "lighting", "mixup_alpha", "cutmix_alpha", "img_size_start",
@@ -250,7 +267,7 @@ def shown(value) -> str:
 
 def is_unset(value) -> bool:
     """None, off or empty: an option that does nothing unless given (0 is a value: --seed 0)."""
-    return value is None or value is False or value == ""
+    return value is None or value is False or value == "" or value == ()
 
 
 def help_defaults(name: str, recipe_configs: dict[str, "Config"]) -> str:
@@ -290,7 +307,8 @@ def add_option(group, name: str, recipe_configs: dict[str, Config]) -> None:
         kwargs |= dict(action=argparse.BooleanOptionalAction if name in RECIPE_SET else "store_true", default=None)
         kwargs.pop("choices"), kwargs.pop("metavar")
     elif typing.get_origin(kind) is tuple:
-        kwargs |= dict(type=typing.get_args(kind)[0], nargs=len(typing.get_args(kind)))
+        items = typing.get_args(kind)
+        kwargs |= dict(type=items[0], nargs="+" if items[-1] is Ellipsis else len(items))
     elif name == "lr":
         kwargs |= dict(type=learning_rate)
     elif kind in (int, float):
@@ -412,7 +430,11 @@ def weights_values(given: dict) -> dict:
     ckpt = load_weights(given["weights"], mmap=True)
     if "arch" in given and given["arch"] != ckpt["arch"]:
         raise ArgumentError(f"--arch {given['arch']}: {given['weights']} holds an AlexNet of arch {ckpt['arch']!r}")
-    return {"arch": ckpt["arch"], "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),
+    variant = variant_of(ckpt["arch"], ckpt["net"])
+    if "variant" in given and switches_of(given["variant"]) != switches_of(variant):
+        raise ArgumentError(f"--variant {shown(given['variant'])}: {given['weights']} holds an AlexNet of variant "
+                            f"{shown(variant) or 'none'} (its layers decide)")
+    return {"arch": ckpt["arch"], "variant": variant, "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),
             "std": tuple(ckpt.get("std", IMAGENET_STD))}
 
 

@@ -17,7 +17,7 @@ from alexnet.checkpoint import load_weights
 from alexnet.errors import CheckpointError
 from alexnet.loaders import Loaders
 from alexnet.machine import Machine
-from model import AlexNet
+from model import AlexNet, switches_of
 
 if TYPE_CHECKING:  # settings imports budget, which builds on this module
     from alexnet.settings import Config
@@ -103,7 +103,8 @@ def init_model(cfg: Config, num_classes: int, resume: dict | None, machine: Mach
     if cfg.weights and not resume:
         model = pretrained_model(cfg, num_classes, machine)
     else:
-        model = AlexNet(num_classes, init_weights=cfg.init == "arch", arch=cfg.arch, dropout=cfg.dropout)
+        model = AlexNet(num_classes, init_weights=cfg.init == "arch", arch=cfg.arch, dropout=cfg.dropout,
+                        **switches_of(cfg.variant))
     if resume:
         model.load_state_dict(resume["raw_model"] if cfg.ema else resume["model"])
     if cfg.freeze_features:
@@ -115,7 +116,7 @@ def init_model(cfg: Config, num_classes: int, resume: dict | None, machine: Mach
 def pretrained_model(cfg: Config, num_classes: int, machine: Machine) -> AlexNet:
     """--weights: every layer from the file except the last, which is new and sized for our classes."""
     ckpt = load_weights(cfg.weights)
-    model = AlexNet(num_classes, arch=cfg.arch, dropout=cfg.dropout)
+    model = AlexNet(num_classes, arch=cfg.arch, dropout=cfg.dropout, **switches_of(cfg.variant))
     body = {k: v for k, v in ckpt["model"].items() if not k.startswith("classifier.6.")}
     try:
         missing, unexpected = model.load_state_dict(body, strict=False)

@@ -165,9 +165,11 @@ CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range (torchvisi
 
 def train_augment(size: int, scale: tuple[float, float], aug: str) -> "TrainAugment":
     """The training augmentation: RandomResizedCrop + flip, then --aug (TrivialAugment or
-    colour jitter)."""
+    colour jitter); --aug off: neither crop nor flip, the whole image squashed to ``size``."""
     from torchvision.transforms import v2
 
+    if aug == "off":
+        return TrainAugment(size, scale, None, crop_flip=False)
     if aug == "trivialaugment":
         extra = v2.TrivialAugmentWide()
     elif aug == "colorjitter":
@@ -187,15 +189,18 @@ class TrainAugment:
     because torchvision's transforms draw per image in tiny tensor operations on the global
     generator (measured: docs/performance.md, "Batch building")."""
 
-    def __init__(self, size: int, scale: tuple[float, float], extra: Callable | None):
+    def __init__(self, size: int, scale: tuple[float, float], extra: Callable | None, crop_flip: bool = True):
         self.size, self.scale, self.extra = size, scale, extra  # size changes between epochs (progressive resizing)
+        self.crop_flip = crop_flip
 
     def __repr__(self) -> str:
-        return f"TrainAugment(size={self.size}, scale={self.scale}, extra={self.extra!r})"
+        return f"TrainAugment(size={self.size}, scale={self.scale}, extra={self.extra!r}, crop_flip={self.crop_flip})"
 
     def __call__(self, images: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
         from torchvision.transforms.v2 import functional as TF
 
+        if not self.crop_flip:
+            return [TF.resize(img, [self.size, self.size], antialias=True) for img in images]
         boxes = sample_boxes(torch.tensor([img.shape[-2:] for img in images]), self.scale, CROP_RATIO, generator)
         flips = (torch.rand(len(images), generator=generator) < 0.5).tolist()
         seeds = torch.randint(2**62, (len(images),), generator=generator).tolist() if self.extra else []
