@@ -273,16 +273,26 @@ def plot_mistakes(split: CachedImageFolder, probs: torch.Tensor, targets: torch.
 
 
 def plot_filters(model: torch.nn.Module, path: Path) -> None:
-    """The first convolution's kernels, each scaled to the full range (paper figure 3)."""
+    """The first convolution's kernels, each scaled to the full range (paper figure 3); a
+    two-column net's halves in blocks of rows of their own, with their mean chroma."""
     from torchvision.utils import make_grid
 
+    from alexnet.stats import column_chroma
+
     weight = model.features[0].weight.detach().float().cpu()
-    grid = make_grid(weight, nrow=int(math.ceil(math.sqrt(len(weight)))), normalize=True, scale_each=True,
-                     padding=1, pad_value=1.0)
+    columns = getattr(model, "switches", {}).get("columns", 1)
+    per_row = int(math.ceil(math.sqrt(len(weight))))
+    while columns == 2 and (len(weight) // 2) % per_row:  # each column's kernels fill whole rows
+        per_row += 1
+    grid = make_grid(weight, nrow=per_row, normalize=True, scale_each=True, padding=1, pad_value=1.0)
     fig = new_figure(7, 7)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(f"conv1: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} px, RGB")
+    title = f"conv1: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} px, RGB"
+    if columns == 2:
+        first, second = column_chroma(weight)
+        title += f"\ncolumn 1 (upper half) chroma {first:.2f}, column 2 (lower half) {second:.2f}"
+    ax.set_title(title)
     ax.axis("off")
     save_with_font_hint(fig, path)
 

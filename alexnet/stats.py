@@ -8,6 +8,7 @@ calibration, for evaluate.py.
     fit_temperature(probs, targets)         # one scalar: softmax(log p / T) matches the accuracy
     auroc(known, unknown)                   # how well a score tells two sets apart (out-of-class images)
     rejection_threshold(scores, 0.05)       # the score below which 5% of the known images fall
+    chroma(model.features[0].weight)        # how colour-specific each first-layer kernel is (paper figure 3)
 
 The bootstrap and the temperature use torch; Wilson and McNemar are scipy's binomtest, the
 AUROC scikit-learn's (both come with cleanlab, in requirements.txt), imported where they are
@@ -144,3 +145,22 @@ def rejection_threshold(scores: torch.Tensor, false_rejection: float) -> float:
     ordered = scores.double().sort().values
     allowed = math.floor(false_rejection * len(ordered))  # images that may fall below it
     return float(ordered[allowed]) if allowed < len(ordered) else float(ordered[-1])
+
+
+def chroma(kernels: torch.Tensor) -> torch.Tensor:
+    """How colour-specific each kernel of a C x 3 x k x k weight is: the share of its energy
+    off the grey axis, the part that differs between its R, G and B planes (0: the same
+    pattern in every channel, colour-agnostic; 2/3: a single channel). The paper's figure 3
+    shows the two GPUs' first-layer kernels, one group largely colour-agnostic, the other
+    colour-specific: this is that judgement as a number."""
+    kernels = kernels.detach().double()
+    grey = kernels.mean(dim=1, keepdim=True)
+    return ((kernels - grey) ** 2).sum(dim=(1, 2, 3)) / (kernels ** 2).sum(dim=(1, 2, 3)).clamp_min(1e-12)
+
+
+def column_chroma(kernels: torch.Tensor) -> tuple[float, float]:
+    """The mean chroma of the first and the second half of the kernels: in a two-column net
+    (model.py's ``columns=2``) the kernels each column's convolution 2 sees."""
+    values = chroma(kernels)
+    half = len(values) // 2
+    return values[:half].mean().item(), values[half:].mean().item()

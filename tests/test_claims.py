@@ -11,7 +11,7 @@ from torch import nn
 import evaluate
 import export
 import predict
-from alexnet import settings
+from alexnet import settings, stats
 from alexnet.checkpoint import from_checkpoint, load_checkpoint
 from alexnet.errors import ArgumentError, CheckpointError
 from checkpoint_fixtures import FOLDER, inflate
@@ -200,8 +200,8 @@ def test_chroma_is_zero_for_grey_kernels_and_two_thirds_for_one_channel():
     grey = torch.randn(4, 1, 11, 11).expand(4, 3, 11, 11)
     one = torch.zeros(4, 3, 11, 11)
     one[:, 1] = torch.randn(4, 11, 11)
-    assert study.chroma(grey).abs().max() < 1e-6
-    torch.testing.assert_close(study.chroma(one), torch.full((4,), 2 / 3))
+    assert stats.chroma(grey).abs().max() < 1e-6
+    torch.testing.assert_close(stats.chroma(one), torch.full((4,), 2 / 3, dtype=torch.float64))
     first, second, gap = study.specialisation(torch.cat([grey, one]))
     assert (first, round(second, 6), round(gap, 6)) == (pytest.approx(0, abs=1e-6), round(2 / 3, 6), round(2 / 3, 6))
 
@@ -292,3 +292,13 @@ def test_the_study_needs_a_test_split_and_keeps_its_own_options(tmp_path, capsys
     assert "no test/ split" in one_error_line(capsys.readouterr().err)
     assert study.cli(["--data", str(data), "--out", str(tmp_path / "s"), "--", "--seed", "3"]) == 2
     assert "--data, --seed and --output-dir are the study's own" in capsys.readouterr().err
+
+
+def test_evaluates_filter_figure_keeps_each_columns_kernels_in_rows_of_their_own(tmp_path, monkeypatch):
+    from alexnet import figures
+
+    titles = []
+    monkeypatch.setattr(figures, "save_with_font_hint", lambda fig, path: titles.append(fig.axes[0].get_title()))
+    figures.plot_filters(AlexNet(num_classes=5, columns=2), tmp_path / "f.png")
+    figures.plot_filters(AlexNet(num_classes=5), tmp_path / "g.png")
+    assert "column 1 (upper half) chroma" in titles[0] and "column" not in titles[1]

@@ -29,6 +29,7 @@ import seeds  # tools/seeds.py: one arm = one command over the seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project folder: its scripts and alexnet/
 
+from alexnet import stats  # noqa: E402
 from alexnet.errors import ArgumentError, OneLineParser, UserError, run_main  # noqa: E402
 
 # The study's training run, the same for every arm (docs/claims.md says why each is what it is).
@@ -145,20 +146,11 @@ def epochs_to_reach(errors: list[float], threshold: float) -> float | None:
     return None
 
 
-def chroma(kernels):
-    """How colour-specific each kernel is: the share of its energy off the grey axis, the part
-    that differs between its R, G and B planes (0: the same pattern in every channel, a
-    colour-agnostic kernel; 2/3: one channel only)."""
-    grey = kernels.mean(dim=1, keepdim=True)
-    return ((kernels - grey) ** 2).sum(dim=(1, 2, 3)) / (kernels ** 2).sum(dim=(1, 2, 3)).clamp_min(1e-12)
-
-
 def specialisation(kernels) -> tuple[float, float, float]:
-    """Mean chroma of the first and second half of the first layer's kernels (the paper's two
-    GPUs' groups; in a one-column net an arbitrary split), and their difference."""
-    values = chroma(kernels)
-    half = len(values) // 2
-    first, second = values[:half].mean().item(), values[half:].mean().item()
+    """Mean chroma (alexnet.stats.chroma) of the first and second half of the first layer's
+    kernels (the paper's two GPUs' groups; in a one-column net an arbitrary split), and their
+    difference."""
+    first, second = stats.column_chroma(kernels)
     return first, second, abs(first - second)
 
 
@@ -203,8 +195,6 @@ def measure(claim: Claim, favoured: Run, other: Run, threshold: float) -> tuple[
 
 def mcnemar_pair(favoured: Run, other: Run) -> tuple[int, int, float]:
     """Images only the favoured arm got right, only the other did, and the exact McNemar p."""
-    from alexnet import stats
-
     common = favoured.correct.keys() & other.correct.keys()
     only_f = sum(favoured.correct[p] and not other.correct[p] for p in common)
     only_o = sum(other.correct[p] and not favoured.correct[p] for p in common)
@@ -288,16 +278,12 @@ def draw_figure(claim: Claim, arms: dict[str, dict[int, Run]], threshold: float,
 def draw_kernels(claim: Claim, arms: dict[str, dict[int, Run]], path: Path, plt) -> bool:
     """The first seed's first-layer kernels of both arms, each net's two halves in rows of
     their own, titled with each half's mean chroma."""
-    import torch
     from torchvision.utils import make_grid
 
     fig, axes = plt.subplots(2, 1, figsize=(8, 5), dpi=100)
     for ax, arm in zip(axes, (claim.favoured, claim.other)):
         kernels = arms[arm][min(arms[arm])].kernels
-        half = len(kernels) // 2
-        low, high = kernels.amin(dim=(1, 2, 3), keepdim=True), kernels.amax(dim=(1, 2, 3), keepdim=True)
-        scaled = (kernels - low) / (high - low).clamp_min(1e-12)
-        grid = make_grid(torch.cat([scaled[:half], scaled[half:]]), nrow=half, padding=1, pad_value=1.0)
+        grid = make_grid(kernels, nrow=len(kernels) // 2, normalize=True, scale_each=True, padding=1, pad_value=1.0)
         first, second, _ = specialisation(kernels)
         ax.imshow(grid.permute(1, 2, 0).numpy())
         ax.set_title(f"{arm}: upper half chroma {first:.3f}, lower half {second:.3f}", fontsize=9)
