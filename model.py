@@ -170,7 +170,8 @@ class AlexNet(nn.Module):
 
 def check_switches(switches: dict) -> None:
     """A ValueError naming the first switch whose value is not one AlexNet has."""
-    allowed = dict(activation=ACTIVATIONS, lrn=(False, True), pool=(2, 3), columns=(1, 2), remove_conv=(0, *MIDDLE_CONVS))
+    allowed = dict(activation=ACTIVATIONS, lrn=(False, True), pool=(2, 3), columns=(1, 2),
+                   remove_conv=(0, *MIDDLE_CONVS))
     for key, values in allowed.items():
         if key not in switches or switches[key] not in values or type(switches[key]) is not type(values[-1]):
             raise ValueError(f"{key} must be one of {', '.join(map(str, values))}, not {switches.get(key)!r}")

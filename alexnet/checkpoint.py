@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import types
 import typing
 import warnings
@@ -179,8 +180,9 @@ def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
             ckpt["rng"] = rng | {"python": (python[0], tuple(python[1]), python[2])}
     if fmt < 3:  # the precision was not recorded: chosen afresh; the probabilities were never calibrated
         ckpt = {"precision": None, "device_type": None, "temperature": 1.0} | ckpt
-    if "net" not in ckpt and ckpt["arch"] in ARCHS:  # before the switches: every arch had one column (model.py)
-        ckpt["net"] = default_switches(ckpt["arch"]) | {"columns": 1}
+    if "net" not in ckpt and ckpt["arch"] in ARCHS:
+        # written before the switches (when every net had one column) or by hand: the columns read from the weights
+        ckpt["net"] = default_switches(ckpt["arch"]) | {"columns": columns_of(ckpt.get("model"))}
     if isinstance(ckpt.get("config"), dict) and isinstance(ckpt.get("net"), dict) and "variant" not in ckpt["config"]:
         ckpt["config"] = ckpt["config"] | {"variant": variant_of(ckpt["arch"], ckpt["net"])}
     ckpt.setdefault("min_confidence", None)  # evaluate.py --ood --store-threshold; optional in format 3
@@ -189,6 +191,22 @@ def upgrade_checkpoint(ckpt: dict, path: str) -> dict:
                            if isinstance(row, dict) else row for row in ckpt["metrics"]]
     ckpt["format"] = CHECKPOINT_FORMAT
     return ckpt
+
+
+def columns_of(state_dict) -> int:
+    """1 or 2: whether convolution 2 sees all of convolution 1's channels or half (model.py's
+    ``columns``); 1 where the weights do not say (check_checkpoint then names what is wrong)."""
+    import torch
+
+    if not isinstance(state_dict, dict):
+        return 1
+    convs = sorted((int(k.split(".")[1]), v.shape) for k, v in state_dict.items()
+                   if isinstance(k, str) and re.fullmatch(r"features\.\d+\.weight", k)
+                   and isinstance(v, torch.Tensor) and v.dim() == 4)
+    if len(convs) < 2:
+        return 1
+    (_, first), (_, second) = convs[:2]
+    return 2 if first[0] == 2 * second[1] else 1
 
 
 def check_checkpoint(ckpt: dict, path: str) -> None:
@@ -376,7 +394,8 @@ def build(cfg, machine, trainer, state, classes: list[str]) -> dict:
     weights = {"model": trainer.validated_model.state_dict()}
     if trainer.ema is not None:
         weights["raw_model"] = trainer.model.state_dict()
-    return {**weights, "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "net": trainer.model.switches, "num_classes": len(classes), "classes": list(classes),
+    return {**weights, "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "net": trainer.model.switches,
+            "num_classes": len(classes), "classes": list(classes),
             "epoch": state.epoch, "best_acc": state.best_acc, "best_epoch": state.best_epoch,
             "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
             "plateau": trainer.plateau.state_dict() if trainer.plateau else None,

@@ -160,12 +160,22 @@ def test_the_paper_checkpoints_that_shipped_still_load_as_the_one_column_net_the
     assert ckpt["net"]["columns"] == 1 and ckpt["config"]["variant"] == ("one-column",)
     net = from_checkpoint(ckpt, str(path))
     assert [c.groups for c in convs(net)] == [1] * 5 and net.switches["lrn"]
-    resumed = settings.resolve_config(settings.get_args_parser().parse_args(["--resume", str(path), "--epochs", "2"]))[0]
+    argv = ["--resume", str(path), "--epochs", "2"]
+    resumed = settings.resolve_config(settings.get_args_parser().parse_args(argv))[0]
     assert resumed.variant == ("one-column",)
     bad = dict(ckpt, net=dict(ckpt["net"], pool=5))
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="bad.pth: field 'net': pool must be one of 2, 3, not 5"):
         load_checkpoint(str(tmp_path / "bad.pth"))
+
+
+def test_a_file_without_switches_gets_its_columns_from_its_weights(tmp_path):
+    for columns in (1, 2):
+        path = tmp_path / f"paper{columns}.pth"
+        torch.save(AlexNet(num_classes=3, arch="paper", columns=columns).state_dict(), path)  # a bare state_dict
+        ckpt = load_checkpoint(str(path))
+        assert ckpt["net"] == default_switches("paper") | {"columns": columns}
+        assert [c.groups for c in convs(from_checkpoint(ckpt, str(path)))] == [1, columns, 1, columns, columns]
 
 
 @pytest.mark.slow
@@ -221,7 +231,9 @@ def test_verdicts_hold_contradict_or_say_what_could_not_be_detected():
                                                          "of no difference cannot be told from none with 3 seeds")
     speed = next(c for c in study.CLAIMS if c.key == "relu-tanh")
     assert study.verdict(speed, 0.6, 0.9, True, 3).startswith("not detectable")  # lower bounds never contradict
-    assert study.verdict(speed, 1.5, 9.0, False, 3) == "holds; the stated 6x epochs is inside the interval"
+    assert study.verdict(speed, 1.5, 9.0, False, 3) == "holds; the stated 6x is inside the interval"
+    assert study.verdict(speed, 1.5, 2.0, True, 3) == ("holds, by at least this much: the slower arm never got there "
+                                                        "(whether by the stated 6x, runs this short cannot tell)")
 
 
 def test_a_claim_row_pairs_the_seeds_measures_and_tests_on_the_same_images():
