@@ -272,22 +272,28 @@ def plot_mistakes(split: CachedImageFolder, probs: torch.Tensor, targets: torch.
     return len(shown)
 
 
-def plot_filters(model: torch.nn.Module, path: Path) -> None:
-    """The first convolution's kernels, each scaled to the full range (paper figure 3); a
-    two-column net's halves in blocks of rows of their own, with their mean chroma."""
+def filter_grid(weight: torch.Tensor, columns: int = 1) -> torch.Tensor:
+    """The kernels of a C x 3 x k x k weight in one image, each scaled to the full range; with
+    two columns each half fills whole rows of its own (the upper rows are column 1's)."""
     from torchvision.utils import make_grid
 
+    per_row = int(math.ceil(math.sqrt(len(weight))))
+    while columns == 2 and (len(weight) // 2) % per_row:
+        per_row += 1
+    return make_grid(weight.detach().float().cpu(), nrow=per_row, normalize=True, scale_each=True, padding=1,
+                     pad_value=1.0)
+
+
+def plot_filters(model: torch.nn.Module, path: Path) -> None:
+    """The first convolution's kernels (paper figure 3); a two-column net's halves in rows of
+    their own, with their mean chroma."""
     from alexnet.stats import column_chroma
 
     weight = model.features[0].weight.detach().float().cpu()
     columns = getattr(model, "switches", {}).get("columns", 1)
-    per_row = int(math.ceil(math.sqrt(len(weight))))
-    while columns == 2 and (len(weight) // 2) % per_row:  # each column's kernels fill whole rows
-        per_row += 1
-    grid = make_grid(weight, nrow=per_row, normalize=True, scale_each=True, padding=1, pad_value=1.0)
     fig = new_figure(7, 7)
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.imshow(filter_grid(weight, columns).permute(1, 2, 0).numpy(), interpolation="nearest")
     title = f"conv1: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} px, RGB"
     if columns == 2:
         first, second = column_chroma(weight)

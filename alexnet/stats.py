@@ -150,7 +150,8 @@ def rejection_threshold(scores: torch.Tensor, false_rejection: float) -> float:
 def chroma(kernels: torch.Tensor) -> torch.Tensor:
     """How colour-specific each kernel of a C x 3 x k x k weight is: the share of its energy
     off the grey axis, the part that differs between its R, G and B planes (0: the same
-    pattern in every channel, colour-agnostic; 2/3: a single channel). The paper's figure 3
+    pattern in every channel, colour-agnostic; 2/3: a single channel, or random noise; up to
+    1: opposite colours, red against green, with no brightness pattern). The paper's figure 3
     shows the two GPUs' first-layer kernels, one group largely colour-agnostic, the other
     colour-specific: this is that judgement as a number."""
     kernels = kernels.detach().double()

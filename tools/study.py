@@ -280,17 +280,17 @@ def draw_figure(claim: Claim, arms: dict[str, dict[int, Run]], threshold: float,
 
 
 def draw_kernels(claim: Claim, arms: dict[str, dict[int, Run]], path: Path, plt) -> bool:
-    """The first seed's first-layer kernels of both arms, each net's two halves in rows of
-    their own, titled with each half's mean chroma."""
-    from torchvision.utils import make_grid
+    """The first seed's first-layer kernels of both arms side by side, each net's two halves in
+    rows of their own (evaluate.py's filter grid), titled with each half's mean chroma."""
+    from alexnet.figures import filter_grid
 
-    fig, axes = plt.subplots(2, 1, figsize=(8, 5), dpi=100)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), dpi=100)
     for ax, arm in zip(axes, (claim.favoured, claim.other)):
         kernels = arms[arm][min(arms[arm])].kernels
-        grid = make_grid(kernels, nrow=len(kernels) // 2, normalize=True, scale_each=True, padding=1, pad_value=1.0)
         first, second, _ = specialisation(kernels)
-        ax.imshow(grid.permute(1, 2, 0).numpy())
-        ax.set_title(f"{arm}: upper half chroma {first:.3f}, lower half {second:.3f}", fontsize=9)
+        ax.imshow(filter_grid(kernels, columns=2).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(f"{arm}, seed {min(arms[arm])}: {len(kernels)} kernels\nmean chroma: upper half {first:.3f}, "
+                     f"lower half {second:.3f}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path)
@@ -315,7 +315,8 @@ def table(rows: list[dict], header: dict, setup: str) -> str:
         what = {SPEED: f"epochs to {r.get('threshold', 0):.1%} training error, {r['other']} / {r['favoured']}",
                 TOP1: "test top-1, favoured - other", OVERFIT: "(validation - training loss) at the end, other - "
                 "favoured", TRAIN_ERROR: "final training error, other - favoured",
-                CHROMA: "|chroma of kernel half 1 - half 2|, favoured - other"}[r["measure"]]
+                CHROMA: "gap between the mean chroma of the first-layer kernels' two halves, favoured - other"}[
+                    r["measure"]]
         seeds_text = ", ".join(number(v, b) for v, b in zip(r["values"], r["lower_bounds"]))
         interval = "no interval" if math.isnan(low) else f"{low:.3g} to {high:.3g}"
         mcnemar = ", ".join(f"{p:.2g} ({a}:{b})" for a, b, p in r["mcnemar"])
