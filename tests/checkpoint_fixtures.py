@@ -11,6 +11,10 @@ tests/conftest.py with 4 train and 2 val images per class, in /tmp/fx/data):
         --batch-size 4 --workers 0 --quiet --sched plateau [--ema 0.9 from 30913d2 on]
     python /work/main/tests/checkpoint_fixtures.py /tmp/fx/out/last.pth \\
         tests/fixtures/checkpoints/format1-COMMIT.pth      # format2- for 23402ed
+
+and format3-e51663e-paper.pth, the last one-column `--arch paper` net (#43 made that arch two-column),
+from the colour folder as made (10 train, 4 val images per class): the same train.py command with
+--ema 0.9 --arch paper, at e51663e.
 """
 import sys
 from pathlib import Path
@@ -31,14 +35,18 @@ def shrink(value):
     return value
 
 
-def inflate(value, gen: torch.Generator | None = None):
+def inflate(value, gen: torch.Generator | None = None, centred: bool = True):
+    """Seeded values in place of each shrunk tensor: weights centred on zero (so that the paper's
+    wide net does not blow up), the optimizer's moments in [0, 0.02] (its second moments must not
+    be negative)."""
     gen = gen or torch.Generator().manual_seed(0)
     if isinstance(value, dict) and "shrunk_tensor" in value:
-        return (torch.rand(value["shrunk_tensor"], generator=gen) * 0.02).to(getattr(torch, value["dtype"]))
+        values = torch.rand(value["shrunk_tensor"], generator=gen) - (0.5 if centred else 0.0)
+        return (values * 0.02).to(getattr(torch, value["dtype"]))
     if isinstance(value, dict):
-        return {k: inflate(v, gen) for k, v in value.items()}
+        return {k: inflate(v, gen, centred and k != "optimizer") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(inflate(v, gen) for v in value)
+        return type(value)(inflate(v, gen, centred) for v in value)
     return value
 
 

@@ -3,6 +3,7 @@ parameter count; the default net unchanged; the two columns really apart), reach
 train.py as --variant, kept by checkpoints, and measured by tools/study.py."""
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 import evaluate
 import export
 import predict
+import train
 from alexnet import settings, stats
 from alexnet.checkpoint import from_checkpoint, load_checkpoint
 from alexnet.errors import ArgumentError, CheckpointError
@@ -181,7 +183,7 @@ def test_a_file_without_switches_gets_its_columns_from_its_weights(tmp_path):
 @pytest.mark.slow
 def test_a_variant_trains_saves_its_switches_and_every_script_rebuilds_it(colour_data, tmp_path, capsys):
     out = tmp_path / "run"
-    run_train(train_args(colour_data, out, "--epochs", "1", "--arch", "paper", "--variant", "tanh", "pool2",
+    run_train(train_args(colour_data, out, "--epochs", "1", "--variant", "tanh", "lrn", "pool2", "two-column",
                          "no-conv3", "--aug", "off"))
     ckpt = load_checkpoint(str(out / "best.pth"))
     assert ckpt["net"] == dict(activation="tanh", lrn=True, pool=2, columns=2, remove_conv=3)
@@ -193,8 +195,8 @@ def test_a_variant_trains_saves_its_switches_and_every_script_rebuilds_it(colour
     assert "top-1 agreement 100%" in capsys.readouterr().out
     # fine-tuning from it keeps its layers; asking for others is one line naming both
     fine = settings.resolve_config(settings.get_args_parser().parse_args(["--weights", str(out / "best.pth")]))[0]
-    assert switches_of(fine.variant) == dict(activation="tanh", pool=2, remove_conv=3)
-    with pytest.raises(ArgumentError, match="holds an AlexNet of variant tanh pool2 no-conv3"):
+    assert switches_of(fine.variant) == dict(activation="tanh", lrn=True, pool=2, columns=2, remove_conv=3)
+    with pytest.raises(ArgumentError, match="holds an AlexNet of variant tanh lrn pool2 two-column no-conv3"):
         settings.resolve_config(settings.get_args_parser().parse_args(["--weights", str(out / "best.pth"),
                                                                        "--variant", "sigmoid"]))
 
@@ -252,8 +254,15 @@ def test_a_claim_row_pairs_the_seeds_measures_and_tests_on_the_same_images():
     assert row["top1_difference"] == pytest.approx(20.0)
 
 
+def scripts_in_process(command: list[str], **kwargs) -> int:
+    """tools/seeds.py's ``subprocess.call`` of train.py or evaluate.py, run as main() in this
+    process (tests/test_stats.py runs seeds.py's real processes)."""
+    return {"train": train, "evaluate": evaluate}[Path(command[1]).stem].cli(command[2:])
+
+
 @pytest.mark.slow
-def test_the_study_trains_its_arms_over_seeds_and_writes_the_table_and_figures(tmp_path, capsys):
+def test_the_study_trains_its_arms_over_seeds_and_writes_the_table_and_figures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(study.seeds.subprocess, "call", scripts_in_process)
     data = make_colour_folder(tmp_path / "data", n_train=6, n_val=3)
     (data / "test").mkdir()
     for folder in (data / "val").iterdir():  # the held-out test split every arm is scored on
