@@ -322,7 +322,7 @@ def table(rows: list[dict], header: dict, setup: str) -> str:
         mcnemar = ", ".join(f"{p:.2g} ({a}:{b})" for a, b, p in r["mcnemar"])
         t_low, t_high = r["top1_ci"]
         top1 = f"{r['top1_difference']:+.1f} ({'-' if math.isnan(t_low) else f'{t_low:+.1f} to {t_high:+.1f}'})"
-        figure = f"[{r['claim']}](figures/{r['claim']}.png)" if r.get("figure") else ""
+        figure = f"[{r['claim']}](figures/{r['claim']}.png)" if r.get("figure") else "none: a claim about the score"
         stated = "" if r["expected"] is None else f" [stated: {r['expected']:g}{unit}]"
         lines.append(f"| {r['claim']} | {r['source']}: {r['says']}{stated} | {r['favoured']} vs {r['other']} | "
                      f"{what}: **{r['mean']:.3g}{unit}** ({interval}); {seeds_text} | {top1}; {mcnemar} | "
