@@ -431,10 +431,11 @@ def weights_values(given: dict) -> dict:
     if "arch" in given and given["arch"] != ckpt["arch"]:
         raise ArgumentError(f"--arch {given['arch']}: {given['weights']} holds an AlexNet of arch {ckpt['arch']!r}")
     variant = variant_of(ckpt["arch"], ckpt["net"])
-    if "variant" in given and switches_of(given["variant"]) != switches_of(variant):
-        raise ArgumentError(f"--variant {shown(given['variant'])}: {given['weights']} holds an AlexNet of variant "
+    given_variant = given.get("variant", variant)  # one that sets a switch twice: its declared check names it
+    if valid_variant(given_variant) and switches_of(given_variant) != switches_of(variant):
+        raise ArgumentError(f"--variant {shown(given_variant)}: {given['weights']} holds an AlexNet of variant "
                             f"{shown(variant) or 'none'} (its layers decide)")
-    return {"arch": ckpt["arch"], "variant": variant, "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),
+    return {"arch": ckpt["arch"], "variant": given_variant, "mean": tuple(ckpt.get("mean", IMAGENET_MEAN)),
             "std": tuple(ckpt.get("std", IMAGENET_STD))}
 
 

@@ -199,6 +199,9 @@ def test_a_variant_trains_saves_its_switches_and_every_script_rebuilds_it(colour
     with pytest.raises(ArgumentError, match="holds an AlexNet of variant tanh lrn pool2 two-column no-conv3"):
         settings.resolve_config(settings.get_args_parser().parse_args(["--weights", str(out / "best.pth"),
                                                                        "--variant", "sigmoid"]))
+    with pytest.raises(ArgumentError, match="--variant tanh sigmoid: sets one switch twice"):
+        settings.resolve_config(settings.get_args_parser().parse_args(["--weights", str(out / "best.pth"),
+                                                                       "--variant", "tanh", "sigmoid"]))
 
 
 # ---------------------------------------------------------------- tools/study.py
