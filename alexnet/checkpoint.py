@@ -238,15 +238,16 @@ def check_checkpoint(ckpt: dict, path: str) -> None:
 
 def from_checkpoint(ckpt: dict, path: str):
     """Rebuild the AlexNet a checkpoint describes and load its weights."""
-    from model import AlexNet, default_switches
+    from model import AlexNet, variant_of
 
     model = AlexNet(num_classes=int(ckpt["num_classes"]), arch=ckpt["arch"], **ckpt["net"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-        variant = "".join(f", {k}={v!r}" for k, v in ckpt["net"].items() if default_switches(ckpt["arch"])[k] != v)
-        raise CheckpointError(f"{path}: weights do not fit AlexNet(arch={ckpt['arch']!r}{variant}, "
+        variant = " ".join(variant_of(ckpt["arch"], ckpt["net"]))
+        raise CheckpointError(f"{path}: weights do not fit AlexNet(arch={ckpt['arch']!r}"
+                              f"{f', variant {variant}' if variant else ''}, "
                               f"num_classes={ckpt['num_classes']}): {detail[:200]}") from None
     return model
 

@@ -94,6 +94,11 @@ CLAIMS = (
 CLAIM_KEYS = [c.key for c in CLAIMS]
 
 
+def arms_of(claims: list[Claim]) -> list[str]:
+    """The arms these claims compare, in ARMS's order (the order they train in)."""
+    return [arm for arm in ARMS if any(arm in (c.favoured, c.other) for c in claims)]
+
+
 def get_args_parser() -> OneLineParser:
     p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="ImageFolder with train/, val/ and test/ (the test split scores every arm)")
@@ -332,7 +337,7 @@ def table(rows: list[dict], header: dict, setup: str) -> str:
 
 def report(out: Path, claims: list[Claim], seed_list: list[int], argv: list[str]) -> str:
     arms: dict[str, dict[int, Run]] = {}
-    for arm in sorted({a for c in claims for a in (c.favoured, c.other)}):
+    for arm in arms_of(claims):
         runs = {s: out / arm / f"seed-{s}" for s in seed_list}
         arms[arm] = {s: read_run(folder, s) for s, folder in runs.items() if (folder / "best.pth").is_file()}
         if not arms[arm]:
@@ -346,7 +351,7 @@ def report(out: Path, claims: list[Claim], seed_list: list[int], argv: list[str]
         rows.append(row)
     trained = json.loads((out / "study_args.json").read_text()) if (out / "study_args.json").is_file() else {}
     commits = sorted({json.loads(p.read_text()).get("commit") for p in out.glob("*/seed-*/trained_at.json")} - {None})
-    images = len(next(iter(arms["baseline" if "baseline" in arms else next(iter(arms))].values())).correct)
+    images = len(next(iter(next(iter(arms.values())).values())).correct)  # every run scores the same test images
     setup = (f"Trained at commit {', '.join(commits) or 'unknown'}. "
              f"Every arm: `python train.py {' '.join(trained.get('train_args', []))} ARM`, seeds "
              f"{' '.join(map(str, seed_list))}; scored by evaluate.py on the {images} test images. Arms: "
@@ -374,7 +379,7 @@ def main(args: argparse.Namespace) -> int:
         train_args = ["--data", args.data, *STUDY_ARGS, *user_args, "--cache-dir", str(out / ".cache")]
         out.mkdir(parents=True, exist_ok=True)
         (out / "study_args.json").write_text(json.dumps({"train_args": [*STUDY_ARGS, *user_args]}) + "\n")
-        for arm in sorted({a for c in claims for a in (c.favoured, c.other)}, key=list(ARMS).index):
+        for arm in arms_of(claims):
             for seed in args.seeds:
                 print(f"arm {arm}, ", end="")
                 seeds.train(out / arm / f"seed-{seed}", seed, [*train_args, *ARMS[arm]])
